@@ -1,0 +1,110 @@
+/* lmcore — LLM inference in C. The one public header.
+ *
+ * Conventions
+ *  - Every fallible function returns lm_status: LM_OK (0) or a negative error code.
+ *  - After a failure, lm_last_error() returns a message for this thread naming the file,
+ *    tensor or option at fault. The library owns the string; it stays valid until the next
+ *    failing call on the same thread.
+ *  - Constructors fill an OUT parameter. On failure the OUT parameter is set to NULL and
+ *    nothing needs to be freed.
+ *  - Params structs start with `size_t size`; get them from lm_*_default_params().
+ *  - The library never aborts or exits on bad input.
+ */
+#ifndef LMCORE_H
+#define LMCORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --- status ------------------------------------------------------------------------- */
+
+typedef int lm_status;
+enum {
+    LM_OK = 0,
+    LM_ERR_INVALID_ARG = -1, /* a bad argument or option value */
+    LM_ERR_IO = -2,          /* a file could not be opened, read or mapped */
+    LM_ERR_FORMAT = -3,      /* a file is malformed (JSON, safetensors, tokenizer) */
+    LM_ERR_UNSUPPORTED = -4, /* valid input this build does not support (architecture, dtype) */
+    LM_ERR_MISSING = -5,     /* a required tensor, key or file is absent */
+    LM_ERR_SHAPE = -6,       /* a tensor's shape or dtype disagrees with the config */
+    LM_ERR_NOMEM = -7,       /* allocation failed */
+    LM_ERR_CANCELLED = -8,   /* a callback asked to stop */
+    LM_ERR_CONTEXT = -9,     /* the sequence does not fit the context/cache */
+    LM_ERR_DEVICE = -10,     /* accelerator error (no device, out of device memory, launch) */
+    LM_ERR_TEMPLATE = -11,   /* chat template syntax or runtime error */
+    LM_ERR_INTERNAL = -12,
+    LM_ERR_COUNT_ = -13      /* sentinel; new codes are appended above it */
+};
+
+/* A static, handle-free description of a status code. */
+const char *lm_status_str(lm_status status);
+/* The message of the last failure on this thread ("" when none). */
+const char *lm_last_error(void);
+
+/* --- model ---------------------------------------------------------------------------- */
+
+typedef struct lm_model lm_model;
+
+typedef enum { LM_DEVICE_CPU = 0, LM_DEVICE_CUDA = 1, LM_DEVICE_COUNT_ } lm_device;
+
+typedef struct lm_model_params {
+    size_t size;       /* sizeof(lm_model_params) */
+    int n_threads;     /* 0: one per physical core */
+    lm_device device;  /* LM_DEVICE_CPU */
+} lm_model_params;
+
+lm_model_params lm_model_default_params(void);
+
+/* Load a Hugging Face / MLX model directory (config.json + safetensors). */
+lm_status lm_model_load(const char *dir, const lm_model_params *params, lm_model **out);
+void lm_model_free(lm_model *model);
+
+typedef struct lm_model_info {
+    const char *model_type;   /* as in config.json, e.g. "llama" */
+    const char *family;       /* the definition that serves it */
+    int64_t n_params;         /* parameters (quantized weights counted unpacked) */
+    int n_layers, hidden_size, n_heads, n_kv_heads, head_dim, vocab_size;
+    int context_length;       /* max_position_embeddings */
+    const char *weight_dtype; /* "bf16", "f16", "f32", "q4/g64", "mxfp4", "mixed" */
+} lm_model_info;
+
+void lm_model_get_info(const lm_model *model, lm_model_info *info);
+/* Writes a multi-line description (architecture, features, parameter count) into buf.
+ * Returns the length it needs (excluding the NUL); output is truncated when cap is smaller. */
+size_t lm_model_describe(const lm_model *model, char *buf, size_t cap);
+
+/* --- context: one sequence's KV cache and scratch -------------------------------------- */
+
+typedef struct lm_ctx lm_ctx;
+
+typedef struct lm_ctx_params {
+    size_t size;      /* sizeof(lm_ctx_params) */
+    int max_tokens;   /* 0: the model's context length */
+} lm_ctx_params;
+
+lm_ctx_params lm_ctx_default_params(void);
+lm_status lm_ctx_new(lm_model *model, const lm_ctx_params *params, lm_ctx **out);
+void lm_ctx_free(lm_ctx *ctx);
+/* Forget the sequence (keeps allocations). */
+void lm_ctx_reset(lm_ctx *ctx);
+/* Number of tokens in the cache. */
+int lm_ctx_n_past(const lm_ctx *ctx);
+
+/* Run `n` tokens through the model, appending them to the sequence.
+ * logits: NULL, or [n, vocab] floats (all_logits != 0) or [vocab] floats for the last token. */
+lm_status lm_ctx_eval(lm_ctx *ctx, const int32_t *ids, int n, float *logits, int all_logits);
+
+/* --- tokenizer (src/text) ---------------------------------------------------------------- */
+/* (declared by the text component) */
+
+/* --- chat templates (src/text) ----------------------------------------------------------- */
+/* (declared by the template component) */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LMCORE_H */

@@ -47,6 +47,15 @@ lm_status lm_err_prefix(lm_status code, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, g_msg, sizeof old);
-    snprintf(g_msg, sizeof g_msg, "%s: %s", prefix, old);
+    size_t pl = strlen(prefix);
+    if (pl + 2 >= sizeof g_msg)
+        pl = sizeof g_msg - 3;
+    memcpy(g_msg, prefix, pl);
+    memcpy(g_msg + pl, ": ", 2);
+    size_t rest = sizeof g_msg - pl - 3, ol = strlen(old);
+    if (ol > rest)
+        ol = rest;
+    memcpy(g_msg + pl + 2, old, ol);
+    g_msg[pl + 2 + ol] = 0;
     return code;
 }

@@ -1,0 +1,262 @@
+/* CPU backend: threaded ops over host memory. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu_kernels.h"
+#include "core/threadpool.h"
+#include "core/util.h"
+
+#define ROW_BLOCK 16 /* weight rows converted to f32 together when T > 1 */
+
+typedef struct cpu_backend {
+    lm_backend base;
+    lm_pool *pool;
+    int n_threads;
+    float **scratch; /* per thread */
+    size_t scratch_cap; /* floats per thread */
+} cpu_backend;
+
+static cpu_backend *cpu(lm_backend *be) { return (cpu_backend *)be; }
+
+/* Make every thread's scratch hold n floats. Called outside parallel regions. */
+static int ensure_scratch(cpu_backend *c, size_t n) {
+    if (n <= c->scratch_cap)
+        return 1;
+    for (int t = 0; t < c->n_threads; t++) {
+        lm_free(c->scratch[t]);
+        c->scratch[t] = lm_malloc(n * sizeof(float));
+        if (!c->scratch[t]) {
+            c->scratch_cap = 0;
+            return 0;
+        }
+    }
+    c->scratch_cap = n;
+    return 1;
+}
+
+/* --- linear ------------------------------------------------------------------------------------ */
+
+typedef struct linear_job {
+    cpu_backend *c;
+    const lm_linear *w;
+    const float *x;
+    int T;
+    float *y;
+} linear_job;
+
+static void linear_task(void *ctx, int task, int thread) {
+    linear_job *j = ctx;
+    const lm_linear *w = j->w;
+    int r0 = task * ROW_BLOCK, r1 = r0 + ROW_BLOCK < w->out ? r0 + ROW_BLOCK : w->out;
+    int in = w->in;
+    if (j->T == 1 && w->kind == LM_W_DENSE) {
+        for (int r = r0; r < r1; r++) {
+            const uint8_t *row = (const uint8_t *)w->w + (size_t)r * w->w_row_bytes;
+            j->y[r] = lm_dot_dense(j->x, row, w->dtype, in) + (w->bias ? w->bias[r] : 0.0f);
+        }
+        return;
+    }
+    float *buf = j->c->scratch[thread];
+    for (int r = r0; r < r1; r++)
+        lm_linear_row_f32(w, r, buf + (size_t)(r - r0) * in);
+    for (int t = 0; t < j->T; t++) {
+        const float *xt = j->x + (size_t)t * in;
+        float *yt = j->y + (size_t)t * w->out;
+        for (int r = r0; r < r1; r++)
+            yt[r] = lm_dot_f32(xt, buf + (size_t)(r - r0) * in, in) + (w->bias ? w->bias[r] : 0.0f);
+    }
+}
+
+static void cpu_linear(lm_backend *be, const lm_linear *w, const float *x, int T, float *y) {
+    cpu_backend *c = cpu(be);
+    if (!ensure_scratch(c, (size_t)ROW_BLOCK * w->in))
+        return; /* the model preallocates at load; this cannot fail after that */
+    linear_job j = {c, w, x, T, y};
+    lm_pool_run(c->pool, (w->out + ROW_BLOCK - 1) / ROW_BLOCK, linear_task, &j);
+}
+
+/* --- small ops ------------------------------------------------------------------------------------ */
+
+static void cpu_embed(lm_backend *be, const lm_linear *table, const int32_t *ids, int T, float scale, float *out) {
+    for (int t = 0; t < T; t++) {
+        float *o = out + (size_t)t * table->in;
+        lm_linear_row_f32(table, ids[t], o);
+        if (scale != 1.0f)
+            for (int i = 0; i < table->in; i++)
+                o[i] *= scale;
+    }
+}
+
+static void cpu_rmsnorm(lm_backend *be, const float *x, const float *w, int rows, int n, float eps, float *y) {
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * n;
+        float *yr = y + (size_t)r * n;
+        double ss = 0;
+        for (int i = 0; i < n; i++)
+            ss += (double)xr[i] * xr[i];
+        float inv = 1.0f / sqrtf((float)(ss / n) + eps);
+        for (int i = 0; i < n; i++)
+            yr[i] = xr[i] * inv * (w ? w[i] : 1.0f);
+    }
+}
+
+static void cpu_rope(lm_backend *be, float *x, int T, int n_heads, int head_dim, int rot_dim, const float *cs) {
+    int half = rot_dim / 2;
+    for (int t = 0; t < T; t++) {
+        const float *cosv = cs + (size_t)t * rot_dim, *sinv = cosv + half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)t * n_heads + h) * head_dim;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * cosv[i] - b * sinv[i];
+                v[i + half] = b * cosv[i] + a * sinv[i];
+            }
+        }
+    }
+}
+
+static void cpu_glu(lm_backend *be, const float *gate, const float *up, int ld, int T, int n, lm_act act, float *out) {
+    for (int t = 0; t < T; t++) {
+        const float *g = gate + (size_t)t * ld, *u = up + (size_t)t * ld;
+        float *o = out + (size_t)t * n;
+        for (int i = 0; i < n; i++) {
+            float a = act == LM_ACT_SILU ? lm_silu(g[i]) : act == LM_ACT_GELU_TANH ? lm_gelu_tanh(g[i]) : lm_gelu_erf(g[i]);
+            o[i] = a * u[i];
+        }
+    }
+}
+
+static void cpu_add(lm_backend *be, float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        x[i] += y[i];
+}
+
+static void cpu_scale(lm_backend *be, float *x, float s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        x[i] *= s;
+}
+
+/* --- attention ------------------------------------------------------------------------------------ */
+
+typedef struct attn_job {
+    cpu_backend *c;
+    const lm_attn_args *a;
+} attn_job;
+
+static void attn_task(void *ctx, int task, int thread) {
+    attn_job *j = ctx;
+    const lm_attn_args *a = j->a;
+    int t = task / a->n_heads, h = task % a->n_heads;
+    int hd = a->head_dim, g = h / (a->n_heads / a->n_kv);
+    size_t kstride = (size_t)a->n_kv * hd;
+    const float *q = a->q + ((size_t)t * a->n_heads + h) * hd;
+    float *out = a->out + ((size_t)t * a->n_heads + h) * hd;
+    float *s = j->c->scratch[thread];
+    int32_t qp = a->qpos[t];
+    float mx = a->sinks ? a->sinks[h] : -INFINITY;
+    for (int r = 0; r < a->n_rows; r++) {
+        int32_t kp = a->kpos ? a->kpos[r] : r;
+        if (kp < 0 || kp > qp || (a->window > 0 && qp - kp >= a->window)) {
+            s[r] = -INFINITY;
+            continue;
+        }
+        float v = lm_dot_f32(q, a->k + (size_t)r * kstride + (size_t)g * hd, hd) * a->scale;
+        if (a->softcap > 0)
+            v = a->softcap * tanhf(v / a->softcap);
+        s[r] = v;
+        if (v > mx)
+            mx = v;
+    }
+    float sum = a->sinks ? expf(a->sinks[h] - mx) : 0.0f;
+    for (int i = 0; i < hd; i++)
+        out[i] = 0;
+    for (int r = 0; r < a->n_rows; r++) {
+        if (s[r] == -INFINITY)
+            continue;
+        float p = expf(s[r] - mx);
+        sum += p;
+        const float *v = a->v + (size_t)r * kstride + (size_t)g * hd;
+        for (int i = 0; i < hd; i++)
+            out[i] += p * v[i];
+    }
+    float inv = sum > 0 ? 1.0f / sum : 0.0f;
+    for (int i = 0; i < hd; i++)
+        out[i] *= inv;
+}
+
+static void cpu_attention(lm_backend *be, const lm_attn_args *a) {
+    cpu_backend *c = cpu(be);
+    if (!ensure_scratch(c, (size_t)a->n_rows))
+        return;
+    attn_job j = {c, a};
+    lm_pool_run(c->pool, a->T * a->n_heads, attn_task, &j);
+}
+
+/* --- lifetime ------------------------------------------------------------------------------------ */
+
+static void *cpu_alloc(lm_backend *be, size_t n) { return lm_calloc(n); }
+static void cpu_copy(lm_backend *be, void *dst, const void *src, size_t n) { memmove(dst, src, n); }
+
+static lm_status cpu_reserve(lm_backend *be, int max_in, int max_rows) {
+    size_t need = (size_t)ROW_BLOCK * (size_t)max_in;
+    if ((size_t)max_rows > need)
+        need = (size_t)max_rows;
+    if (!ensure_scratch(cpu(be), need))
+        return lm_err(LM_ERR_NOMEM, "cannot allocate %zu bytes of scratch per thread", need * sizeof(float));
+    return LM_OK;
+}
+static void cpu_release(lm_backend *be, void *p) { lm_free(p); }
+
+static void cpu_destroy(lm_backend *be) {
+    cpu_backend *c = cpu(be);
+    if (!c)
+        return;
+    lm_pool_free(c->pool);
+    for (int t = 0; t < c->n_threads; t++)
+        lm_free(c->scratch[t]);
+    free(c->scratch);
+    free(c);
+}
+
+static const lm_backend_ops CPU_OPS = {
+    .version = LM_BACKEND_OPS_VERSION,
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .copy = cpu_copy,
+    .reserve = cpu_reserve,
+    .linear = cpu_linear,
+    .embed = cpu_embed,
+    .rmsnorm = cpu_rmsnorm,
+    .rope = cpu_rope,
+    .attention = cpu_attention,
+    .glu = cpu_glu,
+    .add = cpu_add,
+    .scale = cpu_scale,
+};
+
+lm_status lm_backend_cpu_new(int n_threads, lm_backend **out) {
+    *out = NULL;
+    cpu_backend *c = calloc(1, sizeof *c);
+    if (!c)
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    c->base.ops = &CPU_OPS;
+    c->pool = lm_pool_new(n_threads);
+    if (!c->pool) {
+        free(c);
+        return lm_err(LM_ERR_NOMEM, "cannot start threads");
+    }
+    c->n_threads = lm_pool_threads(c->pool);
+    c->scratch = calloc((size_t)c->n_threads, sizeof *c->scratch);
+    if (!c->scratch) {
+        cpu_destroy(&c->base);
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    }
+    *out = &c->base;
+    return LM_OK;
+}
+
+int lm_backend_cpu_threads(const lm_backend *be) { return ((const cpu_backend *)be)->n_threads; }

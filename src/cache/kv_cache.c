@@ -1,0 +1,87 @@
+#include "cache/kv_cache.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+lm_status lm_kv_init(lm_kv_cache *c, lm_backend *be, int n_layers, int dim, int max_rows) {
+    memset(c, 0, sizeof *c);
+    c->be = be;
+    c->n_layers = n_layers;
+    c->max_rows = max_rows;
+    c->layers = calloc((size_t)n_layers, sizeof *c->layers);
+    if (!c->layers)
+        return lm_err(LM_ERR_NOMEM, "out of memory for the KV cache");
+    for (int l = 0; l < n_layers; l++)
+        c->layers[l].dim = dim;
+    return LM_OK;
+}
+
+void lm_kv_free(lm_kv_cache *c) {
+    if (!c->layers)
+        return;
+    for (int l = 0; l < c->n_layers; l++) {
+        c->be->ops->release(c->be, c->layers[l].k);
+        c->be->ops->release(c->be, c->layers[l].v);
+        free(c->layers[l].pos);
+    }
+    free(c->layers);
+    c->layers = NULL;
+}
+
+void lm_kv_reset(lm_kv_cache *c) {
+    for (int l = 0; l < c->n_layers; l++)
+        c->layers[l].n = 0;
+}
+
+static lm_status grow(lm_kv_cache *c, lm_kv_layer *L, int need) {
+    int cap = L->cap;
+    while (cap < need)
+        cap += LM_KV_STEP;
+    if (cap > c->max_rows)
+        cap = need > c->max_rows ? need : c->max_rows;
+    lm_backend *be = c->be;
+    size_t row = (size_t)L->dim * sizeof(float);
+    float *k = be->ops->alloc(be, (size_t)cap * row), *v = be->ops->alloc(be, (size_t)cap * row);
+    int32_t *pos = malloc((size_t)cap * sizeof *pos);
+    if (!k || !v || !pos) {
+        be->ops->release(be, k);
+        be->ops->release(be, v);
+        free(pos);
+        return lm_err(LM_ERR_NOMEM, "out of memory growing the KV cache to %d tokens", cap);
+    }
+    if (L->n) {
+        be->ops->copy(be, k, L->k, (size_t)L->n * row);
+        be->ops->copy(be, v, L->v, (size_t)L->n * row);
+        memcpy(pos, L->pos, (size_t)L->n * sizeof *pos);
+    }
+    be->ops->release(be, L->k);
+    be->ops->release(be, L->v);
+    free(L->pos);
+    L->k = k;
+    L->v = v;
+    L->pos = pos;
+    L->cap = cap;
+    return LM_OK;
+}
+
+lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v, const int32_t *pos, int T) {
+    lm_kv_layer *L = &c->layers[layer];
+    if (L->n + T > c->max_rows)
+        return lm_err(LM_ERR_CONTEXT, "the sequence (%d tokens) exceeds the context of %d tokens", L->n + T,
+                      c->max_rows);
+    if (L->n + T > L->cap)
+        LM_TRY(grow(c, L, L->n + T));
+    size_t row = (size_t)L->dim * sizeof(float);
+    c->be->ops->copy(c->be, (char *)L->k + (size_t)L->n * row, k, (size_t)T * row);
+    c->be->ops->copy(c->be, (char *)L->v + (size_t)L->n * row, v, (size_t)T * row);
+    memcpy(L->pos + L->n, pos, (size_t)T * sizeof *pos);
+    L->n += T;
+    return LM_OK;
+}
+
+size_t lm_kv_bytes(const lm_kv_cache *c) {
+    size_t n = 0;
+    for (int l = 0; l < c->n_layers; l++)
+        n += (size_t)c->layers[l].cap * c->layers[l].dim * 2 * sizeof(float);
+    return n;
+}

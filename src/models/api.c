@@ -1,0 +1,196 @@
+/* Public model and context API (include/lmcore.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "models/model.h"
+
+lm_model_params lm_model_default_params(void) {
+    lm_model_params p = {0};
+    p.size = sizeof p;
+    return p;
+}
+
+lm_ctx_params lm_ctx_default_params(void) {
+    lm_ctx_params p = {0};
+    p.size = sizeof p;
+    return p;
+}
+
+lm_status lm_model_load(const char *dir, const lm_model_params *params, lm_model **out) {
+    if (!out)
+        return lm_err(LM_ERR_INVALID_ARG, "lm_model_load: out is NULL");
+    *out = NULL;
+    if (!dir)
+        return lm_err(LM_ERR_INVALID_ARG, "lm_model_load: no model directory");
+    lm_model_params p = lm_model_default_params();
+    if (params)
+        memcpy(&p, params, params->size < sizeof p ? params->size : sizeof p);
+    if (p.device != LM_DEVICE_CPU)
+        return lm_err(LM_ERR_UNSUPPORTED, "this build runs models on the CPU only");
+    lm_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    lm_status st = lm_config_load(dir, &m->cfg);
+    if (st == LM_OK) {
+        m->def = lm_model_def_find(m->cfg.outer_model_type);
+        if (!m->def)
+            m->def = lm_model_def_find(m->cfg.model_type);
+        if (!m->def) {
+            char list[1024];
+            lm_model_def_list(list, sizeof list);
+            st = lm_err(LM_ERR_UNSUPPORTED, "%s: unsupported model_type '%s' (supported: %s)", m->cfg.path,
+                        m->cfg.outer_model_type[0] ? m->cfg.outer_model_type : m->cfg.model_type, list);
+        }
+    }
+    if (st == LM_OK)
+        st = lm_st_open_dir(dir, &m->st);
+    if (st == LM_OK)
+        st = lm_model_resolve(m);
+    if (st == LM_OK)
+        st = lm_backend_cpu_new(p.n_threads, &m->be);
+    if (st == LM_OK)
+        st = m->be->ops->reserve(m->be, m->max_in, 0);
+    if (st != LM_OK) {
+        lm_model_free(m);
+        return st;
+    }
+    *out = m;
+    return LM_OK;
+}
+
+void lm_model_free(lm_model *m) {
+    if (!m)
+        return;
+    if (m->be)
+        m->be->ops->destroy(m->be);
+    for (int i = 0; i < m->n_owned; i++)
+        lm_free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    lm_st_close(m->st);
+    lm_config_free(&m->cfg);
+    free(m);
+}
+
+static const char *weight_format(const lm_model *m, char *buf, size_t cap) {
+    const lm_linear *w = &m->layers[0].down;
+    if (w->kind == LM_W_DENSE)
+        return LM_DTYPES[w->dtype].short_name;
+    if (w->kind == LM_W_MXFP4)
+        return "mxfp4";
+    snprintf(buf, cap, "q%d/g%d", w->bits, w->group);
+    return buf;
+}
+
+void lm_model_get_info(const lm_model *m, lm_model_info *info) {
+    static _Thread_local char fmt[32];
+    const lm_config *c = &m->cfg;
+    memset(info, 0, sizeof *info);
+    info->model_type = c->outer_model_type[0] ? c->outer_model_type : c->model_type;
+    info->family = m->def->family;
+    info->n_params = m->n_params;
+    info->n_layers = c->n_layers;
+    info->hidden_size = c->hidden;
+    info->n_heads = c->n_heads;
+    info->n_kv_heads = c->n_kv_heads;
+    info->head_dim = c->head_dim;
+    info->vocab_size = c->vocab;
+    info->context_length = c->max_pos;
+    info->weight_dtype = weight_format(m, fmt, sizeof fmt);
+}
+
+size_t lm_model_describe(const lm_model *m, char *buf, size_t cap) {
+    const lm_config *c = &m->cfg;
+    lm_model_info in;
+    lm_model_get_info(m, &in);
+    unsigned f = m->def->features;
+    int n_slide = 0, n_nope = 0;
+    for (int i = 0; i < c->n_layers; i++) {
+        n_slide += m->layers[i].sliding;
+        n_nope += m->layers[i].no_rope;
+    }
+    const lm_rope *r = &m->rope_full;
+    size_t n = 0;
+#define OUT(...) n += (size_t)snprintf(buf + (n < cap ? n : cap), n < cap ? cap - n : 0, __VA_ARGS__)
+    OUT("model_type:   %s (text: %s)\n", in.model_type, c->model_type);
+    OUT("family:       %s\n", in.family);
+    OUT("parameters:   %lld (%.2f M)\n", (long long)in.n_params, (double)in.n_params / 1e6);
+    OUT("weights:      %s, %zu bytes in %d file(s)\n", in.weight_dtype, lm_st_data_bytes(m->st), m->st->n_files);
+    OUT("layers:       %d, hidden %d, heads %d (kv %d), head_dim %d, intermediate %d, vocab %d\n", c->n_layers,
+        c->hidden, c->n_heads, c->n_kv_heads, c->head_dim, c->intermediate, c->vocab);
+    OUT("context:      %d\n", c->max_pos);
+    OUT("rope:         %s, theta %g, rotary dims %d/%d", LM_ROPE_NAMES[r->cfg.type], r->cfg.theta, r->rot_dim,
+        c->head_dim);
+    if (r->cfg.type != LM_ROPE_DEFAULT)
+        OUT(", factor %g", r->cfg.factor);
+    OUT("\n");
+    if (n_slide)
+        OUT("sliding:      window %d on %d of %d layers (rope theta %g)\n", c->sliding_window, n_slide, c->n_layers,
+            m->rope_sliding.cfg.theta);
+    OUT("features:    ");
+    if (f & LM_F_QK_NORM) OUT(" qk-norm");
+    if (f & LM_F_SANDWICH) OUT(" sandwich-norms");
+    if (f & LM_F_NORM_PLUS1) OUT(" norm(1+w)");
+    if (f & LM_F_EMBED_SCALE) OUT(" embed-scale");
+    if (f & LM_F_FUSED_QKV) OUT(" fused-qkv");
+    if (f & LM_F_FUSED_GATE_UP) OUT(" fused-gate-up");
+    if (c->attention_bias || (f & LM_F_QKV_BIAS)) OUT(" attention-bias");
+    if (n_nope) OUT(" nope-layers:%d", n_nope);
+    OUT(" act:%s", c->act == LM_ACT_SILU ? "silu" : c->act == LM_ACT_GELU_TANH ? "gelu-tanh" : "gelu");
+    OUT(" head:%s\n", m->head.w == m->embed.w ? "tied" : "separate");
+#undef OUT
+    return n;
+}
+
+/* --- contexts ----------------------------------------------------------------------------------- */
+
+void lm_ctx_release_buffers(lm_ctx *c);
+
+lm_status lm_ctx_new(lm_model *m, const lm_ctx_params *params, lm_ctx **out) {
+    if (!out || !m)
+        return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_new: NULL argument");
+    *out = NULL;
+    lm_ctx_params p = lm_ctx_default_params();
+    if (params)
+        memcpy(&p, params, params->size < sizeof p ? params->size : sizeof p);
+    if (p.max_tokens < 0)
+        return lm_err(LM_ERR_INVALID_ARG, "max_tokens must be >= 0 (0: the model's context)");
+    lm_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    c->m = m;
+    c->max_tokens = p.max_tokens ? p.max_tokens : m->cfg.max_pos;
+    lm_status st = lm_kv_init(&c->kv, m->be, m->cfg.n_layers, m->cfg.n_kv_heads * m->cfg.head_dim, c->max_tokens);
+    if (st == LM_OK)
+        st = m->be->ops->reserve(m->be, m->max_in, c->max_tokens);
+    if (st != LM_OK) {
+        lm_ctx_free(c);
+        return st;
+    }
+    *out = c;
+    return LM_OK;
+}
+
+void lm_ctx_free(lm_ctx *c) {
+    if (!c)
+        return;
+    lm_kv_free(&c->kv);
+    lm_ctx_release_buffers(c);
+    free(c);
+}
+
+void lm_ctx_reset(lm_ctx *c) {
+    lm_kv_reset(&c->kv);
+    c->n_past = 0;
+}
+
+int lm_ctx_n_past(const lm_ctx *c) { return c->n_past; }
+
+lm_status lm_ctx_eval(lm_ctx *c, const int32_t *ids, int n, float *logits, int all_logits) {
+    if (!c || (!ids && n))
+        return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_eval: NULL argument");
+    return lm_decoder_forward(c, ids, n, logits, all_logits);
+}

@@ -1,0 +1,173 @@
+/* The generic decoder: one forward pass for every model definition. Each block step is
+ * switched on by the definition's features and the config, never by the family's name. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/model.h"
+
+/* --- activation buffers ----------------------------------------------------------------------- */
+
+static void release_buffers(lm_ctx *c) {
+    lm_backend *be = c->m->be;
+    float **bufs[] = {&c->x, &c->h, &c->q, &c->k, &c->v, &c->att, &c->o, &c->gate, &c->up, &c->act, &c->logits, &c->cs};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        be->ops->release(be, *bufs[i]);
+        *bufs[i] = NULL;
+    }
+    free(c->pos);
+    c->pos = NULL;
+    c->cap_T = 0;
+}
+
+void lm_ctx_release_buffers(lm_ctx *c) { release_buffers(c); }
+
+static lm_status reserve(lm_ctx *c, int T) {
+    if (T <= c->cap_T)
+        return LM_OK;
+    release_buffers(c);
+    const lm_model *m = c->m;
+    const lm_config *cfg = &m->cfg;
+    lm_backend *be = m->be;
+    size_t H = (size_t)cfg->hidden, Q = (size_t)cfg->n_heads * cfg->head_dim, KV = (size_t)cfg->n_kv_heads * cfg->head_dim;
+    size_t I = 0;
+    for (int l = 0; l < cfg->n_layers; l++)
+        if ((size_t)m->layers[l].intermediate > I)
+            I = (size_t)m->layers[l].intermediate;
+    size_t n = (size_t)T, wide = H > Q ? H : Q;
+    struct { float **p; size_t floats; } want[] = {
+        {&c->x, n * H}, {&c->h, n * H}, {&c->q, n * Q}, {&c->k, n * KV}, {&c->v, n * KV},
+        {&c->att, n * Q}, {&c->o, n * wide}, {&c->gate, n * I}, {&c->up, n * I}, {&c->act, n * I},
+        {&c->logits, (size_t)cfg->vocab}, {&c->cs, 2 * n * (size_t)m->rope_full.rot_dim},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        *want[i].p = be->ops->alloc(be, want[i].floats * sizeof(float));
+        if (!*want[i].p) {
+            release_buffers(c);
+            return lm_err(LM_ERR_NOMEM, "out of memory for activations of %d tokens", T);
+        }
+    }
+    c->pos = malloc(n * sizeof *c->pos);
+    if (!c->pos) {
+        release_buffers(c);
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    }
+    c->cap_T = T;
+    return LM_OK;
+}
+
+/* --- blocks ------------------------------------------------------------------------------------ */
+
+static lm_status attention_block(lm_ctx *c, int l, int T, const float *cs_full, const float *cs_slide) {
+    lm_model *m = c->m;
+    const lm_config *cfg = &m->cfg;
+    const lm_layer *L = &m->layers[l];
+    lm_backend *be = m->be;
+    const lm_backend_ops *op = be->ops;
+    int H = cfg->hidden, hd = cfg->head_dim, nh = cfg->n_heads, nkv = cfg->n_kv_heads;
+    float eps = (float)cfg->norm_eps;
+
+    /* pre-norm, projections */
+    op->rmsnorm(be, c->x, L->attn_norm, T, H, eps, c->h);
+    op->linear(be, &L->q, c->h, T, c->q);
+    op->linear(be, &L->k, c->h, T, c->k);
+    op->linear(be, &L->v, c->h, T, c->v);
+    /* per-head q/k norms (Qwen3, Gemma) */
+    if (L->q_norm) {
+        op->rmsnorm(be, c->q, L->q_norm, T * nh, hd, eps, c->q);
+        op->rmsnorm(be, c->k, L->k_norm, T * nkv, hd, eps, c->k);
+    }
+    /* rotary positions, unless this is a NoPE layer */
+    if (!L->no_rope) {
+        const lm_rope *r = L->sliding ? &m->rope_sliding : &m->rope_full;
+        const float *cs = L->sliding ? cs_slide : cs_full;
+        op->rope(be, c->q, T, nh, hd, r->rot_dim, cs);
+        op->rope(be, c->k, T, nkv, hd, r->rot_dim, cs);
+    }
+    /* cache, then attend over everything visible */
+    LM_TRY(lm_kv_append(&c->kv, l, c->k, c->v, c->pos, T));
+    const lm_kv_layer *kv = &c->kv.layers[l];
+    lm_attn_args a = {
+        .q = c->q, .k = kv->k, .v = kv->v, .kpos = kv->pos, .n_rows = kv->n, .qpos = c->pos,
+        .T = T, .n_heads = nh, .n_kv = nkv, .head_dim = hd,
+        .window = L->sliding ? cfg->sliding_window : 0,
+        .scale = m->attn_scale, .softcap = (float)cfg->attn_softcap, .sinks = NULL, .out = c->att,
+    };
+    op->attention(be, &a);
+    op->linear(be, &L->o, c->att, T, c->o);
+    if (L->post_attn_norm)
+        op->rmsnorm(be, c->o, L->post_attn_norm, T, H, eps, c->o);
+    op->add(be, c->x, c->o, (size_t)T * H);
+    return LM_OK;
+}
+
+static void mlp_block(lm_ctx *c, int l, int T) {
+    lm_model *m = c->m;
+    const lm_config *cfg = &m->cfg;
+    const lm_layer *L = &m->layers[l];
+    lm_backend *be = m->be;
+    const lm_backend_ops *op = be->ops;
+    int H = cfg->hidden, I = L->intermediate;
+    float eps = (float)cfg->norm_eps;
+
+    op->rmsnorm(be, c->x, L->ffn_norm, T, H, eps, c->h);
+    op->linear(be, &L->gate, c->h, T, c->gate);
+    op->linear(be, &L->up, c->h, T, c->up);
+    op->glu(be, c->gate, c->up, I, T, I, cfg->act, c->act);
+    op->linear(be, &L->down, c->act, T, c->o);
+    if (L->post_ffn_norm)
+        op->rmsnorm(be, c->o, L->post_ffn_norm, T, H, eps, c->o);
+    op->add(be, c->x, c->o, (size_t)T * H);
+}
+
+/* --- the forward pass ---------------------------------------------------------------------------- */
+
+lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits, int all_logits) {
+    lm_model *m = c->m;
+    const lm_config *cfg = &m->cfg;
+    lm_backend *be = m->be;
+    const lm_backend_ops *op = be->ops;
+    int H = cfg->hidden, V = cfg->vocab;
+    if (T <= 0)
+        return lm_err(LM_ERR_INVALID_ARG, "no tokens to evaluate");
+    for (int t = 0; t < T; t++)
+        if (ids[t] < 0 || ids[t] >= V)
+            return lm_err(LM_ERR_INVALID_ARG, "token id %d out of range [0, %d)", ids[t], V);
+    if (c->n_past + T > c->max_tokens)
+        return lm_err(LM_ERR_CONTEXT, "%d tokens after %d exceed the context of %d tokens", T, c->n_past,
+                      c->max_tokens);
+    LM_TRY(reserve(c, T));
+    for (int t = 0; t < T; t++)
+        c->pos[t] = c->n_past + t;
+
+    /* rope tables for this call (full and sliding layers may differ) */
+    int seq_len = c->n_past + T;
+    float *cs_full = c->cs, *cs_slide = c->cs + (size_t)T * m->rope_full.rot_dim;
+    lm_rope_table(&m->rope_full, c->pos, T, seq_len, cs_full);
+    lm_rope_table(&m->rope_sliding, c->pos, T, seq_len, cs_slide);
+
+    op->embed(be, &m->embed, ids, T, m->embed_scale, c->x);
+    for (int l = 0; l < cfg->n_layers; l++) {
+        lm_status st = attention_block(c, l, T, cs_full, cs_slide);
+        if (st != LM_OK) {
+            for (int k = 0; k < l; k++) /* keep the cache consistent: drop this call's rows */
+                c->kv.layers[k].n -= T;
+            return st;
+        }
+        mlp_block(c, l, T);
+    }
+    c->n_past += T;
+
+    /* final norm and the head, for every token or the last one */
+    int first = all_logits ? 0 : T - 1, n_out = T - first;
+    op->rmsnorm(be, c->x + (size_t)first * H, m->final_norm, n_out, H, (float)cfg->norm_eps, c->h);
+    if (!logits)
+        return LM_OK;
+    op->linear(be, &m->head, c->h, n_out, logits);
+    if (cfg->final_softcap > 0) {
+        float cap = (float)cfg->final_softcap;
+        for (size_t i = 0; i < (size_t)n_out * V; i++)
+            logits[i] = cap * tanhf(logits[i] / cap);
+    }
+    return LM_OK;
+}

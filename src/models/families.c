@@ -1,0 +1,68 @@
+/* The dense families: each a short declaration over the shared decoder. */
+#include <stdio.h>
+#include <string.h>
+
+#include "models/model_def.h"
+
+/* --- Llama 3.x, Mistral (and Mistral 3's text model) ----------------------------------------- */
+static const lm_names LLAMA_NAMES = {LM_LLAMA_NAMES};
+static const char *const LLAMA_TYPES[] = {"llama", "mistral", NULL};
+static const lm_model_def LLAMA = {
+    .family = "llama", .model_types = LLAMA_TYPES, .names = &LLAMA_NAMES,
+};
+
+/* Mistral 3 is a vision-language checkpoint; its text_config is a Mistral model and the
+ * vision tower / projector weights are ignored. */
+static const char *const MISTRAL3_TYPES[] = {"mistral3", NULL};
+static const lm_model_def MISTRAL3 = {
+    .family = "mistral3", .model_types = MISTRAL3_TYPES, .names = &LLAMA_NAMES,
+};
+
+/* --- Qwen2 / Qwen2.5: q/k/v bias ------------------------------------------------------------- */
+static const char *const QWEN2_TYPES[] = {"qwen2", NULL};
+static const lm_model_def QWEN2 = {
+    .family = "qwen2", .model_types = QWEN2_TYPES, .names = &LLAMA_NAMES, .features = LM_F_QKV_BIAS,
+};
+
+/* --- Qwen3: per-head q/k RMSNorm ------------------------------------------------------------- */
+static const lm_names QWEN3_NAMES = {LM_LLAMA_NAMES, .q_norm = "self_attn.q_norm", .k_norm = "self_attn.k_norm"};
+static const char *const QWEN3_TYPES[] = {"qwen3", NULL};
+static const lm_model_def QWEN3 = {
+    .family = "qwen3", .model_types = QWEN3_TYPES, .names = &QWEN3_NAMES, .features = LM_F_QK_NORM,
+};
+
+/* --- Phi-3 / Phi-4: fused qkv and gate_up, longrope, partial rotary ---------------------------- */
+static const lm_names PHI3_NAMES = {LM_LLAMA_NAMES, .qkv = "self_attn.qkv_proj", .gate_up = "mlp.gate_up_proj"};
+static const char *const PHI3_TYPES[] = {"phi3", NULL};
+static const lm_model_def PHI3 = {
+    .family = "phi3", .model_types = PHI3_TYPES, .names = &PHI3_NAMES,
+    .features = LM_F_FUSED_QKV | LM_F_FUSED_GATE_UP,
+};
+
+/* --- SmolLM3: Llama with NoPE layers (no_rope_layers, parsed into lm_config) -------------------- */
+static const char *const SMOLLM3_TYPES[] = {"smollm3", NULL};
+static const lm_model_def SMOLLM3 = {
+    .family = "smollm3", .model_types = SMOLLM3_TYPES, .names = &LLAMA_NAMES,
+};
+
+static const lm_model_def *const REGISTRY[] = {&LLAMA, &MISTRAL3, &QWEN2, &QWEN3, &PHI3, &SMOLLM3};
+#define N_DEFS (sizeof REGISTRY / sizeof REGISTRY[0])
+
+const lm_model_def *lm_model_def_find(const char *model_type) {
+    for (size_t i = 0; i < N_DEFS; i++)
+        for (const char *const *t = REGISTRY[i]->model_types; *t; t++)
+            if (strcmp(*t, model_type) == 0)
+                return REGISTRY[i];
+    return NULL;
+}
+
+void lm_model_def_list(char *buf, size_t cap) {
+    size_t n = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < N_DEFS; i++)
+        for (const char *const *t = REGISTRY[i]->model_types; *t; t++) {
+            int w = snprintf(buf + n, cap > n ? cap - n : 0, "%s%s", n ? ", " : "", *t);
+            if (w > 0)
+                n += (size_t)w;
+        }
+}

@@ -1,0 +1,57 @@
+/* A loaded model: config, definition, mapped weights resolved into per-layer roles. */
+#ifndef LM_MODELS_MODEL_H
+#define LM_MODELS_MODEL_H
+#include "backend/backend.h"
+#include "cache/kv_cache.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "layers/linear.h"
+#include "layers/rope.h"
+#include "models/model_def.h"
+
+typedef struct lm_layer {
+    lm_linear q, k, v, o;         /* [n_heads*hd, H], [n_kv*hd, H] x2, [H, n_heads*hd] */
+    lm_linear gate, up, down;     /* [I, H], [I, H], [H, I] */
+    const float *attn_norm, *ffn_norm;            /* [H] */
+    const float *post_attn_norm, *post_ffn_norm;  /* [H] or NULL */
+    const float *q_norm, *k_norm;                 /* [hd] or NULL */
+    int sliding;                  /* uses the sliding window and the sliding rope */
+    int no_rope;
+    int intermediate;
+} lm_layer;
+
+struct lm_model {
+    lm_config cfg;
+    const lm_model_def *def;
+    lm_st_set *st;
+    lm_backend *be;
+    char dir[4096];
+    char base[64];                /* weight name prefix of the text model, e.g. "model." */
+    lm_linear embed;              /* [V, H] */
+    lm_linear head;               /* [V, H] (the embedding when tied) */
+    const float *final_norm;      /* [H] */
+    lm_layer *layers;             /* [n_layers] */
+    lm_rope rope_full, rope_sliding;
+    float embed_scale, attn_scale;
+    int64_t n_params;
+    int max_in;                   /* widest input of any linear (scratch sizing) */
+    /* small f32 tensors converted at load (norms, biases) */
+    float **owned;
+    int n_owned, cap_owned;
+};
+
+/* Per-sequence state: the KV cache and activation buffers for up to cap_T tokens per call. */
+struct lm_ctx {
+    lm_model *m;
+    lm_kv_cache kv;
+    int n_past, max_tokens;
+    int cap_T;
+    float *x, *h, *q, *k, *v, *att, *o, *gate, *up, *act, *logits; /* activations */
+    float *cs;                    /* rope table [cap_T, rot_dim] */
+    int32_t *pos;                 /* [cap_T] */
+};
+
+lm_status lm_model_resolve(lm_model *m);    /* model_load.c */
+lm_status lm_decoder_forward(struct lm_ctx *ctx, const int32_t *ids, int T, float *logits, int all_logits);
+
+#endif

@@ -1,0 +1,104 @@
+/* Runs one reference checkpoint from ../shared/fixtures/models through the C API and compares
+ * prefill logits, greedy ids and decode logits with transformers' expected.safetensors. */
+#ifndef LM_TEST_FIXTURE_RUNNER_H
+#define LM_TEST_FIXTURE_RUNNER_H
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "io/safetensors.h"
+#include "lmcore.h"
+#include "test_util.h"
+
+#define FIXTURE_TOL 2e-3
+
+static double max_abs_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= m)) /* NaN counts as a failure */
+            m = isnan(d) ? INFINITY : d;
+    }
+    return m;
+}
+
+static int argmax_f(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b])
+            b = i;
+    return b;
+}
+
+/* Returns 0 when the fixture matches. `params` may be NULL. */
+static int run_fixture(const char *name, const lm_model_params *params) {
+    char dir[1024], exp_path[1200];
+    snprintf(dir, sizeof dir, "%s/models/%s", t_fixtures(), name);
+    snprintf(exp_path, sizeof exp_path, "%s/expected.safetensors", dir);
+    lm_st_set *exp = NULL;
+    lm_model *m = NULL;
+    lm_ctx *ctx = NULL;
+    float *logits = NULL, *step = NULL;
+    int32_t *ids = NULL;
+    int fails_before = t_fail;
+    if (lm_st_open_file(exp_path, &exp) != LM_OK) {
+        CHECKF(0, "%s: %s", name, lm_last_error());
+        return 1;
+    }
+    const lm_st_tensor *ti = lm_st_find(exp, "input_ids"), *tl = lm_st_find(exp, "logits");
+    const lm_st_tensor *tg = lm_st_find(exp, "greedy_ids"), *td = lm_st_find(exp, "decode_logits");
+    CHECKF(ti && tl && tg && td, "%s: expected.safetensors lacks a tensor", name);
+    if (!(ti && tl && tg && td))
+        goto done;
+    int T = (int)ti->numel, V = (int)tl->shape[1], N = (int)tg->numel;
+    if (lm_model_load(dir, params, &m) != LM_OK || lm_ctx_new(m, NULL, &ctx) != LM_OK) {
+        CHECKF(0, "%s: load failed: %s", name, lm_last_error());
+        goto done;
+    }
+    lm_model_info info;
+    lm_model_get_info(m, &info);
+    CHECKF(info.vocab_size == V, "%s: vocab %d vs expected %d", name, info.vocab_size, V);
+    ids = malloc((size_t)T * sizeof *ids);
+    logits = malloc((size_t)T * V * sizeof *logits);
+    step = malloc((size_t)V * sizeof *step);
+    const int64_t *in = ti->data;
+    for (int t = 0; t < T; t++)
+        ids[t] = (int32_t)in[t];
+    if (lm_ctx_eval(ctx, ids, T, logits, 1) != LM_OK) {
+        CHECKF(0, "%s: prefill failed: %s", name, lm_last_error());
+        goto done;
+    }
+    double dp = max_abs_diff(logits, tl->data, (size_t)T * V), dd = 0;
+    CHECKF(dp <= FIXTURE_TOL, "%s: prefill logits max |diff| %.3g > %.0e", name, dp, FIXTURE_TOL);
+    /* greedy decode through the KV cache */
+    const int64_t *greedy = tg->data;
+    const float *dl = td->data;
+    int32_t next = argmax_f(logits + (size_t)(T - 1) * V, V), same = 1;
+    for (int i = 0; i < N; i++) {
+        if (next != greedy[i])
+            same = 0;
+        int32_t feed = (int32_t)greedy[i]; /* follow the reference so later steps stay comparable */
+        if (lm_ctx_eval(ctx, &feed, 1, step, 0) != LM_OK) {
+            CHECKF(0, "%s: decode step %d failed: %s", name, i, lm_last_error());
+            goto done;
+        }
+        double d = max_abs_diff(step, dl + (size_t)i * V, (size_t)V);
+        if (d > dd)
+            dd = d;
+        next = argmax_f(step, V);
+    }
+    CHECKF(same, "%s: greedy ids differ from the reference", name);
+    CHECKF(dd <= FIXTURE_TOL, "%s: decode logits max |diff| %.3g > %.0e", name, dd, FIXTURE_TOL);
+    printf("  %-22s T=%-4d N=%-3d prefill max|d| %.2e  decode max|d| %.2e  greedy %s\n", name, T, N, dp, dd,
+           same ? "identical" : "DIFFERENT");
+done:
+    free(ids);
+    free(logits);
+    free(step);
+    lm_ctx_free(ctx);
+    lm_model_free(m);
+    lm_st_close(exp);
+    return t_fail != fails_before;
+}
+
+#endif

@@ -197,14 +197,6 @@ static lm_status add_file(lm_st_set *set, const char *path) {
     close(fd);
     if (map == MAP_FAILED)
         return lm_err(LM_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
-    uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--)
-        hlen = (hlen << 8) | ((const uint8_t *)map)[i];
-    if (hlen > size - 8 || hlen > MAX_HEADER) {
-        munmap(map, size);
-        return lm_err(LM_ERR_FORMAT, "%s: header length %llu is past the end of the file (%zu bytes)", path,
-                      (unsigned long long)hlen, size);
-    }
     lm_st_file *nf = realloc(set->files, (size_t)(set->n_files + 1) * sizeof *nf);
     if (!nf) {
         munmap(map, size);
@@ -213,16 +205,28 @@ static lm_status add_file(lm_st_set *set, const char *path) {
     set->files = nf;
     int fi = set->n_files++;
     set->files[fi] = (lm_st_file){lm_strdup(path), map, size};
-    const char *json = (const char *)map + 8;
-    const uint8_t *data = (const uint8_t *)map + 8 + hlen;
-    return lm_st_parse_header(set, json, (size_t)hlen, data, size - 8 - (size_t)hlen, fi, path);
+    return lm_st_parse_buffer(set, map, size, fi, path);
 }
 
-static lm_st_set *new_set(void) { return calloc(1, sizeof(lm_st_set)); }
+lm_status lm_st_parse_buffer(lm_st_set *set, const void *buf, size_t size, int file, const char *path) {
+    if (size < 8)
+        return lm_err(LM_ERR_FORMAT, "%s: too short for a safetensors file (%zu bytes)", path, size);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | ((const uint8_t *)buf)[i];
+    if (hlen > size - 8 || hlen > MAX_HEADER)
+        return lm_err(LM_ERR_FORMAT, "%s: header length %llu is past the end of the file (%zu bytes)", path,
+                      (unsigned long long)hlen, size);
+    const char *json = (const char *)buf + 8;
+    const uint8_t *data = (const uint8_t *)buf + 8 + hlen;
+    return lm_st_parse_header(set, json, (size_t)hlen, data, size - 8 - (size_t)hlen, file, path);
+}
+
+lm_st_set *lm_st_new(void) { return calloc(1, sizeof(lm_st_set)); }
 
 lm_status lm_st_open_file(const char *path, lm_st_set **out) {
     *out = NULL;
-    lm_st_set *set = new_set();
+    lm_st_set *set = lm_st_new();
     if (!set)
         return lm_err(LM_ERR_NOMEM, "out of memory");
     lm_status st = add_file(set, path);
@@ -315,7 +319,7 @@ static lm_status open_all(lm_st_set *set, const char *dir) {
 lm_status lm_st_open_dir(const char *dir, lm_st_set **out) {
     *out = NULL;
     char path[4096];
-    lm_st_set *set = new_set();
+    lm_st_set *set = lm_st_new();
     if (!set)
         return lm_err(LM_ERR_NOMEM, "out of memory");
     lm_status st = lm_path_join(path, sizeof path, dir, "model.safetensors.index.json");

@@ -41,6 +41,10 @@ typedef struct lm_st_set {
 lm_status lm_st_parse_header(lm_st_set *set, const char *json, size_t json_len, const uint8_t *data,
                              size_t data_len, int file, const char *path);
 
+/* Validate a whole file image (8-byte length, header, data). Exposed for fuzzing. */
+lm_status lm_st_parse_buffer(lm_st_set *set, const void *buf, size_t size, int file, const char *path);
+lm_st_set *lm_st_new(void);
+
 /* Open one .safetensors file. */
 lm_status lm_st_open_file(const char *path, lm_st_set **out);
 /* Open a model directory: model.safetensors.index.json (shards), else model.safetensors,

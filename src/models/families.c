@@ -45,7 +45,20 @@ static const lm_model_def SMOLLM3 = {
     .family = "smollm3", .model_types = SMOLLM3_TYPES, .names = &LLAMA_NAMES,
 };
 
-static const lm_model_def *const REGISTRY[] = {&LLAMA, &MISTRAL3, &QWEN2, &QWEN3, &PHI3, &SMOLLM3};
+/* --- Gemma 3: (1+w) norms everywhere, sandwich norms, q/k norms, √hidden embedding scale,
+ * gelu-tanh MLP, sliding layers with their own unscaled rope base (parsed into lm_config) --- */
+static const lm_names GEMMA3_NAMES = {
+    LM_LLAMA_NAMES, .q_norm = "self_attn.q_norm", .k_norm = "self_attn.k_norm",
+    .ffn_norm = "pre_feedforward_layernorm", .post_attn_norm = "post_attention_layernorm",
+    .post_ffn_norm = "post_feedforward_layernorm",
+};
+static const char *const GEMMA3_TYPES[] = {"gemma3_text", "gemma3", NULL};
+static const lm_model_def GEMMA3 = {
+    .family = "gemma3", .model_types = GEMMA3_TYPES, .names = &GEMMA3_NAMES,
+    .features = LM_F_QK_NORM | LM_F_SANDWICH | LM_F_EMBED_SCALE | LM_F_NORM_PLUS1,
+};
+
+static const lm_model_def *const REGISTRY[] = {&LLAMA, &MISTRAL3, &QWEN2, &QWEN3, &PHI3, &SMOLLM3, &GEMMA3};
 #define N_DEFS (sizeof REGISTRY / sizeof REGISTRY[0])
 
 const lm_model_def *lm_model_def_find(const char *model_type) {

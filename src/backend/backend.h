@@ -48,8 +48,10 @@ typedef struct lm_backend_ops {
      * cs = [T, rot_dim] : cos[rot_dim/2] then sin[rot_dim/2] per token */
     void (*rope)(lm_backend *be, float *x, int T, int n_heads, int head_dim, int rot_dim, const float *cs);
     void (*attention)(lm_backend *be, const lm_attn_args *a);
-    /* out[i] = act(gate[i]) * up[i] for T rows of n (gate/up rows strided by ld) */
-    void (*glu)(lm_backend *be, const float *gate, const float *up, int ld, int T, int n, lm_act act, float *out);
+    /* out[i] = act(gate[i]) * up[i] for T rows of n (gate/up rows strided by ld); limit: the
+     * clamp of LM_ACT_SWIGLU_OAI */
+    void (*glu)(lm_backend *be, const float *gate, const float *up, int ld, int T, int n, lm_act act, float limit,
+                float *out);
     /* x[i] += y[i] */
     void (*add)(lm_backend *be, float *x, const float *y, size_t n);
     /* x[i] *= s */

@@ -82,10 +82,8 @@ static lm_status parse_rope(lm_rope_cfg *rc, const cJSON *params, double theta, 
     LM_TRY(lm_json_num(params, "factor", 1.0, &rc->factor, what));
     long long om;
     LM_TRY(lm_json_int(params, "original_max_position_embeddings", 0, &om, what));
-    if (om > 0) {
+    if (om > 0)
         rc->original_max = (int)om;
-        rc->original_max_in_scaling = 1;
-    }
     LM_TRY(lm_json_num(params, "low_freq_factor", 1.0, &rc->low_freq_factor, what));
     LM_TRY(lm_json_num(params, "high_freq_factor", 4.0, &rc->high_freq_factor, what));
     LM_TRY(lm_json_num(params, "beta_fast", 32.0, &rc->beta_fast, what));

@@ -23,7 +23,6 @@ typedef struct lm_rope_cfg {
     double partial;            /* partial_rotary_factor */
     double factor;             /* scaling factor (linear, dynamic, yarn, llama3, longrope) */
     int original_max;          /* original_max_position_embeddings */
-    int original_max_in_scaling; /* it came from the rope dict (yarn derives factor from it) */
     double low_freq_factor, high_freq_factor;       /* llama3 */
     double beta_fast, beta_slow, mscale, mscale_all_dim; /* yarn */
     int truncate;                                   /* yarn: floor/ceil the correction range */
@@ -32,7 +31,12 @@ typedef struct lm_rope_cfg {
     double long_factor[LM_MAX_ROPE_FACTORS], short_factor[LM_MAX_ROPE_FACTORS];
 } lm_rope_cfg;
 
-typedef enum { LM_ACT_SILU, LM_ACT_GELU_TANH, LM_ACT_GELU, LM_ACT_COUNT } lm_act;
+typedef enum {
+    LM_ACT_SILU, LM_ACT_GELU_TANH, LM_ACT_GELU,
+    LM_ACT_SWIGLU_OAI, /* GPT-OSS: gate clamped above at limit, up to [-limit, limit],
+                          gate * sigmoid(1.702 gate) * (up + 1) */
+    LM_ACT_COUNT
+} lm_act;
 
 typedef struct lm_quant_cfg {
     int bits, group_size; /* 0: not quantized */

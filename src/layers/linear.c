@@ -21,7 +21,10 @@ void lm_linear_row_f32(const lm_linear *w, int r, float *out) {
     int n = w->in;
     switch (w->kind) {
     case LM_W_DENSE:
-        if (w->dtype == LM_DT_F32) {
+        if (w->in_step > 1) {
+            for (int i = 0; i < n; i++)
+                out[i] = lm_scalar_to_f32(row, w->dtype, (size_t)i * w->in_step);
+        } else if (w->dtype == LM_DT_F32) {
             memcpy(out, row, (size_t)n * 4);
         } else if (w->dtype == LM_DT_BF16) {
             const uint16_t *p = (const uint16_t *)row;

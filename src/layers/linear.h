@@ -18,6 +18,8 @@ typedef struct lm_linear {
     const void *biases;   /* affine [out, in/group] (dtype) */
     int bits, group;      /* affine: 2..8 bits; group 32/64/128; mxfp4: group 32 */
     size_t w_row_bytes, s_row_bytes; /* bytes per row of w and of scales/biases */
+    size_t in_step;       /* dense: elements between consecutive inputs of a row (1: contiguous;
+                             transposed or interleaved expert weights of GPT-OSS use more) */
     const float *bias;    /* optional additive bias [out], f32 */
 } lm_linear;
 

@@ -13,11 +13,9 @@ static double yarn_correction_dim(double rot, int dim, double base, double max_p
 
 static void yarn_freqs(lm_rope *r, int dim) {
     const lm_rope_cfg *c = &r->cfg;
+    /* transformers 5.x uses the configured factor as is (the fixture confirms it); the correction
+     * range comes from original_max_position_embeddings */
     double factor = c->factor;
-    /* transformers: an original_max_position_embeddings inside the rope dict makes the factor the
-     * ratio of the context lengths (DeepSeek-V3 convention) */
-    if (c->original_max_in_scaling && c->original_max > 0)
-        factor = (double)r->max_pos / c->original_max;
     double af = c->attention_factor;
     if (af < 0)
         af = (c->mscale != 0 && c->mscale_all_dim != 0)

@@ -69,6 +69,11 @@ void lm_model_free(lm_model *m) {
     for (int i = 0; i < m->n_owned; i++)
         lm_free(m->owned[i]);
     free(m->owned);
+    for (int i = 0; m->layers && i < m->cfg.n_layers; i++) {
+        if (m->layers[i].moe)
+            free(m->layers[i].moe->gate);
+        free(m->layers[i].moe);
+    }
     free(m->layers);
     lm_st_close(m->st);
     lm_config_free(&m->cfg);

@@ -10,13 +10,16 @@
 
 static void release_buffers(lm_ctx *c) {
     lm_backend *be = c->m->be;
-    float **bufs[] = {&c->x, &c->h, &c->q, &c->k, &c->v, &c->att, &c->o, &c->gate, &c->up, &c->act, &c->logits, &c->cs};
+    float **bufs[] = {&c->x,   &c->h,  &c->q,      &c->k,          &c->v,     &c->att,   &c->o,    &c->gate,
+                      &c->up,  &c->act, &c->logits, &c->cs, &c->moe_logits, &c->moe_x, &c->moe_y, &c->moe_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         be->ops->release(be, *bufs[i]);
         *bufs[i] = NULL;
     }
     free(c->pos);
-    c->pos = NULL;
+    free(c->moe_idx);
+    free(c->moe_rows);
+    c->pos = c->moe_idx = c->moe_rows = NULL;
     c->cap_T = 0;
 }
 
@@ -39,6 +42,8 @@ static lm_status reserve(lm_ctx *c, int T) {
         {&c->x, n * H}, {&c->h, n * H}, {&c->q, n * Q}, {&c->k, n * KV}, {&c->v, n * KV},
         {&c->att, n * Q}, {&c->o, n * wide}, {&c->gate, n * I}, {&c->up, n * I}, {&c->act, n * I},
         {&c->logits, (size_t)cfg->vocab}, {&c->cs, 2 * n * (size_t)m->rope_full.rot_dim},
+        {&c->moe_logits, n * (size_t)m->max_experts + 1}, {&c->moe_x, m->max_experts ? n * H : 1},
+        {&c->moe_y, m->max_experts ? n * H : 1}, {&c->moe_w, n * (size_t)m->max_topk + 1},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         *want[i].p = be->ops->alloc(be, want[i].floats * sizeof(float));
@@ -48,7 +53,9 @@ static lm_status reserve(lm_ctx *c, int T) {
         }
     }
     c->pos = malloc(n * sizeof *c->pos);
-    if (!c->pos) {
+    c->moe_idx = malloc((n * (size_t)m->max_topk + 1) * sizeof *c->moe_idx);
+    c->moe_rows = malloc((n * (size_t)m->max_topk + 1) * sizeof *c->moe_rows);
+    if (!c->pos || !c->moe_idx || !c->moe_rows) {
         release_buffers(c);
         return lm_err(LM_ERR_NOMEM, "out of memory");
     }
@@ -91,7 +98,7 @@ static lm_status attention_block(lm_ctx *c, int l, int T, const float *cs_full, 
         .q = c->q, .k = kv->k, .v = kv->v, .kpos = kv->pos, .n_rows = kv->n, .qpos = c->pos,
         .T = T, .n_heads = nh, .n_kv = nkv, .head_dim = hd,
         .window = L->sliding ? cfg->sliding_window : 0,
-        .scale = m->attn_scale, .softcap = (float)cfg->attn_softcap, .sinks = NULL, .out = c->att,
+        .scale = m->attn_scale, .softcap = (float)cfg->attn_softcap, .sinks = L->sinks, .out = c->att,
     };
     op->attention(be, &a);
     op->linear(be, &L->o, c->att, T, c->o);
@@ -99,6 +106,83 @@ static lm_status attention_block(lm_ctx *c, int l, int T, const float *cs_full, 
         op->rmsnorm(be, c->o, L->post_attn_norm, T, H, eps, c->o);
     op->add(be, c->x, c->o, (size_t)T * H);
     return LM_OK;
+}
+
+/* Route each token to its top-k experts. */
+static void route(const lm_moe *moe, const float *logits, int T, int32_t *idx, float *w) {
+    int E = moe->n_experts, K = moe->top_k;
+    float p[4096];
+    for (int t = 0; t < T; t++) {
+        const float *lg = logits + (size_t)t * E;
+        int32_t *ti = idx + (size_t)t * K;
+        float *tw = w + (size_t)t * K;
+        /* probabilities over all experts (Qwen3-MoE) or raw logits (GPT-OSS) to rank by */
+        float mx = -INFINITY, sum = 0;
+        for (int e = 0; e < E; e++)
+            mx = lg[e] > mx ? lg[e] : mx;
+        for (int e = 0; e < E; e++) {
+            p[e] = moe->topk_softmax ? lg[e] : expf(lg[e] - mx);
+            sum += p[e];
+        }
+        for (int k = 0; k < K; k++) { /* top-k by selection; ties keep the lower index */
+            int b = -1;
+            for (int e = 0; e < E; e++) {
+                int taken = 0;
+                for (int j = 0; j < k; j++)
+                    taken |= ti[j] == e;
+                if (!taken && (b < 0 || p[e] > p[b]))
+                    b = e;
+            }
+            ti[k] = b;
+            tw[k] = moe->topk_softmax ? p[b] : p[b] / sum;
+        }
+        if (moe->topk_softmax) { /* softmax over the chosen logits */
+            float m2 = tw[0], s2 = 0;
+            for (int k = 0; k < K; k++)
+                s2 += (tw[k] = expf(tw[k] - m2));
+            for (int k = 0; k < K; k++)
+                tw[k] /= s2;
+        } else if (moe->norm_topk) {
+            float s2 = 0;
+            for (int k = 0; k < K; k++)
+                s2 += tw[k];
+            for (int k = 0; k < K; k++)
+                tw[k] /= s2;
+        }
+    }
+}
+
+/* Experts as a switch GLU: tokens are gathered by expert (mlx-lm's gather-sort), each expert
+ * runs once over its rows, and the weighted results are scattered back. c->h holds the input. */
+static void moe_block(lm_ctx *c, const lm_moe *moe, int T) {
+    lm_model *m = c->m;
+    lm_backend *be = m->be;
+    const lm_backend_ops *op = be->ops;
+    int H = m->cfg.hidden, E = moe->n_experts, K = moe->top_k, I = moe->intermediate;
+    op->linear(be, &moe->router, c->h, T, c->moe_logits);
+    route(moe, c->moe_logits, T, c->moe_idx, c->moe_w);
+    memset(c->o, 0, (size_t)T * H * sizeof(float));
+    for (int e = 0; e < E; e++) {
+        int n = 0;
+        for (int s = 0; s < T * K; s++) /* (token, slot) pairs that chose e, in token order */
+            if (c->moe_idx[s] == e)
+                c->moe_rows[n++] = s;
+        if (!n)
+            continue;
+        for (int r = 0; r < n; r++)
+            memcpy(c->moe_x + (size_t)r * H, c->h + (size_t)(c->moe_rows[r] / K) * H, (size_t)H * sizeof(float));
+        op->linear(be, &moe->gate[e], c->moe_x, n, c->gate);
+        op->linear(be, &moe->up[e], c->moe_x, n, c->up);
+        op->glu(be, c->gate, c->up, I, n, I, m->cfg.act, (float)m->cfg.swiglu_limit, c->act);
+        op->linear(be, &moe->down[e], c->act, n, c->moe_y);
+        for (int r = 0; r < n; r++) {
+            int s = c->moe_rows[r];
+            float w = c->moe_w[s], *dst = c->o + (size_t)(s / K) * H;
+            const float *src = c->moe_y + (size_t)r * H;
+            for (int i = 0; i < H; i++)
+                dst[i] += w * src[i];
+        }
+    }
 }
 
 static void mlp_block(lm_ctx *c, int l, int T) {
@@ -111,10 +195,14 @@ static void mlp_block(lm_ctx *c, int l, int T) {
     float eps = (float)cfg->norm_eps;
 
     op->rmsnorm(be, c->x, L->ffn_norm, T, H, eps, c->h);
-    op->linear(be, &L->gate, c->h, T, c->gate);
-    op->linear(be, &L->up, c->h, T, c->up);
-    op->glu(be, c->gate, c->up, I, T, I, cfg->act, c->act);
-    op->linear(be, &L->down, c->act, T, c->o);
+    if (L->moe) {
+        moe_block(c, L->moe, T);
+    } else {
+        op->linear(be, &L->gate, c->h, T, c->gate);
+        op->linear(be, &L->up, c->h, T, c->up);
+        op->glu(be, c->gate, c->up, I, T, I, cfg->act, 0.0f, c->act);
+        op->linear(be, &L->down, c->act, T, c->o);
+    }
     if (L->post_ffn_norm)
         op->rmsnorm(be, c->o, L->post_ffn_norm, T, H, eps, c->o);
     op->add(be, c->x, c->o, (size_t)T * H);

@@ -58,7 +58,36 @@ static const lm_model_def GEMMA3 = {
     .features = LM_F_QK_NORM | LM_F_SANDWICH | LM_F_EMBED_SCALE | LM_F_NORM_PLUS1,
 };
 
-static const lm_model_def *const REGISTRY[] = {&LLAMA, &MISTRAL3, &QWEN2, &QWEN3, &PHI3, &SMOLLM3, &GEMMA3};
+/* --- Qwen3-MoE: Qwen3 attention, softmax router + top-k experts (per-expert or MLX stacked) --- */
+static const lm_names QWEN3_MOE_NAMES = {
+    LM_LLAMA_NAMES, .q_norm = "self_attn.q_norm", .k_norm = "self_attn.k_norm",
+    .router = "mlp.gate", .expert = "mlp.experts.", .switch_mlp = "mlp.switch_mlp.",
+};
+static const char *const QWEN3_MOE_TYPES[] = {"qwen3_moe", NULL};
+static const lm_model_def QWEN3_MOE = {
+    .family = "qwen3_moe", .model_types = QWEN3_MOE_TYPES, .names = &QWEN3_MOE_NAMES, .features = LM_F_QK_NORM,
+};
+
+/* --- GPT-OSS: sinks, biased attention, alternating sliding/full layers, yarn, biased router with
+ * softmax over the top-k, clamped swiglu experts --- */
+static const lm_names GPT_OSS_NAMES = {
+    LM_LLAMA_NAMES, .sinks = "self_attn.sinks", .router = "mlp.router", .experts_fused = "mlp.experts.",
+    .switch_mlp = "mlp.experts.",
+};
+static const char *const GPT_OSS_TYPES[] = {"gpt_oss", NULL};
+static lm_status gpt_oss_adjust(lm_config *c) {
+    c->act = LM_ACT_SWIGLU_OAI;
+    if (c->swiglu_limit <= 0)
+        c->swiglu_limit = 7.0;
+    return LM_OK;
+}
+static const lm_model_def GPT_OSS = {
+    .family = "gpt_oss", .model_types = GPT_OSS_TYPES, .names = &GPT_OSS_NAMES,
+    .features = LM_F_SINKS | LM_F_MOE_TOPK_SOFTMAX, .adjust = gpt_oss_adjust,
+};
+
+static const lm_model_def *const REGISTRY[] = {&LLAMA, &MISTRAL3, &QWEN2, &QWEN3, &PHI3, &SMOLLM3, &GEMMA3,
+                                               &QWEN3_MOE, &GPT_OSS};
 #define N_DEFS (sizeof REGISTRY / sizeof REGISTRY[0])
 
 const lm_model_def *lm_model_def_find(const char *model_type) {

@@ -9,12 +9,23 @@
 #include "layers/rope.h"
 #include "models/model_def.h"
 
+typedef struct lm_moe {
+    int n_experts, top_k;
+    int topk_softmax;             /* softmax over the chosen logits (else top-k of the softmax) */
+    int norm_topk;                /* renormalise the chosen probabilities */
+    int intermediate;
+    lm_linear router;             /* [E, H] (+ bias) */
+    lm_linear *gate, *up, *down;  /* [E] each: [I, H], [I, H], [H, I] */
+} lm_moe;
+
 typedef struct lm_layer {
     lm_linear q, k, v, o;         /* [n_heads*hd, H], [n_kv*hd, H] x2, [H, n_heads*hd] */
     lm_linear gate, up, down;     /* [I, H], [I, H], [H, I] */
     const float *attn_norm, *ffn_norm;            /* [H] */
     const float *post_attn_norm, *post_ffn_norm;  /* [H] or NULL */
     const float *q_norm, *k_norm;                 /* [hd] or NULL */
+    const float *sinks;                           /* [n_heads] or NULL */
+    lm_moe *moe;                  /* NULL: the dense MLP above */
     int sliding;                  /* uses the sliding window and the sliding rope */
     int no_rope;
     int intermediate;
@@ -35,6 +46,7 @@ struct lm_model {
     float embed_scale, attn_scale;
     int64_t n_params;
     int max_in;                   /* widest input of any linear (scratch sizing) */
+    int max_experts, max_topk;    /* MoE sizing (0: dense) */
     /* small f32 tensors converted at load (norms, biases) */
     float **owned;
     int n_owned, cap_owned;
@@ -48,6 +60,10 @@ struct lm_ctx {
     int cap_T;
     float *x, *h, *q, *k, *v, *att, *o, *gate, *up, *act, *logits; /* activations */
     float *cs;                    /* rope table [cap_T, rot_dim] */
+    float *moe_logits, *moe_x, *moe_y; /* [cap_T, E], [cap_T, H], [cap_T, H] */
+    int32_t *moe_idx;             /* [cap_T, top_k] chosen experts */
+    float *moe_w;                 /* [cap_T, top_k] their weights */
+    int32_t *moe_rows;            /* [cap_T * top_k] (token, slot) pairs grouped by expert */
     int32_t *pos;                 /* [cap_T] */
 };
 

@@ -13,6 +13,12 @@ typedef struct lm_names {
     const char *attn_norm, *ffn_norm;        /* pre-attention, pre-MLP norms */
     const char *post_attn_norm, *post_ffn_norm; /* sandwich norms */
     const char *embed, *final_norm, *lm_head;
+    /* mixture of experts (relative to the layer prefix) */
+    const char *router;          /* [E, H] (+ bias) */
+    const char *expert;          /* per-expert modules "<expert><index>.gate_proj", ... */
+    const char *switch_mlp;      /* stacked [E, out, in] modules (MLX): "<switch_mlp>gate_proj" */
+    const char *experts_fused;   /* GPT-OSS: "<experts_fused>gate_up_proj" [E, H, 2I] (gate = even
+                                    columns) and "down_proj" [E, I, H], with "_bias" tensors */
 } lm_names;
 
 /* Block features. */
@@ -24,6 +30,9 @@ enum {
     LM_F_FUSED_GATE_UP = 1u << 4,/* one gate|up projection */
     LM_F_QKV_BIAS = 1u << 5,     /* q, k, v carry a bias whatever attention_bias says (Qwen2) */
     LM_F_NORM_PLUS1 = 1u << 6,   /* RMSNorm scales by (1 + w) (Gemma) */
+    LM_F_SINKS = 1u << 7,        /* a learned per-head logit joins every softmax (GPT-OSS) */
+    LM_F_MOE_TOPK_SOFTMAX = 1u << 8, /* router: softmax over the top-k logits (GPT-OSS) instead of
+                                        top-k of the softmax (Qwen3-MoE, norm_topk_prob optional) */
 };
 
 typedef struct lm_model_def {

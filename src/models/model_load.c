@@ -65,19 +65,28 @@ static lm_status load_vec(lm_model *m, const char *name, int n, int plus_one, co
     return LM_OK;
 }
 
-static lm_status check_2d(const lm_model *m, const lm_st_tensor *t, const char *name, int64_t d0, int64_t d1,
-                          const char *what) {
+/* Expect [d0, d1], or [stack, d0, d1] when stack > 0. */
+static lm_status check_shape(const lm_model *m, const lm_st_tensor *t, const char *name, int stack, int64_t d0,
+                             int64_t d1, const char *what) {
     char sb[96];
-    if (t->ndim != 2 || t->shape[0] != d0 || t->shape[1] != d1)
-        return lm_err(LM_ERR_SHAPE, "%s: tensor '%s' has shape %s, expected [%lld, %lld] (%s)", m->dir, name,
-                      shape_str(t, sb, sizeof sb), (long long)d0, (long long)d1, what);
-    return LM_OK;
+    int ok = stack > 0 ? (t->ndim == 3 && t->shape[0] == stack && t->shape[1] == d0 && t->shape[2] == d1)
+                       : (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1);
+    if (ok)
+        return LM_OK;
+    if (stack > 0)
+        return lm_err(LM_ERR_SHAPE, "%s: tensor '%s' has shape %s, expected [%d, %lld, %lld] (%s)", m->dir, name,
+                      shape_str(t, sb, sizeof sb), stack, (long long)d0, (long long)d1, what);
+    return lm_err(LM_ERR_SHAPE, "%s: tensor '%s' has shape %s, expected [%lld, %lld] (%s)", m->dir, name,
+                  shape_str(t, sb, sizeof sb), (long long)d0, (long long)d1, what);
 }
+#define check_2d(m, t, name, d0, d1, what) check_shape(m, t, name, stack, d0, d1, what)
 
 typedef enum { BIAS_NONE, BIAS_OPTIONAL, BIAS_REQUIRED } bias_mode;
 
-/* A linear module `mod` (name without ".weight") of logical shape [out, in]. */
-static lm_status load_linear(lm_model *m, const char *mod, int out, int in, bias_mode bias, lm_linear *w) {
+/* A linear module `mod` (name without ".weight") of logical shape [out, in]; with stack > 0 the
+ * tensors are [stack, out, in] (stacked experts) and w covers stack*out rows. */
+static lm_status load_linear_ex(lm_model *m, const char *mod, int stack, int out, int in, bias_mode bias,
+                                lm_linear *w) {
     char name[512], sname[512], bname[512];
     snprintf(name, sizeof name, "%s.weight", mod);
     snprintf(sname, sizeof sname, "%s.scales", mod);
@@ -86,7 +95,7 @@ static lm_status load_linear(lm_model *m, const char *mod, int out, int in, bias
     if (!t)
         return missing(m, name);
     memset(w, 0, sizeof *w);
-    w->out = out;
+    w->out = stack > 0 ? stack * out : out;
     w->in = in;
     if (!sc) { /* dense */
         if (!is_float(t->dtype))
@@ -139,20 +148,171 @@ static lm_status load_linear(lm_model *m, const char *mod, int out, int in, bias
         w->w_row_bytes = (size_t)t->shape[1] * 4;
         w->s_row_bytes = (size_t)sc->shape[1] * LM_DTYPES[sc->dtype].size;
     }
-    m->n_params += (int64_t)out * in;
+    m->n_params += (int64_t)w->out * in;
     if (in > m->max_in)
         m->max_in = in;
     if (bias != BIAS_NONE) {
         snprintf(name, sizeof name, "%s.bias", mod);
         if (find(m, name))
-            LM_TRY(load_vec(m, name, out, 0, &w->bias));
+            LM_TRY(load_vec(m, name, w->out, 0, &w->bias));
         else if (bias == BIAS_REQUIRED)
             return missing(m, name);
     }
     return LM_OK;
 }
+#undef check_2d
+
+static lm_status load_linear(lm_model *m, const char *mod, int out, int in, bias_mode bias, lm_linear *w) {
+    return load_linear_ex(m, mod, 0, out, in, bias, w);
+}
+
+/* --- mixture of experts ------------------------------------------------------------------------------ */
+
+static lm_status alloc_experts(lm_moe *moe) {
+    int E = moe->n_experts;
+    moe->gate = calloc((size_t)E * 3, sizeof(lm_linear));
+    if (!moe->gate)
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    moe->up = moe->gate + E;
+    moe->down = moe->gate + 2 * E;
+    return LM_OK;
+}
+
+/* MLX switch_mlp: stacked [E, out, in] modules, viewed per expert. */
+static lm_status load_experts_stacked(lm_model *m, const char *p, lm_moe *moe) {
+    int E = moe->n_experts, I = moe->intermediate, H = m->cfg.hidden;
+    static const char *const ROLE[3] = {"gate_proj", "up_proj", "down_proj"};
+    lm_linear *dst[3] = {moe->gate, moe->up, moe->down};
+    char name[512];
+    for (int r = 0; r < 3; r++) {
+        lm_linear all;
+        int out = r == 2 ? H : I, in = r == 2 ? I : H;
+        snprintf(name, sizeof name, "%s%s%s", p, m->def->names->switch_mlp, ROLE[r]);
+        LM_TRY(load_linear_ex(m, name, E, out, in, BIAS_NONE, &all));
+        for (int e = 0; e < E; e++)
+            dst[r][e] = lm_linear_rows(&all, e * out, out);
+    }
+    return LM_OK;
+}
+
+/* Hugging Face per-expert modules "<expert pattern>gate_proj" ... */
+static lm_status load_experts_split(lm_model *m, const char *p, lm_moe *moe) {
+    int E = moe->n_experts, I = moe->intermediate, H = m->cfg.hidden;
+    char ep[300], name[512];
+    for (int e = 0; e < E; e++) {
+        snprintf(ep, sizeof ep, "%s%s%d.", p, m->def->names->expert, e);
+        snprintf(name, sizeof name, "%sgate_proj", ep);
+        LM_TRY(load_linear(m, name, I, H, BIAS_NONE, &moe->gate[e]));
+        snprintf(name, sizeof name, "%sup_proj", ep);
+        LM_TRY(load_linear(m, name, I, H, BIAS_NONE, &moe->up[e]));
+        snprintf(name, sizeof name, "%sdown_proj", ep);
+        LM_TRY(load_linear(m, name, H, I, BIAS_NONE, &moe->down[e]));
+    }
+    snprintf(ep, sizeof ep, "%s%s%d.", p, m->def->names->expert, E); /* the config must not undercount the checkpoint's experts */
+    snprintf(name, sizeof name, "%sgate_proj.weight", ep);
+    if (find(m, name))
+        return lm_err(LM_ERR_SHAPE, "%s: the checkpoint has more experts than the config's %d ('%s' exists)", m->dir,
+                      E, name);
+    return LM_OK;
+}
+
+/* GPT-OSS: gate_up_proj [E, H, 2I] (stored in x out; gate = even columns, up = odd) and down_proj
+ * [E, I, H], each with a bias. Read in place through strided views. */
+static lm_status load_experts_fused(lm_model *m, const char *p, lm_moe *moe) {
+    int E = moe->n_experts, I = moe->intermediate, H = m->cfg.hidden;
+    char gu[512], dn[512], bname[600];
+    snprintf(gu, sizeof gu, "%s%sgate_up_proj", p, m->def->names->experts_fused);
+    snprintf(dn, sizeof dn, "%s%sdown_proj", p, m->def->names->experts_fused);
+    const lm_st_tensor *tg = find(m, gu), *td = find(m, dn);
+    if (!tg)
+        return missing(m, gu);
+    if (!td)
+        return missing(m, dn);
+    if (!is_float(tg->dtype) || tg->dtype != td->dtype)
+        return lm_err(LM_ERR_SHAPE, "%s: expert tensors '%s' and '%s' must share a float dtype", m->dir, gu, dn);
+    LM_TRY(check_shape(m, tg, gu, E, H, 2 * I, "experts x hidden x 2*intermediate"));
+    LM_TRY(check_shape(m, td, dn, E, I, H, "experts x intermediate x hidden"));
+    snprintf(bname, sizeof bname, "%s_bias", gu);
+    const lm_st_tensor *bg = find(m, bname);
+    if (!bg)
+        return missing(m, bname);
+    LM_TRY(check_shape(m, bg, bname, 0, E, 2 * I, "gate_up bias"));
+    snprintf(bname, sizeof bname, "%s_bias", dn);
+    const lm_st_tensor *bd = find(m, bname);
+    if (!bd)
+        return missing(m, bname);
+    LM_TRY(check_shape(m, bd, bname, 0, E, H, "down bias"));
+    float *bias = own(m, (size_t)E * (2 * I + H));
+    if (!bias)
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    size_t es = LM_DTYPES[tg->dtype].size;
+    for (int e = 0; e < E; e++) {
+        float *gb = bias + (size_t)e * (2 * I + H), *ub = gb + I, *db = ub + I;
+        for (int o = 0; o < I; o++) {
+            gb[o] = lm_scalar_to_f32(bg->data, bg->dtype, (size_t)e * 2 * I + 2 * o);
+            ub[o] = lm_scalar_to_f32(bg->data, bg->dtype, (size_t)e * 2 * I + 2 * o + 1);
+        }
+        for (int o = 0; o < H; o++)
+            db[o] = lm_scalar_to_f32(bd->data, bd->dtype, (size_t)e * H + o);
+        const uint8_t *g0 = (const uint8_t *)tg->data + (size_t)e * H * 2 * I * es;
+        lm_linear w = {.kind = LM_W_DENSE, .dtype = tg->dtype, .out = I, .in = H, .w = g0,
+                       .w_row_bytes = 2 * es, .in_step = (size_t)2 * I, .bias = gb};
+        moe->gate[e] = w;
+        w.w = g0 + es;
+        w.bias = ub;
+        moe->up[e] = w;
+        lm_linear d = {.kind = LM_W_DENSE, .dtype = td->dtype, .out = H, .in = I,
+                       .w = (const uint8_t *)td->data + (size_t)e * I * H * es, .w_row_bytes = es,
+                       .in_step = (size_t)H, .bias = db};
+        moe->down[e] = d;
+    }
+    m->n_params += (int64_t)E * (3 * I * H + 2 * I + H);
+    if (I > m->max_in)
+        m->max_in = I;
+    return LM_OK;
+}
+
+static int layer_is_moe(const lm_config *c, int i) {
+    return c->n_experts > 0 && !c->layer_dense_mlp[i] && (i + 1) % c->decoder_sparse_step == 0;
+}
+
+static lm_status load_moe(lm_model *m, const char *p, lm_layer *L) {
+    const lm_config *c = &m->cfg;
+    const lm_names *nm = m->def->names;
+    lm_moe *moe = calloc(1, sizeof *moe);
+    if (!moe)
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    L->moe = moe; /* freed with the model */
+    moe->n_experts = c->n_experts;
+    moe->top_k = c->n_experts_per_tok;
+    moe->norm_topk = c->norm_topk_prob;
+    moe->topk_softmax = (m->def->features & LM_F_MOE_TOPK_SOFTMAX) != 0;
+    moe->intermediate = c->moe_intermediate > 0 ? c->moe_intermediate : c->intermediate;
+    if (moe->top_k < 1)
+        return lm_err(LM_ERR_FORMAT, "%s: num_experts_per_tok must be >= 1 for a mixture of experts", c->path);
+    char name[512];
+    snprintf(name, sizeof name, "%s%s", p, nm->router);
+    LM_TRY(load_linear(m, name, moe->n_experts, c->hidden, BIAS_OPTIONAL, &moe->router));
+    LM_TRY(alloc_experts(moe));
+    snprintf(name, sizeof name, "%s%sgate_proj.weight", p, nm->switch_mlp ? nm->switch_mlp : "");
+    if (nm->switch_mlp && find(m, name))
+        LM_TRY(load_experts_stacked(m, p, moe));
+    else if (nm->expert)
+        LM_TRY(load_experts_split(m, p, moe));
+    else if (nm->experts_fused)
+        LM_TRY(load_experts_fused(m, p, moe));
+    else
+        return lm_err(LM_ERR_INTERNAL, "family %s declares no expert layout", m->def->family);
+    if (moe->n_experts > m->max_experts)
+        m->max_experts = moe->n_experts;
+    if (moe->top_k > m->max_topk)
+        m->max_topk = moe->top_k;
+    L->intermediate = moe->intermediate;
+    return LM_OK;
+}
 
 /* --- the model ---------------------------------------------------------------------------------- */
+
 
 static lm_status pick_base(lm_model *m) {
     static const char *const BASES[] = {"model.", "language_model.model.", "model.language_model.", ""};
@@ -199,7 +359,9 @@ static lm_status load_layer(lm_model *m, int i) {
     int I = c->layer_intermediate[i];
     L->intermediate = I;
     bias_mode mb = c->mlp_bias ? BIAS_REQUIRED : BIAS_NONE;
-    if (f & LM_F_FUSED_GATE_UP) {
+    if (layer_is_moe(c, i)) {
+        LM_TRY(load_moe(m, p, L));
+    } else if (f & LM_F_FUSED_GATE_UP) {
         lm_linear gu;
         LM_TRY(load_linear(m, MOD(gate_up), 2 * I, H, mb, &gu));
         L->gate = lm_linear_rows(&gu, 0, I);
@@ -208,7 +370,10 @@ static lm_status load_layer(lm_model *m, int i) {
         LM_TRY(load_linear(m, MOD(gate), I, H, mb, &L->gate));
         LM_TRY(load_linear(m, MOD(up), I, H, mb, &L->up));
     }
-    LM_TRY(load_linear(m, MOD(down), H, I, mb, &L->down));
+    if (!L->moe)
+        LM_TRY(load_linear(m, MOD(down), H, I, mb, &L->down));
+    if (f & LM_F_SINKS)
+        LM_TRY(load_vec(m, MOD(sinks), c->n_heads, 0, &L->sinks));
     LM_TRY(load_vec(m, VEC(attn_norm), H, plus1, &L->attn_norm));
     LM_TRY(load_vec(m, VEC(ffn_norm), H, plus1, &L->ffn_norm));
     if (f & LM_F_SANDWICH) {

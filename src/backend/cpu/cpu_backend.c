@@ -51,7 +51,7 @@ static void linear_task(void *ctx, int task, int thread) {
     const lm_linear *w = j->w;
     int r0 = task * ROW_BLOCK, r1 = r0 + ROW_BLOCK < w->out ? r0 + ROW_BLOCK : w->out;
     int in = w->in;
-    if (j->T == 1 && w->kind == LM_W_DENSE) {
+    if (j->T == 1 && w->kind == LM_W_DENSE && w->in_step <= 1) {
         for (int r = r0; r < r1; r++) {
             const uint8_t *row = (const uint8_t *)w->w + (size_t)r * w->w_row_bytes;
             j->y[r] = lm_dot_dense(j->x, row, w->dtype, in) + (w->bias ? w->bias[r] : 0.0f);
@@ -117,13 +117,31 @@ static void cpu_rope(lm_backend *be, float *x, int T, int n_heads, int head_dim,
     }
 }
 
-static void cpu_glu(lm_backend *be, const float *gate, const float *up, int ld, int T, int n, lm_act act, float *out) {
+static void cpu_glu(lm_backend *be, const float *gate, const float *up, int ld, int T, int n, lm_act act,
+                    float limit, float *out) {
     for (int t = 0; t < T; t++) {
         const float *g = gate + (size_t)t * ld, *u = up + (size_t)t * ld;
         float *o = out + (size_t)t * n;
-        for (int i = 0; i < n; i++) {
-            float a = act == LM_ACT_SILU ? lm_silu(g[i]) : act == LM_ACT_GELU_TANH ? lm_gelu_tanh(g[i]) : lm_gelu_erf(g[i]);
-            o[i] = a * u[i];
+        switch (act) {
+        case LM_ACT_SILU:
+            for (int i = 0; i < n; i++)
+                o[i] = lm_silu(g[i]) * u[i];
+            break;
+        case LM_ACT_GELU_TANH:
+            for (int i = 0; i < n; i++)
+                o[i] = lm_gelu_tanh(g[i]) * u[i];
+            break;
+        case LM_ACT_SWIGLU_OAI:
+            for (int i = 0; i < n; i++) {
+                float x = g[i] < limit ? g[i] : limit;
+                float y = u[i] < -limit ? -limit : u[i] > limit ? limit : u[i];
+                o[i] = x / (1.0f + expf(-1.702f * x)) * (y + 1.0f);
+            }
+            break;
+        default:
+            for (int i = 0; i < n; i++)
+                o[i] = lm_gelu_erf(g[i]) * u[i];
+            break;
         }
     }
 }

@@ -52,8 +52,8 @@ static lm_status load_vec(lm_model *m, const char *name, int n, int plus_one, co
     if (!t)
         return missing(m, name);
     char sb[96];
-    if (!is_float(t->dtype) || t->ndim != 1 || t->shape[0] != n)
-        return lm_err(LM_ERR_SHAPE, "%s: tensor '%s' is %s %s, expected a float vector [%d]", m->dir, name,
+    if (!is_float(t->dtype) || t->numel != n || t->ndim > 2)
+        return lm_err(LM_ERR_SHAPE, "%s: tensor '%s' is %s %s, expected a float vector of %d", m->dir, name,
                       LM_DTYPES[t->dtype].short_name, shape_str(t, sb, sizeof sb), n);
     float *v = own(m, (size_t)n);
     if (!v)
@@ -145,8 +145,8 @@ static lm_status load_linear_ex(lm_model *m, const char *mod, int stack, int out
         }
         w->w = t->data;
         w->scales = sc->data;
-        w->w_row_bytes = (size_t)t->shape[1] * 4;
-        w->s_row_bytes = (size_t)sc->shape[1] * LM_DTYPES[sc->dtype].size;
+        w->w_row_bytes = (size_t)t->shape[t->ndim - 1] * 4;
+        w->s_row_bytes = (size_t)sc->shape[sc->ndim - 1] * LM_DTYPES[sc->dtype].size;
     }
     m->n_params += (int64_t)w->out * in;
     if (in > m->max_in)
@@ -188,7 +188,7 @@ static lm_status load_experts_stacked(lm_model *m, const char *p, lm_moe *moe) {
         lm_linear all;
         int out = r == 2 ? H : I, in = r == 2 ? I : H;
         snprintf(name, sizeof name, "%s%s%s", p, m->def->names->switch_mlp, ROLE[r]);
-        LM_TRY(load_linear_ex(m, name, E, out, in, BIAS_NONE, &all));
+        LM_TRY(load_linear_ex(m, name, E, out, in, BIAS_OPTIONAL, &all));
         for (int e = 0; e < E; e++)
             dst[r][e] = lm_linear_rows(&all, e * out, out);
     }
@@ -216,22 +216,10 @@ static lm_status load_experts_split(lm_model *m, const char *p, lm_moe *moe) {
     return LM_OK;
 }
 
-/* GPT-OSS: gate_up_proj [E, H, 2I] (stored in x out; gate = even columns, up = odd) and down_proj
- * [E, I, H], each with a bias. Read in place through strided views. */
-static lm_status load_experts_fused(lm_model *m, const char *p, lm_moe *moe) {
+/* Biases [E, 2I] (interleaved gate/up) and [E, H] of GPT-OSS experts, de-interleaved to f32. */
+static lm_status load_fused_biases(lm_model *m, const char *gu, const char *dn, lm_moe *moe) {
     int E = moe->n_experts, I = moe->intermediate, H = m->cfg.hidden;
-    char gu[512], dn[512], bname[600];
-    snprintf(gu, sizeof gu, "%s%sgate_up_proj", p, m->def->names->experts_fused);
-    snprintf(dn, sizeof dn, "%s%sdown_proj", p, m->def->names->experts_fused);
-    const lm_st_tensor *tg = find(m, gu), *td = find(m, dn);
-    if (!tg)
-        return missing(m, gu);
-    if (!td)
-        return missing(m, dn);
-    if (!is_float(tg->dtype) || tg->dtype != td->dtype)
-        return lm_err(LM_ERR_SHAPE, "%s: expert tensors '%s' and '%s' must share a float dtype", m->dir, gu, dn);
-    LM_TRY(check_shape(m, tg, gu, E, H, 2 * I, "experts x hidden x 2*intermediate"));
-    LM_TRY(check_shape(m, td, dn, E, I, H, "experts x intermediate x hidden"));
+    char bname[600];
     snprintf(bname, sizeof bname, "%s_bias", gu);
     const lm_st_tensor *bg = find(m, bname);
     if (!bg)
@@ -245,7 +233,6 @@ static lm_status load_experts_fused(lm_model *m, const char *p, lm_moe *moe) {
     float *bias = own(m, (size_t)E * (2 * I + H));
     if (!bias)
         return lm_err(LM_ERR_NOMEM, "out of memory");
-    size_t es = LM_DTYPES[tg->dtype].size;
     for (int e = 0; e < E; e++) {
         float *gb = bias + (size_t)e * (2 * I + H), *ub = gb + I, *db = ub + I;
         for (int o = 0; o < I; o++) {
@@ -254,22 +241,104 @@ static lm_status load_experts_fused(lm_model *m, const char *p, lm_moe *moe) {
         }
         for (int o = 0; o < H; o++)
             db[o] = lm_scalar_to_f32(bd->data, bd->dtype, (size_t)e * H + o);
+        moe->gate[e].bias = gb;
+        moe->up[e].bias = ub;
+        moe->down[e].bias = db;
+    }
+    return LM_OK;
+}
+
+/* Hugging Face gpt-oss MXFP4: "<gate_up>_blocks" [E, 2I, H/32, 16] u8 (two e2m1 per byte, rows
+ * interleaved gate/up) with "_scales" [E, 2I, H/32] e8m0, and the same for down [E, H, I/32, 16]. */
+static lm_status load_experts_mxfp4(lm_model *m, const char *gu, const char *dn, lm_moe *moe) {
+    int E = moe->n_experts, I = moe->intermediate, H = m->cfg.hidden;
+    const char *mods[2] = {gu, dn};
+    int outs[2] = {2 * I, H}, ins[2] = {H, I};
+    const lm_st_tensor *b[2], *s[2];
+    char name[600];
+    for (int k = 0; k < 2; k++) {
+        if (ins[k] % 32)
+            return lm_err(LM_ERR_SHAPE, "%s: mxfp4 experts need sizes divisible by 32 (got %d)", m->dir, ins[k]);
+        snprintf(name, sizeof name, "%s_blocks", mods[k]);
+        b[k] = find(m, name);
+        if (!b[k])
+            return missing(m, name);
+        if (b[k]->dtype != LM_DT_U8 || b[k]->ndim != 4 || b[k]->shape[0] != E || b[k]->shape[1] != outs[k] ||
+            b[k]->shape[2] != ins[k] / 32 || b[k]->shape[3] != 16)
+            return lm_err(LM_ERR_SHAPE, "%s: tensor '%s' must be uint8 [%d, %d, %d, 16]", m->dir, name, E, outs[k],
+                          ins[k] / 32);
+        snprintf(name, sizeof name, "%s_scales", mods[k]);
+        s[k] = find(m, name);
+        if (!s[k])
+            return missing(m, name);
+        if (s[k]->dtype != LM_DT_U8 || s[k]->ndim != 3 || s[k]->shape[0] != E || s[k]->shape[1] != outs[k] ||
+            s[k]->shape[2] != ins[k] / 32)
+            return lm_err(LM_ERR_SHAPE, "%s: tensor '%s' must be uint8 [%d, %d, %d]", m->dir, name, E, outs[k],
+                          ins[k] / 32);
+    }
+    for (int e = 0; e < E; e++) {
+        for (int k = 0; k < 2; k++) {
+            lm_linear w = {.kind = LM_W_MXFP4, .dtype = LM_DT_U8, .out = outs[k], .in = ins[k], .bits = 4, .group = 32,
+                           .w_row_bytes = (size_t)ins[k] / 2, .s_row_bytes = (size_t)ins[k] / 32};
+            w.w = (const uint8_t *)b[k]->data + (size_t)e * outs[k] * w.w_row_bytes;
+            w.scales = (const uint8_t *)s[k]->data + (size_t)e * outs[k] * w.s_row_bytes;
+            if (k == 1) {
+                moe->down[e] = w;
+                continue;
+            }
+            /* gate = even rows, up = odd rows: views with a doubled row stride */
+            w.out = I;
+            w.w_row_bytes *= 2;
+            w.s_row_bytes *= 2;
+            moe->gate[e] = w;
+            w.w = (const uint8_t *)w.w + w.w_row_bytes / 2;
+            w.scales = (const uint8_t *)w.scales + w.s_row_bytes / 2;
+            moe->up[e] = w;
+        }
+    }
+    m->n_params += (int64_t)E * 3 * I * H;
+    if (I > m->max_in)
+        m->max_in = I;
+    return load_fused_biases(m, gu, dn, moe);
+}
+
+/* GPT-OSS: gate_up_proj [E, H, 2I] (stored in x out; gate = even columns, up = odd) and down_proj
+ * [E, I, H], each with a bias. Read in place through strided views. */
+static lm_status load_experts_fused(lm_model *m, const char *p, lm_moe *moe) {
+    int E = moe->n_experts, I = moe->intermediate, H = m->cfg.hidden;
+    char gu[512], dn[512];
+    snprintf(gu, sizeof gu, "%s%sgate_up_proj", p, m->def->names->experts_fused);
+    snprintf(dn, sizeof dn, "%s%sdown_proj", p, m->def->names->experts_fused);
+    const lm_st_tensor *tg = find(m, gu), *td = find(m, dn);
+    char blk[600];
+    snprintf(blk, sizeof blk, "%s_blocks", gu);
+    if (!tg && find(m, blk))
+        return load_experts_mxfp4(m, gu, dn, moe);
+    if (!tg)
+        return missing(m, gu);
+    if (!td)
+        return missing(m, dn);
+    if (!is_float(tg->dtype) || tg->dtype != td->dtype)
+        return lm_err(LM_ERR_SHAPE, "%s: expert tensors '%s' and '%s' must share a float dtype", m->dir, gu, dn);
+    LM_TRY(check_shape(m, tg, gu, E, H, 2 * I, "experts x hidden x 2*intermediate"));
+    LM_TRY(check_shape(m, td, dn, E, I, H, "experts x intermediate x hidden"));
+    size_t es = LM_DTYPES[tg->dtype].size;
+    for (int e = 0; e < E; e++) {
         const uint8_t *g0 = (const uint8_t *)tg->data + (size_t)e * H * 2 * I * es;
         lm_linear w = {.kind = LM_W_DENSE, .dtype = tg->dtype, .out = I, .in = H, .w = g0,
-                       .w_row_bytes = 2 * es, .in_step = (size_t)2 * I, .bias = gb};
+                       .w_row_bytes = 2 * es, .in_step = (size_t)2 * I};
         moe->gate[e] = w;
         w.w = g0 + es;
-        w.bias = ub;
         moe->up[e] = w;
         lm_linear d = {.kind = LM_W_DENSE, .dtype = td->dtype, .out = H, .in = I,
                        .w = (const uint8_t *)td->data + (size_t)e * I * H * es, .w_row_bytes = es,
-                       .in_step = (size_t)H, .bias = db};
+                       .in_step = (size_t)H};
         moe->down[e] = d;
     }
-    m->n_params += (int64_t)E * (3 * I * H + 2 * I + H);
+    m->n_params += (int64_t)E * 3 * I * H;
     if (I > m->max_in)
         m->max_in = I;
-    return LM_OK;
+    return load_fused_biases(m, gu, dn, moe);
 }
 
 static int layer_is_moe(const lm_config *c, int i) {

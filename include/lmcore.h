@@ -84,6 +84,8 @@ typedef struct lm_ctx lm_ctx;
 typedef struct lm_ctx_params {
     size_t size;      /* sizeof(lm_ctx_params) */
     int max_tokens;   /* 0: the model's context length */
+    int sliding_full_cache; /* 1: keep every token in sliding-window layers too (comparisons);
+                               0: those layers keep only their window (rotating cache) */
 } lm_ctx_params;
 
 lm_ctx_params lm_ctx_default_params(void);

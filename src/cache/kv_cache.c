@@ -37,6 +37,8 @@ static lm_status grow(lm_kv_cache *c, lm_kv_layer *L, int need) {
     int cap = L->cap;
     while (cap < need)
         cap += LM_KV_STEP;
+    if (L->window > 0) /* rotating layers grow only to what is live */
+        cap = need;
     if (cap > c->max_rows)
         cap = need > c->max_rows ? need : c->max_rows;
     lm_backend *be = c->be;
@@ -64,8 +66,35 @@ static lm_status grow(lm_kv_cache *c, lm_kv_layer *L, int need) {
     return LM_OK;
 }
 
+static void put_row(lm_kv_cache *c, lm_kv_layer *L, int slot, const float *k, const float *v, int32_t pos) {
+    size_t row = (size_t)L->dim * sizeof(float);
+    c->be->ops->copy(c->be, (char *)L->k + (size_t)slot * row, k, row);
+    c->be->ops->copy(c->be, (char *)L->v + (size_t)slot * row, v, row);
+    L->pos[slot] = pos;
+}
+
+static lm_status append_rotating(lm_kv_cache *c, lm_kv_layer *L, const float *k, const float *v, const int32_t *pos,
+                                 int T) {
+    int t = 0;
+    int32_t dead = pos[0] - L->window; /* rows at or before this position are invisible from now on */
+    for (int s = 0; s < L->n && t < T; s++)
+        if (L->pos[s] <= dead) {
+            put_row(c, L, s, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos[t]);
+            t++;
+        }
+    if (t == T)
+        return LM_OK;
+    if (L->n + (T - t) > L->cap)
+        LM_TRY(grow(c, L, L->n + (T - t)));
+    for (; t < T; t++)
+        put_row(c, L, L->n++, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos[t]);
+    return LM_OK;
+}
+
 lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v, const int32_t *pos, int T) {
     lm_kv_layer *L = &c->layers[layer];
+    if (L->window > 0)
+        return append_rotating(c, L, k, v, pos, T);
     if (L->n + T > c->max_rows)
         return lm_err(LM_ERR_CONTEXT, "the sequence (%d tokens) exceeds the context of %d tokens", L->n + T,
                       c->max_rows);

@@ -1,6 +1,11 @@
 /* KV caches, one per layer, token-major rows [n_kv_heads*head_dim] with the absolute position of
- * each row. A standard layer grows in steps of LM_KV_STEP rows (as mlx-lm's KVCache does), so
- * decoding N tokens costs O(N) appends. */
+ * each row (rows need not be in order: attention masks by position).
+ * - standard: grows in steps of LM_KV_STEP rows (as mlx-lm's KVCache does), so decoding N tokens
+ *   costs O(N) appends;
+ * - rotating (window W > 0, for sliding-window layers): a new row takes the slot of a row no
+ *   future query can see (position <= first new position - W), so the layer holds at most
+ *   W - 1 + (tokens per call) rows: O(window) memory, and the same attention as a full cache
+ *   with a window mask. */
 #ifndef LM_CACHE_KV_CACHE_H
 #define LM_CACHE_KV_CACHE_H
 #include <stdint.h>
@@ -14,6 +19,7 @@ typedef struct lm_kv_layer {
     int32_t *pos;     /* [cap] absolute positions (host) */
     int cap, n;       /* rows allocated, rows used */
     int dim;          /* n_kv_heads * head_dim */
+    int window;       /* 0: standard; else rotating over this many positions */
 } lm_kv_layer;
 
 typedef struct lm_kv_cache {

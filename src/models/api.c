@@ -169,6 +169,9 @@ lm_status lm_ctx_new(lm_model *m, const lm_ctx_params *params, lm_ctx **out) {
     c->m = m;
     c->max_tokens = p.max_tokens ? p.max_tokens : m->cfg.max_pos;
     lm_status st = lm_kv_init(&c->kv, m->be, m->cfg.n_layers, m->cfg.n_kv_heads * m->cfg.head_dim, c->max_tokens);
+    for (int l = 0; st == LM_OK && l < m->cfg.n_layers; l++)
+        if (m->layers[l].sliding && !p.sliding_full_cache)
+            c->kv.layers[l].window = m->cfg.sliding_window;
     if (st == LM_OK)
         st = m->be->ops->reserve(m->be, m->max_in, c->max_tokens);
     if (st != LM_OK) {

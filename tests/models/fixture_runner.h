@@ -12,7 +12,7 @@
 
 #define FIXTURE_TOL 2e-3
 
-static double max_abs_diff(const float *a, const float *b, size_t n) {
+static inline double max_abs_diff(const float *a, const float *b, size_t n) {
     double m = 0;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - (double)b[i]);
@@ -22,7 +22,7 @@ static double max_abs_diff(const float *a, const float *b, size_t n) {
     return m;
 }
 
-static int argmax_f(const float *x, int n) {
+static inline int argmax_f(const float *x, int n) {
     int b = 0;
     for (int i = 1; i < n; i++)
         if (x[i] > x[b])
@@ -31,7 +31,7 @@ static int argmax_f(const float *x, int n) {
 }
 
 /* Returns 0 when the fixture matches. `params` may be NULL. */
-static int run_fixture(const char *name, const lm_model_params *params) {
+static inline int run_fixture(const char *name, const lm_model_params *params) {
     char dir[1024], exp_path[1200];
     snprintf(dir, sizeof dir, "%s/models/%s", t_fixtures(), name);
     snprintf(exp_path, sizeof exp_path, "%s/expected.safetensors", dir);

@@ -47,6 +47,7 @@ lm_status lm_err_prefix(lm_status code, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, g_msg, sizeof old);
-    snprintf(g_msg, sizeof g_msg, "%s: %s", prefix, old);
+    if (snprintf(g_msg, sizeof g_msg, "%s: %s", prefix, old) < 0) /* truncation is fine */
+        g_msg[0] = 0;
     return code;
 }

@@ -1,6 +1,7 @@
 /* lmcore command-line tool: one function per subcommand, dispatched by main.c. */
 #ifndef LM_CLI_H
 #define LM_CLI_H
+#include <stddef.h>
 
 typedef struct lm_cli_cmd {
     const char *name;

@@ -267,6 +267,7 @@ static lm_status load_parts(lm_tokenizer *tok, const cJSON *root, const cJSON *c
     LM_TRY(tk_norm_parse(lm_json_get(root, "normalizer"), &tok->norm, what));
     LM_TRY(tk_pre_parse(lm_json_get(root, "pre_tokenizer"), &tok->pre, what));
     LM_TRY(tk_dec_parse(lm_json_get(root, "decoder"), &tok->dec, what));
+    tok->dec_byte_fallback = tk_dec_has(tok->dec, TK_DEC_BYTEFALLBACK);
     LM_TRY(load_added(tok, root, config, what));
     LM_TRY(index_added(tok, what));
     LM_TRY(parse_post(tok, lm_json_get(root, "post_processor"), what));

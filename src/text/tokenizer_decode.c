@@ -93,6 +93,17 @@ static void dec_clear(tk_dec *d) {
     free(d->str);
 }
 
+int tk_dec_has(const tk_dec *d, tk_dec_kind kind) {
+    if (!d)
+        return 0;
+    if (d->kind == kind)
+        return 1;
+    for (int i = 0; i < d->n_items; i++)
+        if (tk_dec_has(&d->items[i], kind))
+            return 1;
+    return 0;
+}
+
 void tk_dec_free(tk_dec *d) {
     if (!d)
         return;

@@ -285,6 +285,7 @@ typedef struct tk_dec {
 
 lm_status tk_dec_parse(const cJSON *j, tk_dec **out, const char *what);
 void tk_dec_free(tk_dec *d);
+int tk_dec_has(const tk_dec *d, tk_dec_kind kind); /* the chain contains a decoder of this kind */
 /* Run the decoder chain over the token strings in *toks (may swap with w's spare list). */
 lm_status tk_dec_apply(const tk_dec *d, const struct lm_tokenizer *tok, tk_work *w, tk_strs **toks);
 
@@ -295,6 +296,7 @@ struct lm_tokenizer {
     tk_norm *norm;  /* NULL: none */
     tk_pre *pre;    /* NULL: none */
     tk_dec *dec;    /* NULL: tokens joined by spaces */
+    int dec_byte_fallback; /* the decoder contains ByteFallback */
     tk_added *added;
     int n_added;
     int32_t *added_of_id; /* [n_vocab] index into added[], -1 */

@@ -10,8 +10,9 @@
 
 #include "text/tokenizer_impl.h"
 
-/* Held-back ids beyond which text is released even if it ends in U+FFFD (invalid bytes). */
-#define DETOK_MAX_PENDING 32
+/* Held-back ids beyond which text is released anyway (a model emitting endless invalid
+ * bytes); below it the streamed text always equals a full decode. */
+#define DETOK_MAX_PENDING 1024
 
 struct lm_detok {
     const lm_tokenizer *tok;
@@ -48,6 +49,18 @@ static int ends_incomplete(const tk_buf *b) {
     return b->n >= 3 && memcmp(b->p + b->n - 3, "\xEF\xBF\xBD", 3) == 0;
 }
 
+/* With a ByteFallback decoder a run of <0xXX> tokens is decoded as one group: if the whole
+ * run is not valid UTF-8 every byte becomes U+FFFD, so a later byte can change the text of
+ * earlier ones. Text is therefore held while the newest id is a byte token. */
+static int ends_in_byte_token(const lm_detok *d) {
+    if (!d->tok->dec_byte_fallback || d->ids.n == 0)
+        return 0;
+    size_t len;
+    const char *s = tk_vocab_str(&d->tok->bpe.vocab, d->ids.v[d->ids.n - 1], &len);
+    return s && d->tok->added_of_id[d->ids.v[d->ids.n - 1]] < 0 && len == 6 && memcmp(s, "<0x", 3) == 0 &&
+           s[5] == '>';
+}
+
 /* Decode the window; emit its new text when final (or when forced). */
 static lm_status step(lm_detok *d, int force, const char **text, size_t *len) {
     d->out.n = 0;
@@ -55,7 +68,8 @@ static lm_status step(lm_detok *d, int force, const char **text, size_t *len) {
     d->prefix.n = d->full.n = 0;
     LM_TRY(tk_decode(d->tok, &d->w, d->ids.v, d->read, d->skip_special, &d->prefix));
     LM_TRY(tk_decode(d->tok, &d->w, d->ids.v, d->ids.n, d->skip_special, &d->full));
-    int hold = !force && ends_incomplete(&d->full) && d->ids.n - d->read < DETOK_MAX_PENDING;
+    int hold = !force && (ends_incomplete(&d->full) || ends_in_byte_token(d)) &&
+               d->ids.n - d->read < DETOK_MAX_PENDING;
     if (!hold && d->full.n > d->prefix.n) {
         LM_TRY(tk_buf_put(&d->out, d->full.p + d->prefix.n, d->full.n - d->prefix.n));
         /* the emitted ids become the context of the next window */

@@ -101,7 +101,60 @@ int lm_ctx_n_past(const lm_ctx *ctx);
 lm_status lm_ctx_eval(lm_ctx *ctx, const int32_t *ids, int n, float *logits, int all_logits);
 
 /* --- tokenizer (src/text) ---------------------------------------------------------------- */
-/* (declared by the text component) */
+/* Hugging Face tokenizer.json pipelines with a BPE model: byte-level BPE (GPT-2 byte map:
+ * Llama 3, Qwen2/3, GPT-OSS, DeepSeek) and SentencePiece-style BPE with byte fallback
+ * (Llama 2, Gemma 3, Mistral, Phi-3). Ids and text agree with HF `tokenizers`.
+ * A loaded tokenizer is read-only: any number of threads may use one at the same time. */
+
+typedef struct lm_tokenizer lm_tokenizer;
+
+/* Load DIR/tokenizer.json, plus DIR/tokenizer_config.json when present (its bos_token,
+ * eos_token and added_tokens_decoder). Unsupported parts (a Unigram or WordPiece model, an
+ * unknown normalizer) fail with LM_ERR_UNSUPPORTED naming the part. */
+lm_status lm_tokenizer_load(const char *dir, lm_tokenizer **out);
+/* The same from memory: `json` is tokenizer.json's text; `config_json` may be NULL.
+ * `what` names the source in error messages (NULL: "tokenizer.json"). */
+lm_status lm_tokenizer_load_json(const char *json, size_t json_len, const char *config_json,
+                                 size_t config_len, const char *what, lm_tokenizer **out);
+void lm_tokenizer_free(lm_tokenizer *tok);
+
+/* Encode `len` bytes of UTF-8 text. add_special != 0 applies the post-processor of
+ * tokenizer.json (e.g. BOS for Llama 2 and Gemma 3; nothing for Llama 3's ByteLevel one).
+ * Added/special tokens written in the text are always recognised.
+ * On LM_OK, *n_ids is the number of ids written to ids[0..cap); when cap is too small it is
+ * the required count, negated (the llama_tokenize contract), and ids holds no useful data.
+ * Invalid UTF-8 fails with LM_ERR_INVALID_ARG (the message gives the byte offset). */
+lm_status lm_tokenizer_encode(const lm_tokenizer *tok, const char *text, size_t len,
+                              int add_special, int32_t *ids, int32_t cap, int32_t *n_ids);
+/* Decode ids to UTF-8 text into buf (always NUL-terminated when cap > 0, truncated when cap
+ * is too small). *len receives the full length (excluding the NUL). Ids outside the vocab
+ * are skipped, as HF does; skip_special != 0 drops special tokens. */
+lm_status lm_tokenizer_decode(const lm_tokenizer *tok, const int32_t *ids, size_t n_ids,
+                              int skip_special, char *buf, size_t cap, size_t *len);
+
+int32_t lm_tokenizer_vocab_size(const lm_tokenizer *tok); /* model vocab + added tokens */
+/* Id of a token string (added tokens included); -1 when absent. */
+int32_t lm_tokenizer_token_to_id(const lm_tokenizer *tok, const char *token, size_t len);
+/* The token string of an id (not NUL-terminated in general: use *len); NULL when unknown.
+ * The string belongs to the tokenizer. */
+const char *lm_tokenizer_id_to_token(const lm_tokenizer *tok, int32_t id, size_t *len);
+int32_t lm_tokenizer_bos(const lm_tokenizer *tok); /* -1 when none */
+int32_t lm_tokenizer_eos(const lm_tokenizer *tok); /* -1 when none */
+int lm_tokenizer_is_special(const lm_tokenizer *tok, int32_t id);
+
+/* Streaming detokenizer: feed ids as they are generated, get text as soon as it is final.
+ * Text never splits a UTF-8 character, and the concatenation of everything returned by
+ * push and flush equals lm_tokenizer_decode of all the ids (spaces neither lost nor doubled). */
+typedef struct lm_detok lm_detok;
+
+lm_status lm_detok_new(const lm_tokenizer *tok, int skip_special, lm_detok **out);
+/* Add one id. *text / *len receive the newly finalised text (possibly empty); the string
+ * belongs to the detokenizer and stays valid until its next call. */
+lm_status lm_detok_push(lm_detok *d, int32_t id, const char **text, size_t *len);
+/* Return whatever is still held back (an incomplete character is emitted as U+FFFD). */
+lm_status lm_detok_flush(lm_detok *d, const char **text, size_t *len);
+void lm_detok_reset(lm_detok *d); /* start a new sequence */
+void lm_detok_free(lm_detok *d);
 
 /* --- chat templates (src/text) ----------------------------------------------------------- */
 /* (declared by the template component) */

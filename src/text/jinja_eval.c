@@ -630,6 +630,7 @@ static lm_status exec_for(jj_render *R, const jj_node *n) {
     for (size_t i = 0; i < items->n; i++) {
         loop->i = i;
         R->pos = n->pos;
+        R->frame->vars.n = 0; /* each iteration starts with fresh locals (as jinja2) */
         if ((st = jj_step(R, 1)) != LM_OK || (st = assign(R, n->a, items->v[i])) != LM_OK ||
             (st = frame_set(R, R->frame, "loop", lv)) != LM_OK || (st = exec_list(R, n->body)) != LM_OK)
             break;

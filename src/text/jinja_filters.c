@@ -170,7 +170,13 @@ static lm_status f_round(jj_render *R, jv in, jj_args *a, jv *out) {
             *out = jv_int(in.t == JV_INT ? in.u.i : in.u.b);
             return LM_OK;
         }
-        r = nearbyint(x * scale) / scale; /* round half to even, as Python's round() */
+        if (p >= 0 && isfinite(x)) { /* Python's round(): correctly rounded decimal digits */
+            char buf[400];
+            snprintf(buf, sizeof buf, "%.*f", (int)p, x);
+            r = strtod(buf, NULL);
+        } else {
+            r = nearbyint(x * scale) / scale;
+        }
     } else {
         return JJ_ERR(R, "round: method must be 'common', 'ceil' or 'floor'");
     }
@@ -286,44 +292,39 @@ static lm_status f_indent(jj_render *R, jv in, jj_args *a, jv *out) {
     jv width = ARG(0, "width", jv_int(4));
     int first = jv_truthy(ARG(1, "first", jv_bool(0))), blank = jv_truthy(ARG(2, "blank", jv_bool(0)));
     LM_TRY(need_str(R, in, &in));
-    jj_buf ind = {.limit = 4096}, b = {.limit = R->max_output};
-    if (width.t == JV_STR)
-        jj_buf_put(&ind, width.u.s.p, width.u.s.n);
-    else if (width.t == JV_INT)
+    jv ind;
+    if (width.t == JV_STR) {
+        ind = width;
+    } else if (width.t == JV_INT) {
+        jj_buf sp = {.limit = 4096};
         for (int64_t i = 0; i < width.u.i && i < 4096; i++)
-            jj_buf_putc(&ind, ' ');
-    else {
-        jj_buf_free(&ind);
+            jj_buf_putc(&sp, ' ');
+        LM_TRY(finish(R, &sp, &ind));
+    } else {
         return JJ_ERR(R, "indent: width must be an integer or a string");
     }
-    const char *is = ind.p ? ind.p : "";
-    size_t in_n = ind.n;
+    /* lines = (s + "\n").splitlines(): every line of s, including a trailing empty one */
+    jj_buf b = {.limit = R->max_output};
     if (first)
-        jj_buf_put(&b, is, in_n);
+        jj_buf_put(&b, ind.u.s.p, ind.u.s.n);
     const char *p = in.u.s.p;
     size_t n = in.u.s.n, st = 0;
-    int line = 0;
-    /* s + "\n" split into lines (Python splitlines: \n, \r\n, \r) */
-    for (size_t i = 0; i <= n; i++) {
-        int eol = i == n || p[i] == '\n' || p[i] == '\r';
-        if (!eol)
-            continue;
-        if (i == n && st == n && line > 0)
-            break; /* the appended "\n" ends the last line; no extra empty line */
+    for (size_t line = 0;; line++) {
+        size_t e = st;
+        while (e < n && p[e] != '\n' && p[e] != '\r')
+            e++;
         if (line > 0) {
             jj_buf_putc(&b, '\n');
-            if (blank || i > st)
-                jj_buf_put(&b, is, in_n);
+            if (blank || e > st)
+                jj_buf_put(&b, ind.u.s.p, ind.u.s.n);
         }
-        jj_buf_put(&b, p + st, i - st);
-        line++;
-        if (i < n && p[i] == '\r' && i + 1 < n && p[i + 1] == '\n')
-            i++;
-        st = i + 1;
-        if (i >= n)
+        jj_buf_put(&b, p + st, e - st);
+        if (e >= n)
             break;
+        if (p[e] == '\r' && e + 1 < n && p[e + 1] == '\n')
+            e++;
+        st = e + 1;
     }
-    jj_buf_free(&ind);
     return finish(R, &b, out);
 }
 

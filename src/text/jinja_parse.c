@@ -304,7 +304,7 @@ static lm_status parse_postfix(parser *P, jj_node *nd, jj_node **out) {
         } else if (is_op(P, "[")) {
             LM_TRY(parse_subscript(P, nd, &nd));
         } else if (is_op(P, "(")) {
-            jj_node *x = mk(P, JN_CALL, cur(P)->pos);
+            jj_node *x = mk(P, JN_CALL, nd->pos);
             if (!x)
                 return NOMEM();
             x->a = nd;

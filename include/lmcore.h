@@ -157,7 +157,36 @@ void lm_detok_reset(lm_detok *d); /* start a new sequence */
 void lm_detok_free(lm_detok *d);
 
 /* --- chat templates (src/text) ----------------------------------------------------------- */
-/* (declared by the template component) */
+/* A Jinja chat template (the subset real Hugging Face templates use), rendered the way
+ * transformers' apply_chat_template does: trim_blocks, lstrip_blocks, loop controls,
+ * raise_exception, strftime_now (set LMCORE_STRFTIME_NOW=<unix seconds> for a fixed UTC time).
+ * Syntax and runtime errors fail with LM_ERR_TEMPLATE and a "name:line:col: ..." message.
+ * A template is immutable after loading; several threads may render it at once. */
+
+typedef struct lm_chat_template lm_chat_template;
+
+/* Load the chat template of a model or tokenizer directory: chat_template.jinja when present
+ * (and name is NULL or "default"), else tokenizer_config.json's chat_template (a string, or a
+ * list of {name, template} of which "default" is used unless `name` asks for another, which
+ * may also be additional_chat_templates/<name>.jinja). bos_token/eos_token/unk_token/
+ * pad_token come from tokenizer_config.json (strings or {"content": ...}).
+ * Returns LM_ERR_MISSING when the directory has no chat template (callers may then fall back
+ * to the raw prompt), LM_ERR_INVALID_ARG when `name` is not among the named templates. */
+lm_status lm_chat_template_load(const char *dir, const char *name, lm_chat_template **out);
+/* A template from source; bos/eos may be NULL (then bos_token/eos_token are undefined). */
+lm_status lm_chat_template_from_string(const char *src, const char *bos, const char *eos,
+                                       lm_chat_template **out);
+/* 1 when lm_chat_template_load(dir, NULL, ...) would succeed. */
+int lm_chat_template_exists(const char *dir);
+/* Render: messages_json is a JSON array of messages; extra_json (NULL or a JSON object) adds
+ * variables and overrides the defaults (tools and documents default to None), e.g.
+ * {"tools": [...], "enable_thinking": false}. *out is a malloc'd NUL-terminated string, free it
+ * with lm_free_string; it is NULL after a failure. */
+lm_status lm_chat_template_render(const lm_chat_template *tmpl, const char *messages_json,
+                                  int add_generation_prompt, const char *extra_json, char **out);
+void lm_chat_template_free(lm_chat_template *tmpl);
+/* Free a string the library returned. */
+void lm_free_string(char *s);
 
 #ifdef __cplusplus
 }

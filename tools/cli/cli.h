@@ -14,6 +14,11 @@ int cmd_info(int argc, char **argv);       /* cmd_logits.c */
 int cmd_tokenize(int argc, char **argv);   /* cmd_tokenize.c */
 int cmd_detokenize(int argc, char **argv); /* cmd_tokenize.c */
 int cmd_template(int argc, char **argv);   /* cmd_template.c */
+int cmd_generate(int argc, char **argv);   /* cmd_generate.c */
+int cmd_chat(int argc, char **argv);       /* cmd_generate.c */
+int cmd_perplexity(int argc, char **argv); /* cmd_generate.c */
+int cmd_cache_prompt(int argc, char **argv); /* cmd_generate.c */
+int cmd_convert(int argc, char **argv);    /* cmd_convert.c */
 
 /* Print "lmcore <cmd>: <message>" (with lm_last_error() when msg is NULL) to stderr; returns 1. */
 int cli_fail(const char *cmd, const char *msg);

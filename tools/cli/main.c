@@ -11,6 +11,11 @@ static const lm_cli_cmd COMMANDS[] = {
     {"tokenize", cmd_tokenize, "encode stdin text to a JSON array of token ids"},
     {"detokenize", cmd_detokenize, "decode a JSON array of token ids from stdin to text"},
     {"template", cmd_template, "render a chat template for a JSON message list on stdin"},
+    {"generate", cmd_generate, "generate text from a prompt (the bundled model without -m)"},
+    {"chat", cmd_chat, "interactive chat"},
+    {"perplexity", cmd_perplexity, "perplexity of a model on a text file"},
+    {"cache-prompt", cmd_cache_prompt, "run a prompt and save its KV cache to a file"},
+    {"convert", cmd_convert, "quantize (MLX affine / MXFP4) or dequantize a checkpoint"},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

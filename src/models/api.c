@@ -73,7 +73,9 @@ void lm_model_free(lm_model *m) {
         if (m->layers[i].moe)
             free(m->layers[i].moe->gate);
         free(m->layers[i].moe);
+        free(m->layers[i].altup);
     }
+    free(m->altup_proj);
     free(m->layers);
     lm_st_close(m->st);
     lm_config_free(&m->cfg);

@@ -10,8 +10,9 @@
 
 static void release_buffers(lm_ctx *c) {
     lm_backend *be = c->m->be;
-    float **bufs[] = {&c->x,   &c->h,  &c->q,      &c->k,          &c->v,     &c->att,   &c->o,    &c->gate,
-                      &c->up,  &c->act, &c->logits, &c->cs, &c->moe_logits, &c->moe_x, &c->moe_y, &c->moe_w};
+    float **bufs[] = {&c->x,  &c->h,   &c->q,      &c->k,  &c->v,          &c->att,   &c->o,
+                      &c->gate, &c->up, &c->act, &c->logits, &c->cs, &c->moe_logits, &c->moe_x,
+                      &c->moe_y, &c->moe_w, &c->streams, &c->pred, &c->ple, &c->ple_emb, &c->small};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         be->ops->release(be, *bufs[i]);
         *bufs[i] = NULL;
@@ -44,6 +45,11 @@ static lm_status reserve(lm_ctx *c, int T) {
         {&c->logits, (size_t)cfg->vocab}, {&c->cs, 2 * n * (size_t)m->rope_full.rot_dim},
         {&c->moe_logits, n * (size_t)m->max_experts + 1}, {&c->moe_x, m->max_experts ? n * H : 1},
         {&c->moe_y, m->max_experts ? n * H : 1}, {&c->moe_w, n * (size_t)m->max_topk + 1},
+        {&c->streams, n * H * (size_t)cfg->altup_num_inputs + 1}, {&c->pred, n * H * (size_t)cfg->altup_num_inputs + 1},
+        {&c->ple, n * (size_t)cfg->n_layers * (size_t)cfg->hidden_per_layer_input + 1},
+        {&c->ple_emb, n * (size_t)cfg->n_layers * (size_t)cfg->hidden_per_layer_input + 1},
+        {&c->small, n * ((size_t)cfg->altup_num_inputs * (cfg->altup_num_inputs + 1) + 3 * H +
+                         (size_t)cfg->laurel_rank + (size_t)cfg->hidden_per_layer_input) + 1},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         *want[i].p = be->ops->alloc(be, want[i].floats * sizeof(float));
@@ -65,7 +71,7 @@ static lm_status reserve(lm_ctx *c, int T) {
 
 /* --- blocks ------------------------------------------------------------------------------------ */
 
-static lm_status attention_block(lm_ctx *c, int l, int T, const float *cs_full, const float *cs_slide) {
+lm_status lm_attention(lm_ctx *c, int l, int T) {
     lm_model *m = c->m;
     const lm_config *cfg = &m->cfg;
     const lm_layer *L = &m->layers[l];
@@ -73,27 +79,29 @@ static lm_status attention_block(lm_ctx *c, int l, int T, const float *cs_full, 
     const lm_backend_ops *op = be->ops;
     int H = cfg->hidden, hd = cfg->head_dim, nh = cfg->n_heads, nkv = cfg->n_kv_heads;
     float eps = (float)cfg->norm_eps;
+    const lm_rope *r = L->sliding ? &m->rope_sliding : &m->rope_full;
+    const float *cs = L->sliding ? c->cs_slide : c->cs_full;
+    int own_kv = L->kv_source == l;
 
-    /* pre-norm, projections */
-    op->rmsnorm(be, c->x, L->attn_norm, T, H, eps, c->h);
+    /* queries; keys and values unless this layer reads another layer's cache (Gemma 3n) */
     op->linear(be, &L->q, c->h, T, c->q);
-    op->linear(be, &L->k, c->h, T, c->k);
-    op->linear(be, &L->v, c->h, T, c->v);
-    /* per-head q/k norms (Qwen3, Gemma) */
-    if (L->q_norm) {
+    if (L->q_norm)
         op->rmsnorm(be, c->q, L->q_norm, T * nh, hd, eps, c->q);
-        op->rmsnorm(be, c->k, L->k_norm, T * nkv, hd, eps, c->k);
-    }
-    /* rotary positions, unless this is a NoPE layer */
-    if (!L->no_rope) {
-        const lm_rope *r = L->sliding ? &m->rope_sliding : &m->rope_full;
-        const float *cs = L->sliding ? cs_slide : cs_full;
+    if (!L->no_rope)
         op->rope(be, c->q, T, nh, hd, r->rot_dim, cs);
-        op->rope(be, c->k, T, nkv, hd, r->rot_dim, cs);
+    if (own_kv) {
+        op->linear(be, &L->k, c->h, T, c->k);
+        op->linear(be, &L->v, c->h, T, c->v);
+        if (L->k_norm)
+            op->rmsnorm(be, c->k, L->k_norm, T * nkv, hd, eps, c->k);
+        if (L->v_norm)
+            op->rmsnorm(be, c->v, NULL, T * nkv, hd, eps, c->v);
+        if (!L->no_rope)
+            op->rope(be, c->k, T, nkv, hd, r->rot_dim, cs);
+        LM_TRY(lm_kv_append(&c->kv, l, c->k, c->v, c->pos, T));
     }
-    /* cache, then attend over everything visible */
-    LM_TRY(lm_kv_append(&c->kv, l, c->k, c->v, c->pos, T));
-    const lm_kv_layer *kv = &c->kv.layers[l];
+    /* attend over every visible cached row */
+    const lm_kv_layer *kv = &c->kv.layers[L->kv_source];
     lm_attn_args a = {
         .q = c->q, .k = kv->k, .v = kv->v, .kpos = kv->pos, .n_rows = kv->n, .qpos = c->pos,
         .T = T, .n_heads = nh, .n_kv = nkv, .head_dim = hd,
@@ -104,7 +112,6 @@ static lm_status attention_block(lm_ctx *c, int l, int T, const float *cs_full, 
     op->linear(be, &L->o, c->att, T, c->o);
     if (L->post_attn_norm)
         op->rmsnorm(be, c->o, L->post_attn_norm, T, H, eps, c->o);
-    op->add(be, c->x, c->o, (size_t)T * H);
     return LM_OK;
 }
 
@@ -185,27 +192,59 @@ static void moe_block(lm_ctx *c, const lm_moe *moe, int T) {
     }
 }
 
-static void mlp_block(lm_ctx *c, int l, int T) {
+/* Gemma 3n activation sparsity (gelu_topk): keep the part of each gate row above
+ * mean + mult * std (population std), shifted down to the cutoff. */
+static void sparsify(float *g, int T, int n, float mult) {
+    for (int t = 0; t < T; t++) {
+        float *r = g + (size_t)t * n;
+        double mean = 0, var = 0;
+        for (int i = 0; i < n; i++)
+            mean += r[i];
+        mean /= n;
+        for (int i = 0; i < n; i++)
+            var += (r[i] - mean) * (r[i] - mean);
+        float cut = (float)(mean + sqrt(var / n) * mult);
+        for (int i = 0; i < n; i++)
+            r[i] = r[i] > cut ? r[i] - cut : 0.0f;
+    }
+}
+
+void lm_mlp(lm_ctx *c, int l, int T) {
     lm_model *m = c->m;
-    const lm_config *cfg = &m->cfg;
     const lm_layer *L = &m->layers[l];
     lm_backend *be = m->be;
     const lm_backend_ops *op = be->ops;
-    int H = cfg->hidden, I = L->intermediate;
-    float eps = (float)cfg->norm_eps;
-
-    op->rmsnorm(be, c->x, L->ffn_norm, T, H, eps, c->h);
+    int I = L->intermediate;
     if (L->moe) {
         moe_block(c, L->moe, T);
-    } else {
-        op->linear(be, &L->gate, c->h, T, c->gate);
-        op->linear(be, &L->up, c->h, T, c->up);
-        op->glu(be, c->gate, c->up, I, T, I, cfg->act, 0.0f, c->act);
-        op->linear(be, &L->down, c->act, T, c->o);
+        return;
     }
+    op->linear(be, &L->gate, c->h, T, c->gate);
+    if (L->sparsity_mult > 0)
+        sparsify(c->gate, T, I, L->sparsity_mult); /* host memory: CPU backend */
+    op->linear(be, &L->up, c->h, T, c->up);
+    op->glu(be, c->gate, c->up, I, T, I, m->cfg.act, 0.0f, c->act);
+    op->linear(be, &L->down, c->act, T, c->o);
+}
+
+/* The pre-norm residual block every family but Gemma 3n uses:
+ * x += post_attn_norm(attn(attn_norm(x))); x += post_ffn_norm(mlp(ffn_norm(x))) */
+static lm_status residual_layer(lm_ctx *c, int l, int T) {
+    lm_model *m = c->m;
+    const lm_layer *L = &m->layers[l];
+    lm_backend *be = m->be;
+    const lm_backend_ops *op = be->ops;
+    int H = m->cfg.hidden;
+    float eps = (float)m->cfg.norm_eps;
+    op->rmsnorm(be, c->x, L->attn_norm, T, H, eps, c->h);
+    LM_TRY(lm_attention(c, l, T));
+    op->add(be, c->x, c->o, (size_t)T * H);
+    op->rmsnorm(be, c->x, L->ffn_norm, T, H, eps, c->h);
+    lm_mlp(c, l, T);
     if (L->post_ffn_norm)
         op->rmsnorm(be, c->o, L->post_ffn_norm, T, H, eps, c->o);
     op->add(be, c->x, c->o, (size_t)T * H);
+    return LM_OK;
 }
 
 /* --- the forward pass ---------------------------------------------------------------------------- */
@@ -230,20 +269,24 @@ lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits
 
     /* rope tables for this call (full and sliding layers may differ) */
     int seq_len = c->n_past + T;
-    float *cs_full = c->cs, *cs_slide = c->cs + (size_t)T * m->rope_full.rot_dim;
-    lm_rope_table(&m->rope_full, c->pos, T, seq_len, cs_full);
-    lm_rope_table(&m->rope_sliding, c->pos, T, seq_len, cs_slide);
+    c->cs_full = c->cs;
+    c->cs_slide = c->cs + (size_t)T * m->rope_full.rot_dim;
+    lm_rope_table(&m->rope_full, c->pos, T, seq_len, c->cs_full);
+    lm_rope_table(&m->rope_sliding, c->pos, T, seq_len, c->cs_slide);
 
     op->embed(be, &m->embed, ids, T, m->embed_scale, c->x);
+    int altup = m->altup_proj != NULL;
+    if (altup)
+        lm_altup_embed(c, ids, T);
     for (int l = 0; l < cfg->n_layers; l++) {
-        lm_status st = attention_block(c, l, T, cs_full, cs_slide);
-        if (st != LM_OK) {
-            for (int k = 0; k < l; k++) /* keep the cache consistent: drop this call's rows */
-                c->kv.layers[k].n -= T;
-            return st;
+        lm_status st = altup ? lm_altup_layer_forward(c, l, T) : residual_layer(c, l, T);
+        if (st != LM_OK) { /* only allocation can fail here: the sequence cannot continue */
+            lm_ctx_reset(c);
+            return lm_err_prefix(st, "the sequence was reset");
         }
-        mlp_block(c, l, T);
     }
+    if (altup)
+        lm_altup_unembed(c, T);
     c->n_past += T;
 
     /* final norm and the head, for every token or the last one */

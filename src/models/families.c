@@ -86,8 +86,16 @@ static const lm_model_def GPT_OSS = {
     .features = LM_F_SINKS | LM_F_MOE_TOPK_SOFTMAX, .adjust = gpt_oss_adjust,
 };
 
+/* --- Gemma 3n: Gemma 3 attention with a v norm and plain-w norms, AltUp streams, Laurel,
+ * per-layer inputs, KV sharing (num_kv_shared_layers), gelu_topk sparsity (parsed into lm_config) --- */
+static const char *const GEMMA3N_TYPES[] = {"gemma3n_text", "gemma3n", NULL};
+static const lm_model_def GEMMA3N = {
+    .family = "gemma3n", .model_types = GEMMA3N_TYPES, .names = &GEMMA3_NAMES,
+    .features = LM_F_QK_NORM | LM_F_SANDWICH | LM_F_EMBED_SCALE | LM_F_V_NORM | LM_F_ALTUP,
+};
+
 static const lm_model_def *const REGISTRY[] = {&LLAMA, &MISTRAL3, &QWEN2, &QWEN3, &PHI3, &SMOLLM3, &GEMMA3,
-                                               &QWEN3_MOE, &GPT_OSS};
+                                               &QWEN3_MOE, &GPT_OSS, &GEMMA3N};
 #define N_DEFS (sizeof REGISTRY / sizeof REGISTRY[0])
 
 const lm_model_def *lm_model_def_find(const char *model_type) {

@@ -18,6 +18,19 @@ typedef struct lm_moe {
     lm_linear *gate, *up, *down;  /* [E] each: [I, H], [I, H], [H, I] */
 } lm_moe;
 
+/* Gemma 3n per-layer parts: AltUp predict/correct, Laurel, per-layer input gate. */
+typedef struct lm_altup_layer {
+    const float *correct_scale;   /* [H] */
+    float *pred_coefs;            /* [n*n, n] */
+    float *corr_coefs;            /* [n, n], clipped to altup_coef_clip */
+    lm_linear router;             /* [n, H] */
+    const float *router_norm;     /* [H] */
+    lm_linear laurel_left, laurel_right; /* [r, H], [H, r] */
+    const float *laurel_norm;     /* [H] */
+    lm_linear pli_gate, pli_proj; /* [hpl, H], [H, hpl] */
+    const float *pli_norm;        /* [H] */
+} lm_altup_layer;
+
 typedef struct lm_layer {
     lm_linear q, k, v, o;         /* [n_heads*hd, H], [n_kv*hd, H] x2, [H, n_heads*hd] */
     lm_linear gate, up, down;     /* [I, H], [I, H], [H, I] */
@@ -26,6 +39,10 @@ typedef struct lm_layer {
     const float *q_norm, *k_norm;                 /* [hd] or NULL */
     const float *sinks;                           /* [n_heads] or NULL */
     lm_moe *moe;                  /* NULL: the dense MLP above */
+    lm_altup_layer *altup;        /* Gemma 3n, else NULL */
+    int kv_source;                /* the layer whose KV cache this layer reads (itself unless shared) */
+    int v_norm;                   /* RMSNorm (unit weight) of v per head */
+    float sparsity_mult;          /* > 0: gelu_topk cutoff = mean + mult * std of the gate (Gemma 3n) */
     int sliding;                  /* uses the sliding window and the sliding rope */
     int no_rope;
     int intermediate;
@@ -47,6 +64,11 @@ struct lm_model {
     int64_t n_params;
     int max_in;                   /* widest input of any linear (scratch sizing) */
     int max_experts, max_topk;    /* MoE sizing (0: dense) */
+    /* Gemma 3n model-level parts */
+    lm_linear *altup_proj, *altup_unembed; /* [n-1] each: [H, H] */
+    lm_linear ple_embed;          /* [V_pl, L*hpl] per-layer embeddings */
+    lm_linear ple_proj;           /* [L*hpl, H] */
+    const float *ple_norm;        /* [hpl] */
     /* small f32 tensors converted at load (norms, biases) */
     float **owned;
     int n_owned, cap_owned;
@@ -64,10 +86,23 @@ struct lm_ctx {
     int32_t *moe_idx;             /* [cap_T, top_k] chosen experts */
     float *moe_w;                 /* [cap_T, top_k] their weights */
     int32_t *moe_rows;            /* [cap_T * top_k] (token, slot) pairs grouped by expert */
+    float *cs_full, *cs_slide;    /* this call's rope tables (inside cs) */
+    float *streams, *pred;        /* Gemma 3n: [n, cap_T, H] each */
+    float *ple, *ple_emb;         /* Gemma 3n: [cap_T, L*hpl] per-layer inputs, per-layer embeddings */
+    float *small;                 /* Gemma 3n: [cap_T, n*n + n] router outputs and coefficients */
     int32_t *pos;                 /* [cap_T] */
 };
 
 lm_status lm_model_resolve(lm_model *m);    /* model_load.c */
 lm_status lm_decoder_forward(struct lm_ctx *ctx, const int32_t *ids, int T, float *logits, int all_logits);
+/* decoder.c: self-attention of layer l on c->h (already normed) into c->o, after o_proj and the
+ * post-attention norm when the layer has one; no residual. */
+lm_status lm_attention(struct lm_ctx *c, int l, int T);
+/* decoder.c: the MLP (dense or experts) of layer l on c->h into c->o, no norms, no residual. */
+void lm_mlp(struct lm_ctx *c, int l, int T);
+/* decoder_altup.c (Gemma 3n) */
+void lm_altup_embed(struct lm_ctx *c, const int32_t *ids, int T);
+lm_status lm_altup_layer_forward(struct lm_ctx *c, int l, int T);
+void lm_altup_unembed(struct lm_ctx *c, int T); /* streams -> c->x */
 
 #endif

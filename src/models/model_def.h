@@ -33,6 +33,9 @@ enum {
     LM_F_SINKS = 1u << 7,        /* a learned per-head logit joins every softmax (GPT-OSS) */
     LM_F_MOE_TOPK_SOFTMAX = 1u << 8, /* router: softmax over the top-k logits (GPT-OSS) instead of
                                         top-k of the softmax (Qwen3-MoE, norm_topk_prob optional) */
+    LM_F_V_NORM = 1u << 9,       /* per-head RMSNorm (no weight) of v (Gemma 3n) */
+    LM_F_ALTUP = 1u << 10,       /* Gemma 3n: AltUp streams, Laurel residual, per-layer inputs
+                                    (decoder_altup.c); unit attention scale */
 };
 
 typedef struct lm_model_def {

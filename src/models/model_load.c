@@ -87,7 +87,7 @@ typedef enum { BIAS_NONE, BIAS_OPTIONAL, BIAS_REQUIRED } bias_mode;
  * tensors are [stack, out, in] (stacked experts) and w covers stack*out rows. */
 static lm_status load_linear_ex(lm_model *m, const char *mod, int stack, int out, int in, bias_mode bias,
                                 lm_linear *w) {
-    char name[512], sname[512], bname[512];
+    char name[640], sname[640], bname[640];
     snprintf(name, sizeof name, "%s.weight", mod);
     snprintf(sname, sizeof sname, "%s.scales", mod);
     snprintf(bname, sizeof bname, "%s.biases", mod);
@@ -397,6 +397,108 @@ static lm_status pick_base(lm_model *m) {
                   m->dir, m->def->names->embed);
 }
 
+/* The layer whose cache layer i reads: itself, or for the last num_kv_shared_layers layers
+ * (Gemma 3n) the last earlier non-shared layer of the same attention type. */
+static int kv_source(const lm_config *c, int i) {
+    int first_shared = c->n_layers - c->num_kv_shared_layers;
+    if (c->num_kv_shared_layers <= 0 || i < first_shared)
+        return i;
+    for (int j = first_shared - 1; j >= 0; j--)
+        if (c->layer_sliding[j] == c->layer_sliding[i])
+            return j;
+    return i;
+}
+
+/* Inverse of the standard normal CDF, by bisection on erfc (exact to double precision). */
+static double normal_icdf(double p) {
+    double lo = -40, hi = 40;
+    for (int k = 0; k < 200; k++) {
+        double mid = 0.5 * (lo + hi);
+        if (0.5 * erfc(-mid / M_SQRT2) < p)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+/* A small [rows, cols] float matrix copied to f32 (clip > 0: clamped to [-clip, clip]). */
+static lm_status load_small_matrix(lm_model *m, const char *name, int rows, int cols, double clip, float **out) {
+    const lm_st_tensor *t = find(m, name);
+    if (!t)
+        return missing(m, name);
+    int stack = 0;
+    if (!is_float(t->dtype))
+        return lm_err(LM_ERR_SHAPE, "%s: tensor '%s' must be a float tensor", m->dir, name);
+    LM_TRY(check_shape(m, t, name, stack, rows, cols, "AltUp coefficients"));
+    float *v = own(m, (size_t)rows * cols);
+    if (!v)
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < rows * cols; i++) {
+        float x = lm_scalar_to_f32(t->data, t->dtype, (size_t)i);
+        if (clip > 0)
+            x = x < -clip ? (float)-clip : x > clip ? (float)clip : x;
+        v[i] = x;
+    }
+    m->n_params += (int64_t)rows * cols;
+    *out = v;
+    return LM_OK;
+}
+
+/* Gemma 3n: AltUp, Laurel and per-layer-input weights of one layer (prefix p). */
+static lm_status load_altup_layer(lm_model *m, const char *p, lm_layer *L) {
+    const lm_config *c = &m->cfg;
+    int H = c->hidden, n = c->altup_num_inputs, R = c->laurel_rank, P = c->hidden_per_layer_input;
+    if (n < 2 || R < 1 || P < 1)
+        return lm_err(LM_ERR_FORMAT, "%s: Gemma 3n needs altup_num_inputs >= 2, laurel_rank and "
+                      "hidden_size_per_layer_input", c->path);
+    lm_altup_layer *A = calloc(1, sizeof *A);
+    if (!A)
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    L->altup = A; /* freed with the model */
+    char name[512];
+#define NAME(s) (snprintf(name, sizeof name, "%s%s", p, s), name)
+    LM_TRY(load_vec(m, NAME("altup.correct_output_scale"), H, 0, &A->correct_scale));
+    LM_TRY(load_small_matrix(m, NAME("altup.prediction_coefs.weight"), n * n, n, 0, &A->pred_coefs));
+    /* transformers clamps the correction coefficients at inference too */
+    LM_TRY(load_small_matrix(m, NAME("altup.correction_coefs.weight"), n, n, c->altup_coef_clip, &A->corr_coefs));
+    LM_TRY(load_linear(m, NAME("altup.modality_router"), n, H, BIAS_NONE, &A->router));
+    LM_TRY(load_vec(m, NAME("altup.router_norm.weight"), H, 0, &A->router_norm));
+    LM_TRY(load_linear(m, NAME("laurel.linear_left"), R, H, BIAS_NONE, &A->laurel_left));
+    LM_TRY(load_linear(m, NAME("laurel.linear_right"), H, R, BIAS_NONE, &A->laurel_right));
+    LM_TRY(load_vec(m, NAME("laurel.post_laurel_norm.weight"), H, 0, &A->laurel_norm));
+    LM_TRY(load_linear(m, NAME("per_layer_input_gate"), P, H, BIAS_NONE, &A->pli_gate));
+    LM_TRY(load_linear(m, NAME("per_layer_projection"), H, P, BIAS_NONE, &A->pli_proj));
+    LM_TRY(load_vec(m, NAME("post_per_layer_input_norm.weight"), H, 0, &A->pli_norm));
+#undef NAME
+    return LM_OK;
+}
+
+/* Gemma 3n model-level parts: stream projections and per-layer embeddings. */
+static lm_status load_altup_model(lm_model *m) {
+    const lm_config *c = &m->cfg;
+    int H = c->hidden, n = c->altup_num_inputs, LP = c->n_layers * c->hidden_per_layer_input;
+    int Vp = c->vocab_per_layer_input > 0 ? c->vocab_per_layer_input : c->vocab;
+    m->altup_proj = calloc((size_t)(n - 1) * 2, sizeof(lm_linear));
+    if (!m->altup_proj)
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    m->altup_unembed = m->altup_proj + (n - 1);
+    char name[512];
+    for (int i = 0; i < n - 1; i++) {
+        snprintf(name, sizeof name, "%saltup_projections.%d", m->base, i);
+        LM_TRY(load_linear(m, name, H, H, BIAS_NONE, &m->altup_proj[i]));
+        snprintf(name, sizeof name, "%saltup_unembed_projections.%d", m->base, i);
+        LM_TRY(load_linear(m, name, H, H, BIAS_NONE, &m->altup_unembed[i]));
+    }
+    snprintf(name, sizeof name, "%sembed_tokens_per_layer", m->base);
+    LM_TRY(load_linear(m, name, Vp, LP, BIAS_NONE, &m->ple_embed));
+    snprintf(name, sizeof name, "%sper_layer_model_projection", m->base);
+    LM_TRY(load_linear(m, name, LP, H, BIAS_NONE, &m->ple_proj));
+    snprintf(name, sizeof name, "%sper_layer_projection_norm.weight", m->base);
+    LM_TRY(load_vec(m, name, c->hidden_per_layer_input, 0, &m->ple_norm));
+    return LM_OK;
+}
+
 static lm_status load_layer(lm_model *m, int i) {
     const lm_config *c = &m->cfg;
     const lm_names *nm = m->def->names;
@@ -409,6 +511,8 @@ static lm_status load_layer(lm_model *m, int i) {
 #define MOD(role) (snprintf(name, sizeof name, "%s%s", p, nm->role), name)
 #define VEC(role) (snprintf(name, sizeof name, "%s%s.weight", p, nm->role), name)
     bias_mode qkv_bias = (c->attention_bias || (f & LM_F_QKV_BIAS)) ? BIAS_REQUIRED : BIAS_NONE;
+    L->kv_source = kv_source(c, i);
+    int own_kv = L->kv_source == i;
     if (f & LM_F_FUSED_QKV) {
         lm_linear qkv;
         LM_TRY(load_linear(m, MOD(qkv), Q + 2 * KV, H, qkv_bias, &qkv));
@@ -417,14 +521,22 @@ static lm_status load_layer(lm_model *m, int i) {
         L->v = lm_linear_rows(&qkv, Q + KV, KV);
     } else {
         LM_TRY(load_linear(m, MOD(q), Q, H, qkv_bias, &L->q));
-        LM_TRY(load_linear(m, MOD(k), KV, H, qkv_bias, &L->k));
-        LM_TRY(load_linear(m, MOD(v), KV, H, qkv_bias, &L->v));
+        if (own_kv) {
+            LM_TRY(load_linear(m, MOD(k), KV, H, qkv_bias, &L->k));
+            LM_TRY(load_linear(m, MOD(v), KV, H, qkv_bias, &L->v));
+        }
     }
     LM_TRY(load_linear(m, MOD(o), H, Q, c->attention_bias ? BIAS_REQUIRED : BIAS_NONE, &L->o));
     if (f & LM_F_QK_NORM) {
         LM_TRY(load_vec(m, VEC(q_norm), hd, plus1, &L->q_norm));
-        LM_TRY(load_vec(m, VEC(k_norm), hd, plus1, &L->k_norm));
+        if (own_kv)
+            LM_TRY(load_vec(m, VEC(k_norm), hd, plus1, &L->k_norm));
     }
+    L->v_norm = (f & LM_F_V_NORM) != 0;
+    if (c->layer_act_sparsity[i] > 0)
+        L->sparsity_mult = (float)normal_icdf(c->layer_act_sparsity[i]);
+    if (f & LM_F_ALTUP)
+        LM_TRY(load_altup_layer(m, p, L));
     int I = c->layer_intermediate[i];
     L->intermediate = I;
     bias_mode mb = c->mlp_bias ? BIAS_REQUIRED : BIAS_NONE;
@@ -472,6 +584,8 @@ lm_status lm_model_resolve(lm_model *m) {
         return lm_err(LM_ERR_NOMEM, "out of memory");
     for (int i = 0; i < c->n_layers; i++)
         LM_TRY(load_layer(m, i));
+    if (m->def->features & LM_F_ALTUP)
+        LM_TRY(load_altup_model(m));
     snprintf(name, sizeof name, "%s%s.weight", m->base, nm->final_norm);
     LM_TRY(load_vec(m, name, c->hidden, (m->def->features & LM_F_NORM_PLUS1) != 0, &m->final_norm));
     /* the head: tied when the config says so, or when the checkpoint has none (Mistral 3) */
@@ -492,5 +606,7 @@ lm_status lm_model_resolve(lm_model *m) {
     LM_TRY(lm_rope_init(&m->rope_sliding, &c->rope_sliding, c->head_dim, c->max_pos, c->path));
     m->embed_scale = (m->def->features & LM_F_EMBED_SCALE) ? sqrtf((float)c->hidden) : 1.0f;
     m->attn_scale = 1.0f / sqrtf(c->query_pre_attn_scalar > 0 ? (float)c->query_pre_attn_scalar : (float)c->head_dim);
+    if (m->def->features & LM_F_ALTUP) /* Gemma 3n: q/k norms replace the 1/sqrt(d) scale */
+        m->attn_scale = 1.0f;
     return LM_OK;
 }

@@ -86,6 +86,10 @@ typedef struct lm_ctx_params {
     int max_tokens;   /* 0: the model's context length */
     int sliding_full_cache; /* 1: keep every token in sliding-window layers too (comparisons);
                                0: those layers keep only their window (rotating cache) */
+    int max_kv_size;  /* 0: unbounded; else every layer keeps at most this many tokens: the first
+                         kv_keep and the most recent ones (mlx-lm's --max-kv-size). The sequence may
+                         then grow past max_tokens. */
+    int kv_keep;      /* tokens always kept with max_kv_size (default 4, as mlx-lm) */
 } lm_ctx_params;
 
 lm_ctx_params lm_ctx_default_params(void);
@@ -97,8 +101,22 @@ void lm_ctx_reset(lm_ctx *ctx);
 int lm_ctx_n_past(const lm_ctx *ctx);
 
 /* Run `n` tokens through the model, appending them to the sequence.
- * logits: NULL, or [n, vocab] floats (all_logits != 0) or [vocab] floats for the last token. */
+ * logits: NULL, or [n, vocab] floats (all_logits != 0) or [vocab] floats for the last token.
+ * After a failure the sequence is unchanged, except on out-of-memory, which resets it. */
 lm_status lm_ctx_eval(lm_ctx *ctx, const int32_t *ids, int n, float *logits, int all_logits);
+
+/* Keep only the first n tokens of the sequence (prefix reuse: a new prompt that shares n tokens
+ * with the cached one needs only the rest evaluated). Fails with LM_ERR_UNSUPPORTED once a
+ * rotating cache (--max-kv-size, sliding windows) has dropped tokens; reset and start over then. */
+lm_status lm_ctx_truncate(lm_ctx *ctx, int n);
+
+/* Prompt caches: save the sequence's KV cache with the tokens that produced it (safetensors with
+ * lmcore metadata), and load it into a fresh or reset context of the same model and cache
+ * settings. On load, *tokens (malloc'd; free with lm_free_tokens) and *n_tokens receive the
+ * tokens. A file from another model or with other cache settings fails with LM_ERR_INVALID_ARG. */
+lm_status lm_ctx_save(const lm_ctx *ctx, const char *path, const int32_t *tokens, int n_tokens);
+lm_status lm_ctx_load(lm_ctx *ctx, const char *path, int32_t **tokens, int *n_tokens);
+void lm_free_tokens(int32_t *tokens);
 
 /* --- tokenizer (src/text) ---------------------------------------------------------------- */
 /* Hugging Face tokenizer.json pipelines with a BPE model: byte-level BPE (GPT-2 byte map:

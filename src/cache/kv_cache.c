@@ -29,15 +29,32 @@ void lm_kv_free(lm_kv_cache *c) {
 }
 
 void lm_kv_reset(lm_kv_cache *c) {
-    for (int l = 0; l < c->n_layers; l++)
+    for (int l = 0; l < c->n_layers; l++) {
         c->layers[l].n = 0;
+        c->layers[l].evicted = 0;
+    }
+}
+
+lm_status lm_kv_truncate(lm_kv_cache *c, int n) {
+    for (int l = 0; l < c->n_layers; l++)
+        if (c->layers[l].evicted && c->layers[l].n > 0)
+            return lm_err(LM_ERR_UNSUPPORTED, "the KV cache has dropped tokens (rotating cache): it cannot be "
+                          "truncated to %d tokens; start the sequence again", n);
+    for (int l = 0; l < c->n_layers; l++) {
+        lm_kv_layer *L = &c->layers[l];
+        int w = 0; /* rows never evicted are in position order */
+        while (w < L->n && L->pos[w] < n)
+            w++;
+        L->n = w;
+    }
+    return LM_OK;
 }
 
 static lm_status grow(lm_kv_cache *c, lm_kv_layer *L, int need) {
     int cap = L->cap;
     while (cap < need)
         cap += LM_KV_STEP;
-    if (L->window > 0) /* rotating layers grow only to what is live */
+    if (L->span > 0) /* rotating layers grow only to what is live */
         cap = need;
     if (cap > c->max_rows)
         cap = need > c->max_rows ? need : c->max_rows;
@@ -76,12 +93,20 @@ static void put_row(lm_kv_cache *c, lm_kv_layer *L, int slot, const float *k, co
 static lm_status append_rotating(lm_kv_cache *c, lm_kv_layer *L, const float *k, const float *v, const int32_t *pos,
                                  int T) {
     int t = 0;
-    int32_t dead = pos[0] - L->window; /* rows at or before this position are invisible from now on */
-    for (int s = 0; s < L->n && t < T; s++)
-        if (L->pos[s] <= dead) {
+    int32_t dead = pos[0] - L->span; /* rows before this position (and not kept) are dropped */
+    for (int s = 0; s < L->n; s++) {
+        int32_t p = L->pos[s];
+        if (p >= 0 && (p < L->keep || p >= dead))
+            continue;
+        if (p >= 0)
+            L->evicted = 1;
+        if (t < T) { /* reuse the slot */
             put_row(c, L, s, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos[t]);
             t++;
+        } else {     /* leave it empty: attention skips negative positions */
+            L->pos[s] = -1;
         }
+    }
     if (t == T)
         return LM_OK;
     if (L->n + (T - t) > L->cap)
@@ -93,7 +118,7 @@ static lm_status append_rotating(lm_kv_cache *c, lm_kv_layer *L, const float *k,
 
 lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v, const int32_t *pos, int T) {
     lm_kv_layer *L = &c->layers[layer];
-    if (L->window > 0)
+    if (L->span > 0)
         return append_rotating(c, L, k, v, pos, T);
     if (L->n + T > c->max_rows)
         return lm_err(LM_ERR_CONTEXT, "the sequence (%d tokens) exceeds the context of %d tokens", L->n + T,

@@ -70,8 +70,11 @@ lm_status lm_st_parse_header(lm_st_set *set, const char *json, size_t json_len, 
             st = lm_err(LM_ERR_FORMAT, "%s: safetensors header entry without a name", path);
             goto done;
         }
-        if (strcmp(name, "__metadata__") == 0)
+        if (strcmp(name, "__metadata__") == 0) {
+            if (!set->metadata && cJSON_IsObject(it))
+                set->metadata = cJSON_PrintUnformatted(it);
             continue;
+        }
         if (!cJSON_IsObject(it)) {
             st = lm_err(LM_ERR_FORMAT, "%s: tensor '%s': header entry is not an object", path, name);
             goto done;
@@ -349,6 +352,7 @@ void lm_st_close(lm_st_set *set) {
     }
     free(set->tensors);
     free(set->files);
+    free(set->metadata);
     lm_strmap_free(&set->index);
     free(set);
 }

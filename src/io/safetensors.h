@@ -34,6 +34,7 @@ typedef struct lm_st_set {
     lm_st_tensor *tensors;
     int n_tensors, cap_tensors;
     lm_strmap index; /* name -> tensor */
+    char *metadata;  /* the first file's "__metadata__" object as JSON text, or NULL */
 } lm_st_set;
 
 /* Validate a header (the bytes after the 8-byte length) against a data section of

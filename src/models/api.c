@@ -15,6 +15,7 @@ lm_model_params lm_model_default_params(void) {
 lm_ctx_params lm_ctx_default_params(void) {
     lm_ctx_params p = {0};
     p.size = sizeof p;
+    p.kv_keep = 4;
     return p;
 }
 
@@ -165,15 +166,25 @@ lm_status lm_ctx_new(lm_model *m, const lm_ctx_params *params, lm_ctx **out) {
         memcpy(&p, params, params->size < sizeof p ? params->size : sizeof p);
     if (p.max_tokens < 0)
         return lm_err(LM_ERR_INVALID_ARG, "max_tokens must be >= 0 (0: the model's context)");
+    if (p.max_kv_size < 0 || (p.max_kv_size > 0 && (p.kv_keep < 0 || p.kv_keep >= p.max_kv_size - 1)))
+        return lm_err(LM_ERR_INVALID_ARG, "max_kv_size must be 0 (unbounded) or larger than kv_keep + 1 "
+                      "(got max_kv_size %d, kv_keep %d)", p.max_kv_size, p.kv_keep);
     lm_ctx *c = calloc(1, sizeof *c);
     if (!c)
         return lm_err(LM_ERR_NOMEM, "out of memory");
     c->m = m;
+    c->params = p;
     c->max_tokens = p.max_tokens ? p.max_tokens : m->cfg.max_pos;
     lm_status st = lm_kv_init(&c->kv, m->be, m->cfg.n_layers, m->cfg.n_kv_heads * m->cfg.head_dim, c->max_tokens);
-    for (int l = 0; st == LM_OK && l < m->cfg.n_layers; l++)
+    for (int l = 0; st == LM_OK && l < m->cfg.n_layers; l++) {
+        lm_kv_layer *L = &c->kv.layers[l];
         if (m->layers[l].sliding && !p.sliding_full_cache)
-            c->kv.layers[l].window = m->cfg.sliding_window;
+            L->span = m->cfg.sliding_window - 1; /* keep 0 */
+        if (p.max_kv_size > 0 && (L->span == 0 || p.max_kv_size - p.kv_keep - 1 < L->span)) {
+            L->keep = p.kv_keep;
+            L->span = p.max_kv_size - p.kv_keep - 1;
+        }
+    }
     if (st == LM_OK)
         st = m->be->ops->reserve(m->be, m->max_in, c->max_tokens);
     if (st != LM_OK) {
@@ -203,4 +214,14 @@ lm_status lm_ctx_eval(lm_ctx *c, const int32_t *ids, int n, float *logits, int a
     if (!c || (!ids && n))
         return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_eval: NULL argument");
     return lm_decoder_forward(c, ids, n, logits, all_logits);
+}
+
+lm_status lm_ctx_truncate(lm_ctx *c, int n) {
+    if (!c || n < 0)
+        return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_truncate: bad argument");
+    if (n >= c->n_past)
+        return LM_OK;
+    LM_TRY(lm_kv_truncate(&c->kv, n));
+    c->n_past = n;
+    return LM_OK;
 }

@@ -260,7 +260,7 @@ lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits
     for (int t = 0; t < T; t++)
         if (ids[t] < 0 || ids[t] >= V)
             return lm_err(LM_ERR_INVALID_ARG, "token id %d out of range [0, %d)", ids[t], V);
-    if (c->n_past + T > c->max_tokens)
+    if (c->n_past + T > c->max_tokens && c->params.max_kv_size == 0)
         return lm_err(LM_ERR_CONTEXT, "%d tokens after %d exceed the context of %d tokens", T, c->n_past,
                       c->max_tokens);
     LM_TRY(reserve(c, T));

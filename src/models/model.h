@@ -77,6 +77,7 @@ struct lm_model {
 /* Per-sequence state: the KV cache and activation buffers for up to cap_T tokens per call. */
 struct lm_ctx {
     lm_model *m;
+    lm_ctx_params params;
     lm_kv_cache kv;
     int n_past, max_tokens;
     int cap_T;

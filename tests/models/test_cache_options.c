@@ -1,0 +1,159 @@
+/* KV cache options: --max-kv-size (keep 4 + most recent), truncation for prefix reuse, and
+ * prompt cache save/load (exactly the same continuation). */
+#include <unistd.h>
+
+#include "fixture_runner.h"
+#include "models/model.h"
+
+static lm_model *load(const char *name) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/models/%s", t_fixtures(), name);
+    lm_model *m = NULL;
+    if (lm_model_load(dir, NULL, &m) != LM_OK)
+        CHECKF(0, "%s: %s", name, lm_last_error());
+    return m;
+}
+
+static void fill_ids(int32_t *ids, int n, int seed) {
+    for (int i = 0; i < n; i++)
+        ids[i] = 3 + (seed * 131 + i * 37) % 500;
+}
+
+static void test_max_kv(void) {
+    lm_model *m = load("llama");
+    if (!m)
+        return;
+    int V = m->cfg.vocab, M = 32, K = 4;
+    lm_ctx *plain = NULL, *rot = NULL;
+    lm_ctx_params p = lm_ctx_default_params();
+    p.max_kv_size = M;
+    CHECK(p.kv_keep == 4);
+    CHECK(lm_ctx_new(m, NULL, &plain) == LM_OK && lm_ctx_new(m, &p, &rot) == LM_OK);
+    float *a = malloc((size_t)V * sizeof *a), *b = malloc((size_t)V * sizeof *b);
+    int32_t ids[100];
+    fill_ids(ids, 100, 1);
+    /* within max_kv_size the rotating cache must equal the plain one */
+    CHECK(lm_ctx_eval(plain, ids, 20, a, 0) == LM_OK && lm_ctx_eval(rot, ids, 20, b, 0) == LM_OK);
+    double d = max_abs_diff(a, b, (size_t)V);
+    for (int i = 20; i < M; i++) {
+        CHECK(lm_ctx_eval(plain, ids + i, 1, a, 0) == LM_OK && lm_ctx_eval(rot, ids + i, 1, b, 0) == LM_OK);
+        double di = max_abs_diff(a, b, (size_t)V);
+        d = di > d ? di : d;
+    }
+    CHECKF(d <= 1e-6, "max_kv_size: differs from the plain cache before it fills (%g)", d);
+    /* beyond it: every layer holds exactly the first K positions and the latest M-K */
+    int ok = 1;
+    for (int i = M; i < 100; i++) {
+        CHECK(lm_ctx_eval(rot, ids + i, 1, b, 0) == LM_OK);
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            const lm_kv_layer *L = &rot->kv.layers[l];
+            int seen[100] = {0}, live = 0;
+            for (int r = 0; r < L->n; r++)
+                if (L->pos[r] >= 0) {
+                    seen[L->pos[r]]++;
+                    live++;
+                }
+            for (int q = 0; q <= i; q++)
+                ok &= seen[q] == ((q < K || q > i - (M - K)) ? 1 : 0);
+            ok &= live == M && L->cap <= M;
+        }
+    }
+    CHECKF(ok, "max_kv_size: the cache does not hold exactly the first %d and the last %d positions", K, M - K);
+    CHECK(lm_ctx_n_past(rot) == 100); /* the sequence grows past the cache */
+    /* a prefill chunk longer than the cache */
+    lm_ctx_reset(rot);
+    CHECK(lm_ctx_eval(rot, ids, 60, b, 0) == LM_OK);
+    CHECK(lm_ctx_eval(rot, ids + 60, 1, b, 0) == LM_OK && rot->kv.layers[0].n <= 60);
+    printf("  max_kv_size %d: equal to the plain cache until full (max |diff| %.1e), then first %d + last %d kept\n",
+           M, d, K, M - K);
+    free(a);
+    free(b);
+    lm_ctx_free(plain);
+    lm_ctx_free(rot);
+    lm_model_free(m);
+}
+
+static void test_truncate(void) {
+    lm_model *m = load("qwen3");
+    if (!m)
+        return;
+    int V = m->cfg.vocab;
+    lm_ctx *a = NULL, *b = NULL;
+    CHECK(lm_ctx_new(m, NULL, &a) == LM_OK && lm_ctx_new(m, NULL, &b) == LM_OK);
+    float *la = malloc((size_t)V * sizeof *la), *lb = malloc((size_t)V * sizeof *lb);
+    int32_t ids[24], other[24];
+    fill_ids(ids, 24, 2);
+    fill_ids(other, 24, 3);
+    memcpy(other, ids, 12 * sizeof *ids); /* shares a 12-token prefix */
+    CHECK(lm_ctx_eval(a, ids, 24, la, 0) == LM_OK);
+    CHECK(lm_ctx_truncate(a, 12) == LM_OK && lm_ctx_n_past(a) == 12);
+    CHECK(lm_ctx_eval(a, other + 12, 12, la, 0) == LM_OK);
+    CHECK(lm_ctx_eval(b, other, 24, lb, 0) == LM_OK);
+    double d = max_abs_diff(la, lb, (size_t)V);
+    CHECKF(d <= 1e-5, "truncate + re-eval differs from a fresh run (%g)", d);
+    free(la);
+    free(lb);
+    lm_ctx_free(a);
+    lm_ctx_free(b);
+    lm_model_free(m);
+    /* a rotating cache that has dropped tokens cannot be truncated */
+    m = load("gemma3_text");
+    if (!m)
+        return;
+    CHECK(lm_ctx_new(m, NULL, &a) == LM_OK);
+    CHECK(lm_ctx_eval(a, ids, 6, NULL, 0) == LM_OK);
+    CHECK(lm_ctx_truncate(a, 3) == LM_OK); /* nothing evicted yet (window 8) */
+    CHECK(lm_ctx_eval(a, ids, 20, NULL, 0) == LM_OK);
+    CHECK(lm_ctx_eval(a, ids, 1, NULL, 0) == LM_OK); /* this step drops rows out of the window */
+    CHECK(lm_ctx_truncate(a, 10) == LM_ERR_UNSUPPORTED && strstr(lm_last_error(), "rotating"));
+    printf("  truncate: prefix reuse equals a fresh run (max |diff| %.1e); refused after eviction\n", d);
+    lm_ctx_free(a);
+    lm_model_free(m);
+}
+
+static void test_save_load(const char *name) {
+    lm_model *m = load(name), *other = load("llama");
+    if (!m || !other)
+        return;
+    int V = m->cfg.vocab;
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/lmcore_pc_%d_%s.safetensors", (int)getpid(), name);
+    lm_ctx *a = NULL, *b = NULL, *c = NULL;
+    CHECK(lm_ctx_new(m, NULL, &a) == LM_OK && lm_ctx_new(m, NULL, &b) == LM_OK && lm_ctx_new(other, NULL, &c) == LM_OK);
+    int32_t ids[21];
+    fill_ids(ids, 21, 4);
+    float *la = malloc((size_t)V * sizeof *la), *lb = malloc((size_t)V * sizeof *lb);
+    CHECK(lm_ctx_eval(a, ids, 20, NULL, 0) == LM_OK);
+    CHECK(lm_ctx_save(a, path, ids, 20) == LM_OK);
+    int32_t *tok = NULL;
+    int nt = 0;
+    CHECK(lm_ctx_eval(b, ids, 3, NULL, 0) == LM_OK); /* loading replaces whatever b held */
+    CHECK(lm_ctx_load(b, path, &tok, &nt) == LM_OK);
+    CHECK(nt == 20 && tok && memcmp(tok, ids, 20 * sizeof *ids) == 0 && lm_ctx_n_past(b) == 20);
+    lm_free_tokens(tok);
+    CHECK(lm_ctx_eval(a, ids + 20, 1, la, 0) == LM_OK && lm_ctx_eval(b, ids + 20, 1, lb, 0) == LM_OK);
+    CHECKF(memcmp(la, lb, (size_t)V * sizeof *la) == 0, "%s: continuation from a loaded prompt cache differs", name);
+    /* another model's context refuses the file */
+    CHECK(lm_ctx_load(c, path, &tok, &nt) == LM_ERR_INVALID_ARG && tok == NULL);
+    /* a file that is not a prompt cache */
+    char exp[1100];
+    snprintf(exp, sizeof exp, "%s/models/%s/expected.safetensors", t_fixtures(), name);
+    CHECK(lm_ctx_load(b, exp, &tok, &nt) == LM_ERR_FORMAT && tok == NULL);
+    printf("  prompt cache (%s): save/load continues bit for bit\n", name);
+    unlink(path);
+    free(la);
+    free(lb);
+    lm_ctx_free(a);
+    lm_ctx_free(b);
+    lm_ctx_free(c);
+    lm_model_free(m);
+    lm_model_free(other);
+}
+
+int main(void) {
+    test_max_kv();
+    test_truncate();
+    test_save_load("qwen3");
+    test_save_load("gemma3_text"); /* rotating sliding layers */
+    return test_done("cache_options");
+}

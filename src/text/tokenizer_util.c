@@ -56,6 +56,7 @@ void tk_ids_free(tk_ids *a) {
 }
 
 lm_status tk_strs_add_tail(tk_strs *s, size_t off, int32_t id, int first) {
+    LM_TRY(tk_buf_reserve(&s->buf, 0)); /* pieces always point into an allocated buffer */
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 32;
         tk_piece *v = realloc(s->v, cap * sizeof *v);

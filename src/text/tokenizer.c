@@ -19,9 +19,6 @@ static lm_status added_push(lm_tokenizer *tok, int *cap, const char *content, in
     LM_TRY(lm_json_bool(j, "normalized", !special, &normalized, what));
     if (!*content)
         return LM_OK; /* HF ignores empty added tokens */
-    for (int i = 0; i < tok->n_added; i++)
-        if (tok->added[i].id == id)
-            return LM_OK; /* tokenizer.json's entry wins over tokenizer_config.json's */
     if (tok->n_added == *cap) {
         int nc = *cap ? *cap * 2 : 64;
         tk_added *a = realloc(tok->added, (size_t)nc * sizeof *a);
@@ -104,6 +101,8 @@ static lm_status index_added(lm_tokenizer *tok, const char *what) {
     lm_status st = LM_OK;
     for (int i = 0; i < tok->n_added && st == LM_OK; i++) {
         tk_added *a = &tok->added[i];
+        if (tok->added_of_id[a->id] >= 0)
+            continue; /* the first entry for an id wins (tokenizer.json before tokenizer_config.json) */
         tok->added_of_id[a->id] = i;
         if (a->normalized && tok->norm) {
             st = tk_norm_apply(tok->norm, &w, a->content, a->len, &nb);
@@ -135,7 +134,8 @@ static lm_status ids_append(int32_t **v, int *n, const int32_t *add, int k, cons
     int32_t *p = realloc(*v, ((size_t)*n + (size_t)k + 1) * sizeof *p);
     if (!p)
         return lm_err(LM_ERR_NOMEM, "%s: out of memory", what);
-    memcpy(p + *n, add, (size_t)k * sizeof *p);
+    if (k > 0)
+        memcpy(p + *n, add, (size_t)k * sizeof *p);
     *v = p;
     *n += k;
     return LM_OK;
@@ -256,14 +256,15 @@ static lm_status special_token_id(const lm_tokenizer *tok, const cJSON *config, 
     return LM_OK;
 }
 
-static lm_status load_parts(lm_tokenizer *tok, const cJSON *root, const cJSON *config, const char *what) {
+static lm_status load_parts(lm_tokenizer *tok, const cJSON *root, const cJSON *config, const char *json,
+                            const tk_json_spans *sp, const char *what) {
     if (!cJSON_IsObject(root))
         return lm_err(LM_ERR_FORMAT, "%s: not a JSON object", what);
     const cJSON *model = lm_json_get(root, "model");
     if (!model || !cJSON_IsObject(model))
         return lm_err(LM_ERR_MISSING, "%s: \"model\" is missing", what);
     build_byte_map(tok);
-    LM_TRY(tk_bpe_parse(model, &tok->bpe, what));
+    LM_TRY(tk_bpe_parse(model, json, sp, &tok->bpe, what));
     LM_TRY(tk_norm_parse(lm_json_get(root, "normalizer"), &tok->norm, what));
     LM_TRY(tk_pre_parse(lm_json_get(root, "pre_tokenizer"), &tok->pre, what));
     LM_TRY(tk_dec_parse(lm_json_get(root, "decoder"), &tok->dec, what));
@@ -291,7 +292,12 @@ lm_status lm_tokenizer_load_json(const char *json, size_t json_len, const char *
     if (!what)
         what = "tokenizer.json";
     cJSON *root = NULL, *config = NULL;
-    LM_TRY(lm_json_parse(json, json_len, what, &root));
+    tk_json_spans sp;
+    char *rest = NULL;
+    LM_TRY(tk_json_find_model(json, json_len, what, &sp, &rest));
+    lm_status ps = lm_json_parse(rest, json_len, what, &root);
+    free(rest);
+    LM_TRY(ps);
     if (config_json) {
         lm_status s = lm_json_parse(config_json, config_len, "tokenizer_config.json", &config);
         if (s != LM_OK) {
@@ -300,7 +306,7 @@ lm_status lm_tokenizer_load_json(const char *json, size_t json_len, const char *
         }
     }
     lm_tokenizer *tok = calloc(1, sizeof *tok);
-    lm_status s = tok ? load_parts(tok, root, config, what) : lm_err(LM_ERR_NOMEM, "%s: out of memory", what);
+    lm_status s = tok ? load_parts(tok, root, config, json, &sp, what) : lm_err(LM_ERR_NOMEM, "%s: out of memory", what);
     cJSON_Delete(root);
     cJSON_Delete(config);
     if (s != LM_OK) {

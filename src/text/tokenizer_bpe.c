@@ -14,10 +14,6 @@ typedef struct tk_sym {
     int32_t alive;
 } tk_sym;
 
-typedef struct tk_heap_ent {
-    int32_t rank, pos, id;
-} tk_heap_ent;
-
 /* --- loading ---------------------------------------------------------------------------- */
 
 static lm_status dup_opt_str(const cJSON *model, const char *key, char **out, size_t *len, const char *what) {
@@ -35,28 +31,7 @@ static lm_status dup_opt_str(const cJSON *model, const char *key, char **out, si
     return LM_OK;
 }
 
-static lm_status load_vocab(const cJSON *vocab, tk_bpe *bpe, const char *what) {
-    if (!cJSON_IsObject(vocab))
-        return lm_err(LM_ERR_FORMAT, "%s: model.vocab must be an object", what);
-    long long max_id = -1;
-    size_t bytes = 0;
-    for (const cJSON *e = vocab->child; e; e = e->next) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 0x7ffffffe ||
-            e->valuedouble != (double)(long long)e->valuedouble)
-            return lm_err(LM_ERR_FORMAT, "%s: model.vocab[\"%.40s\"] is not a valid id", what,
-                          e->string ? e->string : "");
-        if ((long long)e->valuedouble > max_id)
-            max_id = (long long)e->valuedouble;
-        bytes += strlen(e->string) + 1;
-    }
-    LM_TRY(tk_vocab_init(&bpe->vocab, (int32_t)(max_id + 1), bytes));
-    for (const cJSON *e = vocab->child; e; e = e->next)
-        LM_TRY(lm_err_prefix(tk_vocab_set(&bpe->vocab, (int32_t)e->valuedouble, e->string, strlen(e->string)), "%s",
-                             what));
-    return LM_OK;
-}
-
-static lm_status add_merge(tk_bpe *bpe, tk_buf *tmp, const char *a, size_t na, const char *b, size_t nb,
+lm_status tk_bpe_add_merge(tk_bpe *bpe, tk_buf *tmp, const char *a, size_t na, const char *b, size_t nb,
                            int32_t rank, const char *what) {
     int32_t ia = tk_vocab_find(&bpe->vocab, a, na), ib = tk_vocab_find(&bpe->vocab, b, nb);
     if (ia < 0 || ib < 0)
@@ -77,39 +52,39 @@ static lm_status add_merge(tk_bpe *bpe, tk_buf *tmp, const char *a, size_t na, c
     return LM_OK;
 }
 
-static lm_status load_merges(const cJSON *merges, tk_bpe *bpe, const char *what) {
-    if (!merges)
-        return tk_merges_init(&bpe->merges, 0);
-    if (!cJSON_IsArray(merges))
-        return lm_err(LM_ERR_FORMAT, "%s: model.merges must be an array", what);
-    int n = cJSON_GetArraySize(merges);
-    LM_TRY(tk_merges_init(&bpe->merges, (size_t)n));
-    tk_buf tmp = {0};
-    lm_status st = LM_OK;
-    int32_t rank = 0;
-    for (const cJSON *e = merges->child; e && st == LM_OK; e = e->next, rank++) {
-        if (cJSON_IsString(e)) {
-            const char *s = e->valuestring, *sp = strchr(s, ' ');
-            if (!sp || strchr(sp + 1, ' ')) {
-                st = lm_err(LM_ERR_FORMAT, "%s: merge %d \"%.40s\" is not two tokens separated by one space", what,
-                            (int)rank, s);
-                break;
-            }
-            st = add_merge(bpe, &tmp, s, (size_t)(sp - s), sp + 1, strlen(sp + 1), rank, what);
-        } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 && cJSON_IsString(e->child) &&
-                   cJSON_IsString(e->child->next)) {
-            const char *a = e->child->valuestring, *b = e->child->next->valuestring;
-            st = add_merge(bpe, &tmp, a, strlen(a), b, strlen(b), rank, what);
-        } else {
-            st = lm_err(LM_ERR_FORMAT, "%s: merge %d must be \"a b\" or [\"a\", \"b\"]", what, (int)rank);
+#define META "\xE2\x96\x81" /* U+2581, SentencePiece's word boundary mark */
+
+static void find_meta_split(tk_bpe *bpe) {
+    bpe->meta_split = 0;
+    if (bpe->prefix || bpe->suffix || tk_vocab_find(&bpe->vocab, META, 3) < 0)
+        return;
+    for (int32_t id = 0; id < bpe->vocab.n_ids; id++) {
+        size_t n;
+        const char *s = tk_vocab_str(&bpe->vocab, id, &n);
+        for (size_t i = 1; s && i + 3 <= n; i++) {
+            if (memcmp(s + i, META, 3) != 0)
+                continue;
+            size_t k = i - 1;
+            while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80)
+                k--;
+            int32_t cp;
+            tk_utf8_decode(s + k, i - k, &cp);
+            if (cp == 0x2581)
+                continue;
+            int known = 0;
+            for (int q = 0; q < bpe->n_meta_unsafe; q++)
+                known |= bpe->meta_unsafe[q] == cp;
+            if (known)
+                continue;
+            if (bpe->n_meta_unsafe == (int)(sizeof bpe->meta_unsafe / sizeof bpe->meta_unsafe[0]))
+                return; /* too many: leave the optimisation off */
+            bpe->meta_unsafe[bpe->n_meta_unsafe++] = cp;
         }
     }
-    tk_buf_free(&tmp);
-    return st;
+    bpe->meta_split = 1;
 }
 
-lm_status tk_bpe_parse(const cJSON *model, tk_bpe *bpe, const char *what) {
-    memset(bpe, 0, sizeof *bpe);
+lm_status tk_bpe_parse(const cJSON *model, const char *json, const tk_json_spans *sp, tk_bpe *bpe, const char *what) {
     bpe->unk_id = -1;
     for (int i = 0; i < 256; i++)
         bpe->byte_ids[i] = -1;
@@ -117,7 +92,7 @@ lm_status tk_bpe_parse(const cJSON *model, tk_bpe *bpe, const char *what) {
     LM_TRY(lm_json_str(model, "type", &type, what));
     if (type && strcmp(type, "BPE") != 0)
         return lm_err(LM_ERR_UNSUPPORTED, "%s: model type \"%s\" is not supported (only BPE)", what, type);
-    if (!type && !lm_json_get(model, "merges"))
+    if (!type && !sp->merges[1])
         return lm_err(LM_ERR_UNSUPPORTED, "%s: model has no type and no merges (only BPE is supported)", what);
     const cJSON *dropout = lm_json_get(model, "dropout");
     if (dropout && (!cJSON_IsNumber(dropout) || dropout->valuedouble != 0.0))
@@ -128,11 +103,8 @@ lm_status tk_bpe_parse(const cJSON *model, tk_bpe *bpe, const char *what) {
     LM_TRY(dup_opt_str(model, "continuing_subword_prefix", &bpe->prefix, &bpe->prefix_len, what));
     LM_TRY(dup_opt_str(model, "end_of_word_suffix", &bpe->suffix, &bpe->suffix_len, what));
     LM_TRY(lm_json_str(model, "unk_token", &unk, what));
-    const cJSON *vocab = lm_json_get(model, "vocab");
-    if (!vocab)
-        return lm_err(LM_ERR_MISSING, "%s: model.vocab is missing", what);
-    LM_TRY(load_vocab(vocab, bpe, what));
-    LM_TRY(load_merges(lm_json_get(model, "merges"), bpe, what));
+    LM_TRY(tk_json_load_vocab(json, sp, what, bpe));
+    LM_TRY(tk_json_load_merges(json, sp, what, bpe));
     if (unk) {
         bpe->unk_id = tk_vocab_find(&bpe->vocab, unk, strlen(unk));
         if (bpe->unk_id < 0)
@@ -143,6 +115,7 @@ lm_status tk_bpe_parse(const cJSON *model, tk_bpe *bpe, const char *what) {
         snprintf(name, sizeof name, "<0x%02X>", b);
         bpe->byte_ids[b] = tk_vocab_find(&bpe->vocab, name, 6);
     }
+    find_meta_split(bpe);
     if (!bpe->prefix && !bpe->suffix) {
         bpe->char_ids = malloc(TK_CHAR_CACHE * sizeof *bpe->char_ids);
         if (!bpe->char_ids)
@@ -167,6 +140,10 @@ void tk_bpe_free(tk_bpe *bpe) {
 
 /* --- encoding --------------------------------------------------------------------------- */
 
+/* Heap entries pack (rank << 32 | position) so that one integer comparison orders them by
+ * rank, then leftmost position (HF's Merge ordering); a 4-ary heap keeps it shallow. */
+typedef uint64_t tk_heap_ent;
+
 static lm_status grow_work(tk_work *w, size_t n) {
     if (n > w->cap_syms) {
         size_t cap = n < 64 ? 64 : n * 2;
@@ -174,18 +151,17 @@ static lm_status grow_work(tk_work *w, size_t n) {
         if (!s)
             return lm_err(LM_ERR_NOMEM, "tokenizer: out of memory");
         w->syms = s;
-        tk_heap_ent *h = realloc(w->heap, cap * 2 * sizeof *h);
+        w->cap_syms = cap;
+    }
+    if (n * 2 > w->cap_heap) {
+        size_t cap = n < 64 ? 128 : n * 4;
+        tk_heap_ent *h = realloc(w->heap, cap * sizeof *h);
         if (!h)
             return lm_err(LM_ERR_NOMEM, "tokenizer: out of memory");
         w->heap = h;
-        w->cap_syms = cap;
-        w->cap_heap = cap * 2;
+        w->cap_heap = cap;
     }
     return LM_OK;
-}
-
-static inline int heap_less(const tk_heap_ent *a, const tk_heap_ent *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
 }
 
 static lm_status heap_push(tk_work *w, size_t *n, tk_heap_ent e) {
@@ -200,8 +176,8 @@ static lm_status heap_push(tk_work *w, size_t *n, tk_heap_ent e) {
     tk_heap_ent *h = w->heap;
     size_t i = (*n)++;
     while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!heap_less(&e, &h[p]))
+        size_t p = (i - 1) / 4;
+        if (e >= h[p])
             break;
         h[i] = h[p];
         i = p;
@@ -212,21 +188,27 @@ static lm_status heap_push(tk_work *w, size_t *n, tk_heap_ent e) {
 
 static tk_heap_ent heap_pop(tk_heap_ent *h, size_t *n) {
     tk_heap_ent top = h[0], last = h[--(*n)];
-    size_t i = 0;
+    size_t i = 0, m = *n;
     for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *n)
+        size_t c = 4 * i + 1;
+        if (c >= m)
             break;
-        if (c + 1 < *n && heap_less(&h[c + 1], &h[c]))
-            c++;
-        if (!heap_less(&h[c], &last))
+        size_t best = c, end = c + 4 < m ? c + 4 : m;
+        for (size_t k = c + 1; k < end; k++)
+            if (h[k] < h[best])
+                best = k;
+        if (h[best] >= last)
             break;
-        h[i] = h[c];
-        i = c;
+        h[i] = h[best];
+        i = best;
     }
-    if (*n)
+    if (m)
         h[i] = last;
     return top;
+}
+
+static inline tk_heap_ent heap_ent(int32_t rank, int32_t pos) {
+    return ((uint64_t)(uint32_t)rank << 32) | (uint32_t)pos;
 }
 
 /* Symbols of one word: one per character (or per byte with byte fallback, or fused unk). */
@@ -280,14 +262,7 @@ static lm_status word_symbols(const tk_bpe *bpe, tk_work *w, const char *s, size
     return LM_OK;
 }
 
-lm_status tk_bpe_encode(const tk_bpe *bpe, tk_work *w, const char *s, size_t n, tk_ids *out) {
-    if (n == 0)
-        return LM_OK;
-    if (bpe->ignore_merges) {
-        int32_t id = tk_vocab_find(&bpe->vocab, s, n);
-        if (id >= 0)
-            return tk_ids_push(out, id);
-    }
+static lm_status encode_part(const tk_bpe *bpe, tk_work *w, const char *s, size_t n, tk_ids *out) {
     size_t k;
     LM_TRY(word_symbols(bpe, w, s, n, &k));
     tk_sym *sym = w->syms;
@@ -297,38 +272,96 @@ lm_status tk_bpe_encode(const tk_bpe *bpe, tk_work *w, const char *s, size_t n, 
         sym[i].alive = 1;
     }
     size_t nh = 0;
-    for (size_t i = 0; i + 1 < k; i++) {
+    tk_heap_ent *heap = w->heap;
+    for (size_t i = 0; i + 1 < k; i++) { /* k - 1 <= cap_heap: no growth, heapify in place */
         const tk_merge_entry *m = tk_merges_find(&bpe->merges, sym[i].id, sym[i + 1].id);
         if (m)
-            LM_TRY(heap_push(w, &nh, (tk_heap_ent){m->rank, (int32_t)i, m->id}));
+            heap[nh++] = heap_ent(m->rank, (int32_t)i);
+    }
+    for (size_t i = nh / 4 + 1; i-- > 0;) { /* sift down every internal node */
+        size_t j = i;
+        tk_heap_ent v = heap[j];
+        for (;;) {
+            size_t c = 4 * j + 1, best;
+            if (c >= nh)
+                break;
+            best = c;
+            for (size_t q = c + 1; q < c + 4 && q < nh; q++)
+                if (heap[q] < heap[best])
+                    best = q;
+            if (heap[best] >= v)
+                break;
+            heap[j] = heap[best];
+            j = best;
+        }
+        heap[j] = v;
     }
     while (nh) {
         tk_heap_ent top = heap_pop(w->heap, &nh);
-        tk_sym *a = &sym[top.pos];
+        int32_t pos = (int32_t)(uint32_t)top, rank = (int32_t)(top >> 32);
+        tk_sym *a = &sym[pos];
         if (!a->alive || a->next < 0)
             continue;
         tk_sym *b = &sym[a->next];
         const tk_merge_entry *m = tk_merges_find(&bpe->merges, a->id, b->id);
-        if (!m || m->id != top.id)
-            continue; /* stale entry */
-        a->id = top.id;
+        if (!m || m->rank != rank)
+            continue; /* stale entry: a rank names one pair, so this checks the pair */
+        a->id = m->id;
         b->alive = 0;
         a->next = b->next;
         if (b->next >= 0)
-            sym[b->next].prev = top.pos;
+            sym[b->next].prev = pos;
         if (a->prev >= 0) {
             const tk_merge_entry *mp = tk_merges_find(&bpe->merges, sym[a->prev].id, a->id);
             if (mp)
-                LM_TRY(heap_push(w, &nh, (tk_heap_ent){mp->rank, a->prev, mp->id}));
+                LM_TRY(heap_push(w, &nh, heap_ent(mp->rank, a->prev)));
         }
         if (a->next >= 0) {
             const tk_merge_entry *mn = tk_merges_find(&bpe->merges, a->id, sym[a->next].id);
             if (mn)
-                LM_TRY(heap_push(w, &nh, (tk_heap_ent){mn->rank, top.pos, mn->id}));
+                LM_TRY(heap_push(w, &nh, heap_ent(mn->rank, pos)));
         }
     }
     for (size_t i = 0; i < k; i++)
         if (sym[i].alive)
             LM_TRY(tk_ids_push(out, sym[i].id));
     return LM_OK;
+}
+
+/* Is s[i] (a U+2581 start) a point no merge crosses? */
+static int meta_cut(const tk_bpe *bpe, const char *s, size_t i) {
+    size_t k = i - 1;
+    while (k > 0 && ((unsigned char)s[k] & 0xC0) == 0x80)
+        k--;
+    int32_t cp;
+    tk_utf8_decode(s + k, i - k, &cp);
+    if (cp == 0x2581)
+        return 0;
+    for (int q = 0; q < bpe->n_meta_unsafe; q++)
+        if (bpe->meta_unsafe[q] == cp)
+            return 0;
+    return 1;
+}
+
+lm_status tk_bpe_encode(const tk_bpe *bpe, tk_work *w, const char *s, size_t n, tk_ids *out) {
+    if (n == 0)
+        return LM_OK;
+    if (bpe->ignore_merges) {
+        int32_t id = tk_vocab_find(&bpe->vocab, s, n);
+        if (id >= 0)
+            return tk_ids_push(out, id);
+    }
+    if (!bpe->meta_split || n < 64)
+        return encode_part(bpe, w, s, n, out);
+    size_t start = 0;
+    for (const char *p = s + 1; (p = memmem(p, n - (size_t)(p - s), META, 3)) != NULL; p += 3) {
+        size_t i = (size_t)(p - s);
+        if (meta_cut(bpe, s, i)) {
+            LM_TRY(encode_part(bpe, w, s + start, i - start, out));
+            start = i;
+        }
+        if (n - i < 4)
+            break;
+    }
+    return encode_part(bpe, w, s + start, n - start, out);
 }

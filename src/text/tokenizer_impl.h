@@ -73,12 +73,18 @@ int tk_is_punct(int32_t cp);   /* ASCII punctuation or general category P* */
 
 uint64_t tk_hash(const void *p, size_t n);
 
-/* String -> id. Strings are owned by the table (one arena). */
+/* String -> id. Strings are owned by the table (one arena). A slot carries the hash, the
+ * arena offset and length, so a probe touches the slot and (on a hash hit) the string. */
+typedef struct tk_vslot {
+    uint32_t hash, off, len;
+    int32_t id;
+} tk_vslot;
+
 typedef struct tk_vocab {
     char *arena;
     size_t arena_n, arena_cap;
     size_t *str_off;  /* [2 * (n_ids + 1)] (offset into arena, length) of the string of id i */
-    int32_t *slots;   /* [mask + 1] ids, -1 when empty */
+    struct tk_vslot *slots; /* [mask + 1] open addressing; id -1 when empty */
     size_t mask;
     int32_t n_ids;    /* ids are 0 .. n_ids-1; holes have zero-length strings and no slot */
     uint8_t *present; /* [n_ids] 1 when id i has a string */
@@ -222,9 +228,29 @@ typedef struct tk_bpe {
     size_t prefix_len, suffix_len;
     int32_t byte_ids[256];      /* <0xXX> tokens, -1 when absent */
     int32_t *char_ids;          /* [TK_CHAR_CACHE] id of a code point as a word-initial token */
+    /* Long SentencePiece-style words (no pre-tokenizer) are cut before a U+2581 that no
+     * vocab token spans: a merge never crosses such a point, so the parts are independent.
+     * meta_unsafe lists the characters X for which some token contains "X\u2581". */
+    int meta_split;
+    int32_t meta_unsafe[16];
+    int n_meta_unsafe;
 } tk_bpe;
 
-lm_status tk_bpe_parse(const cJSON *model, tk_bpe *bpe, const char *what);
+/* tokenizer_json.c: byte spans of model.vocab / model.merges in the raw text ({0, 0} when
+ * absent), found without building cJSON nodes; *rest is a copy of the text with both
+ * blanked to {} / [] for cJSON. */
+typedef struct tk_json_spans {
+    size_t vocab[2], merges[2];
+} tk_json_spans;
+lm_status tk_json_find_model(const char *json, size_t n, const char *what, tk_json_spans *sp, char **rest);
+lm_status tk_json_load_vocab(const char *json, const tk_json_spans *sp, const char *what, tk_bpe *bpe);
+lm_status tk_json_load_merges(const char *json, const tk_json_spans *sp, const char *what, tk_bpe *bpe);
+
+/* Configure a zeroed bpe from the model object (vocab and merges read from the raw text). */
+lm_status tk_bpe_parse(const cJSON *model, const char *json, const tk_json_spans *sp, tk_bpe *bpe, const char *what);
+/* Register merge `rank` of tokens a and b (both in the vocab, as is their concatenation). */
+lm_status tk_bpe_add_merge(tk_bpe *bpe, tk_buf *tmp, const char *a, size_t na, const char *b, size_t nb,
+                           int32_t rank, const char *what);
 void tk_bpe_free(tk_bpe *bpe);
 /* Append the ids of one pre-tokenized word. */
 lm_status tk_bpe_encode(const tk_bpe *bpe, tk_work *w, const char *s, size_t n, tk_ids *out);
@@ -321,7 +347,7 @@ struct tk_work {
     /* BPE */
     struct tk_sym *syms;
     size_t cap_syms;
-    struct tk_heap_ent *heap;
+    uint64_t *heap; /* BPE merge candidates (rank << 32 | position) */
     size_t cap_heap;
 };
 

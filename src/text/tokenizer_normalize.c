@@ -128,6 +128,11 @@ static lm_status swap_in(tk_buf *io, tk_buf *t) {
 }
 
 static lm_status unicode_form(tk_buf *io, utf8proc_option_t opt) {
+    size_t i = 0;
+    while (i < io->n && (unsigned char)io->p[i] < 0x80)
+        i++;
+    if (i == io->n)
+        return LM_OK; /* ASCII is unchanged by every normalization form */
     utf8proc_uint8_t *res = NULL;
     utf8proc_ssize_t r = utf8proc_map((const utf8proc_uint8_t *)io->p, (utf8proc_ssize_t)io->n, &res,
                                       opt | UTF8PROC_STABLE);

@@ -234,12 +234,12 @@ static lm_status emit_split(tk_work *w, tk_strs *out, const char *s, int first, 
         break;
     case TK_SPLIT_CONTIGUOUS:
         for (size_t i = 0; i < n; i++) {
-            if (g[i].is_match == prev && m > 0) {
+            int im = g[i].is_match; /* read before g[m] (m <= i) is overwritten */
+            if (im == prev && m > 0)
                 g[m - 1].end = g[i].end;
-            } else {
+            else
                 g[m++] = (tk_seg){g[i].start, g[i].end, 0};
-            }
-            prev = g[i].is_match;
+            prev = im;
         }
         break;
     case TK_SPLIT_MERGED_WITH_PREVIOUS:

@@ -56,6 +56,7 @@ void tk_ids_free(tk_ids *a) {
 }
 
 lm_status tk_strs_add_tail(tk_strs *s, size_t off, int32_t id, int first) {
+    LM_TRY(tk_buf_reserve(&s->buf, 0)); /* pieces always point into an allocated buffer */
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 32;
         tk_piece *v = realloc(s->v, cap * sizeof *v);
@@ -278,7 +279,7 @@ lm_status tk_vocab_init(tk_vocab *v, int32_t n_ids, size_t arena_hint) {
     memset(v, 0, sizeof *v);
     if (n_ids < 0)
         return lm_err(LM_ERR_FORMAT, "tokenizer: negative vocabulary size");
-    size_t slots = pow2_at_least((size_t)n_ids * 2 + 2);
+    size_t slots = pow2_at_least((size_t)n_ids + (size_t)n_ids / 2 + 2);
     v->n_ids = n_ids;
     v->mask = slots - 1;
     v->slots = malloc(slots * sizeof *v->slots);
@@ -290,7 +291,8 @@ lm_status tk_vocab_init(tk_vocab *v, int32_t n_ids, size_t arena_hint) {
         tk_vocab_free(v);
         return lm_err(LM_ERR_NOMEM, "tokenizer: out of memory for %d tokens", (int)n_ids);
     }
-    memset(v->slots, 0xff, slots * sizeof *v->slots);
+    for (size_t i = 0; i < slots; i++)
+        v->slots[i].id = -1;
     return LM_OK;
 }
 
@@ -300,14 +302,8 @@ lm_status tk_vocab_set(tk_vocab *v, int32_t id, const char *s, size_t n) {
         return lm_err(LM_ERR_FORMAT, "tokenizer: token id %d out of range", (int)id);
     if (v->present[id])
         return lm_err(LM_ERR_FORMAT, "tokenizer: token id %d appears twice", (int)id);
-    size_t h = (size_t)tk_hash(s, n) & v->mask;
-    for (;; h = (h + 1) & v->mask) {
-        int32_t o = v->slots[h];
-        if (o < 0)
-            break;
-        if (v->str_off[2 * o + 1] == n && memcmp(v->arena + v->str_off[2 * o], s, n) == 0)
-            return lm_err(LM_ERR_FORMAT, "tokenizer: token \"%.*s\" appears twice", (int)(n > 64 ? 64 : n), s);
-    }
+    if (tk_vocab_find(v, s, n) >= 0)
+        return lm_err(LM_ERR_FORMAT, "tokenizer: token \"%.*s\" appears twice", (int)(n > 64 ? 64 : n), s);
     if (v->arena_n + n + 1 > v->arena_cap) {
         size_t cap = v->arena_cap * 2 + n + 1;
         char *a = realloc(v->arena, cap);
@@ -316,26 +312,34 @@ lm_status tk_vocab_set(tk_vocab *v, int32_t id, const char *s, size_t n) {
         v->arena = a;
         v->arena_cap = cap;
     }
+    if (v->arena_n + n + 1 > UINT32_MAX)
+        return lm_err(LM_ERR_FORMAT, "tokenizer: vocabulary strings exceed 4 GB");
+    uint64_t hv = tk_hash(s, n);
+    size_t h = (size_t)hv & v->mask;
+    while (v->slots[h].id >= 0)
+        h = (h + 1) & v->mask;
     memcpy(v->arena + v->arena_n, s, n);
     v->arena[v->arena_n + n] = 0;
     v->str_off[2 * id] = v->arena_n;
     v->str_off[2 * id + 1] = n;
+    v->slots[h] = (tk_vslot){.hash = (uint32_t)(hv >> 32), .off = (uint32_t)v->arena_n, .len = (uint32_t)n, .id = id};
     v->arena_n += n + 1;
     v->present[id] = 1;
-    v->slots[h] = id;
     return LM_OK;
 }
 
 int32_t tk_vocab_find(const tk_vocab *v, const char *s, size_t n) {
     if (!v->slots)
         return -1;
-    size_t h = (size_t)tk_hash(s, n) & v->mask;
+    uint64_t hv = tk_hash(s, n);
+    uint32_t tag = (uint32_t)(hv >> 32);
+    size_t h = (size_t)hv & v->mask;
     for (;; h = (h + 1) & v->mask) {
-        int32_t o = v->slots[h];
-        if (o < 0)
+        const tk_vslot *e = &v->slots[h];
+        if (e->id < 0)
             return -1;
-        if (v->str_off[2 * o + 1] == n && memcmp(v->arena + v->str_off[2 * o], s, n) == 0)
-            return o;
+        if (e->hash == tag && e->len == n && memcmp(v->arena + e->off, s, n) == 0)
+            return e->id;
     }
 }
 

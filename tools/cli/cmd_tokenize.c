@@ -172,9 +172,3 @@ int cmd_detokenize(int argc, char **argv) {
     lm_tokenizer_free(tok);
     return rc;
 }
-
-/* The skeleton's main.c dispatches to cmd_logits/cmd_info, which the model component
- * provides in cmd_logits.c. Until that file exists these weak stubs keep the CLI linkable;
- * the real definitions override them. */
-__attribute__((weak)) int cmd_logits(int argc, char **argv) { return cli_fail("logits", "not built yet"); }
-__attribute__((weak)) int cmd_info(int argc, char **argv) { return cli_fail("info", "not built yet"); }

@@ -333,6 +333,8 @@ lm_status jj_apply_filter_name(jj_render *R, const char *name, jv in, jv *extra,
 
 static lm_status f_map(jj_render *R, jv in, jj_args *a, jv *out) {
     jj_list *items;
+    if (!jv_truthy(in)) /* jinja2 guards with `if value:` (so None maps to nothing) */
+        return jv_new_list(R, 0, out);
     LM_TRY(jj_iterable(R, in, &items));
     LM_TRY(jv_new_list(R, items->n, out));
     jv attr = ARG(-1, "attribute", UNDEF), def = ARG(-1, "default", UNDEF);
@@ -362,8 +364,10 @@ static lm_status f_map(jj_render *R, jv in, jj_args *a, jv *out) {
 /* select/reject (attr=0) and selectattr/rejectattr (attr=1) */
 static lm_status select_impl(jj_render *R, jv in, jj_args *a, jv *out, int attr, int keep) {
     jj_list *items;
-    LM_TRY(jj_iterable(R, in, &items));
     LM_TRY(jv_new_list(R, 0, out));
+    if (!jv_truthy(in)) /* jinja2 guards with `if value:` (so None selects nothing) */
+        return LM_OK;
+    LM_TRY(jj_iterable(R, in, &items));
     int ti = attr ? 1 : 0;
     jv attrname = attr ? ARG(0, NULL, UNDEF) : UNDEF, test = ARG(ti, NULL, UNDEF);
     char *tname = NULL;

@@ -210,6 +210,29 @@ int main(void) {
     write_text(d, "model.safetensors.index.json", "{\"weight_map\": {\"b\": \"s1.safetensors\"}}");
     expect_load_error(d, LM_ERR_FORMAT, "'b'", "s1.safetensors");
 
+    /* an expert count in config.json that the weights contradict */
+    {
+        static const struct { const char *fixture, *key; int experts; lm_status code; const char *n1, *n2; } MOE[] = {
+            {"qwen3_moe", "num_local_experts", 6, LM_ERR_SHAPE, "layers.0.mlp.gate.weight", "expected [6, 64]"},
+            {"qwen3_moe", "num_local_experts", 10, LM_ERR_SHAPE, "layers.0.mlp.gate.weight", "expected [10, 64]"},
+            {"qwen3_moe_mlx_q4", "num_local_experts", 6, LM_ERR_SHAPE, "layers.0.mlp.gate.weight", "expected [6, 32]"},
+            {"gpt_oss", "num_local_experts", 3, LM_ERR_SHAPE, "router.weight", "expected [3, 64]"},
+        };
+        for (size_t k = 0; k < sizeof MOE / sizeof MOE[0]; k++) {
+            char cname[64], cmd[2048];
+            snprintf(cname, sizeof cname, "experts_%zu", k);
+            d = mkcase(cname);
+            /* link the checkpoint's files, rewrite the expert count in config.json */
+            snprintf(cmd, sizeof cmd,
+                     "for f in %s/models/%s/*.safetensors %s/models/%s/*.json; do ln -sf \"$f\" %s/; done; "
+                     "rm -f %s/config.json; sed -E 's/\"%s\": *[0-9]+/\"%s\": %d/' %s/models/%s/config.json > %s/config.json",
+                     t_fixtures(), MOE[k].fixture, t_fixtures(), MOE[k].fixture, d, d, MOE[k].key, MOE[k].key,
+                     MOE[k].experts, t_fixtures(), MOE[k].fixture, d);
+            CHECK(system(cmd) == 0);
+            expect_load_error(d, MOE[k].code, MOE[k].n1, MOE[k].n2);
+        }
+    }
+
     /* API misuse */
     lm_model *m = NULL;
     CHECK(lm_model_load(NULL, NULL, &m) == LM_ERR_INVALID_ARG && m == NULL);

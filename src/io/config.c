@@ -42,6 +42,12 @@ static lm_status read_float_list(const cJSON *arr, double *out, int cap, int *n,
 
 /* --- RoPE ------------------------------------------------------------------------------------ */
 
+static lm_status check_rope(const lm_rope_cfg *rc, const char *what) {
+    if (!(rc->theta > 0) || !(rc->factor > 0) || !(rc->partial > 0 && rc->partial <= 1) || rc->original_max < 0)
+        return lm_err(LM_ERR_FORMAT, "%s: invalid rope theta/factor/partial_rotary_factor", what);
+    return LM_OK;
+}
+
 /* Fill `rc` from a rope dict (4.x rope_scaling or a 5.x rope_parameters entry). `params` may be
  * NULL (default RoPE). theta/partial defaults come from the caller. */
 static lm_status parse_rope(lm_rope_cfg *rc, const cJSON *params, double theta, double partial, int top_orig_max,
@@ -55,7 +61,7 @@ static lm_status parse_rope(lm_rope_cfg *rc, const cJSON *params, double theta, 
     rc->truncate = 1;
     rc->original_max = top_orig_max > 0 ? top_orig_max : max_pos;
     if (!params)
-        return LM_OK;
+        return check_rope(rc, what);
     if (!cJSON_IsObject(params))
         return lm_err(LM_ERR_FORMAT, "%s: rope parameters must be an object", what);
     const char *type;
@@ -99,9 +105,7 @@ static lm_status parse_rope(lm_rope_cfg *rc, const cJSON *params, double theta, 
         LM_TRY(read_float_list(sf, rc->short_factor, LM_MAX_ROPE_FACTORS, &rc->n_short, what, "short_factor"));
     if (rc->type == LM_ROPE_LONGROPE && (!rc->n_long || !rc->n_short))
         return lm_err(LM_ERR_FORMAT, "%s: longrope needs long_factor and short_factor", what);
-    if (!(rc->theta > 0) || !(rc->factor > 0) || !(rc->partial > 0 && rc->partial <= 1))
-        return lm_err(LM_ERR_FORMAT, "%s: invalid rope theta/factor/partial_rotary_factor", what);
-    return LM_OK;
+    return check_rope(rc, what);
 }
 
 static lm_status parse_ropes(lm_config *c, const cJSON *t, const char *what) {
@@ -233,6 +237,15 @@ static lm_status parse_act(lm_config *c, const cJSON *t, const char *what) {
     return LM_OK;
 }
 
+/* A JSON number that is a token id (or a small count): an integer in [0, 2^31). */
+static int small_int(const cJSON *v, int *out) {
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble < 2147483647.0) ||
+        v->valuedouble != floor(v->valuedouble))
+        return 0;
+    *out = (int)v->valuedouble;
+    return 1;
+}
+
 static lm_status parse_ids(lm_config *c, const cJSON *root, const cJSON *t, const char *what) {
     long long bos;
     const cJSON *src = lm_json_get(t, "bos_token_id") ? t : root;
@@ -243,13 +256,12 @@ static lm_status parse_ids(lm_config *c, const cJSON *root, const cJSON *t, cons
         eos = lm_json_get(root, "eos_token_id");
     c->n_eos = 0;
     if (eos && cJSON_IsNumber(eos)) {
-        c->eos_ids[c->n_eos++] = (int)eos->valuedouble;
+        if (!small_int(eos, &c->eos_ids[c->n_eos++]))
+            return lm_err(LM_ERR_FORMAT, "%s: \"eos_token_id\" must be a token id", what);
     } else if (eos && cJSON_IsArray(eos)) {
-        for (const cJSON *e = eos->child; e && c->n_eos < 8; e = e->next) {
-            if (!cJSON_IsNumber(e))
+        for (const cJSON *e = eos->child; e && c->n_eos < 8; e = e->next)
+            if (!small_int(e, &c->eos_ids[c->n_eos++]))
                 return lm_err(LM_ERR_FORMAT, "%s: \"eos_token_id\" must be an id or a list of ids", what);
-            c->eos_ids[c->n_eos++] = (int)e->valuedouble;
-        }
     } else if (eos) {
         return lm_err(LM_ERR_FORMAT, "%s: \"eos_token_id\" must be an id or a list of ids", what);
     }
@@ -270,6 +282,8 @@ static lm_status parse_quant(lm_config *c, const cJSON *root, const char *what) 
     LM_TRY(lm_json_int(q, "bits", 0, &bits, what));
     LM_TRY(lm_json_int(q, "group_size", 0, &gs, what));
     LM_TRY(lm_json_str(q, "mode", &mode, what));
+    if (bits < 0 || bits > 16 || gs < 0 || gs > 65536)
+        return lm_err(LM_ERR_FORMAT, "%s: invalid quantization bits %lld / group_size %lld", what, bits, gs);
     c->quant.bits = (int)bits;
     c->quant.group_size = (int)gs;
     c->quant.mxfp4 = mode && strcmp(mode, "mxfp4") == 0;
@@ -285,10 +299,10 @@ lm_quant_cfg lm_config_quant_for(const lm_config *cfg, const char *module) {
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "bits");
         const cJSON *g = cJSON_GetObjectItemCaseSensitive(o, "group_size");
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "mode");
-        if (cJSON_IsNumber(b))
-            q.bits = (int)b->valuedouble;
-        if (cJSON_IsNumber(g))
-            q.group_size = (int)g->valuedouble;
+        if (!small_int(b, &q.bits))
+            q.bits = cJSON_IsNumber(b) ? -1 : q.bits; /* out of range: rejected by the loader */
+        if (!small_int(g, &q.group_size))
+            q.group_size = cJSON_IsNumber(g) ? -1 : q.group_size;
         if (cJSON_IsString(m))
             q.mxfp4 = strcmp(m->valuestring, "mxfp4") == 0;
     }

@@ -497,9 +497,11 @@ lm_status cv_plan_build(const lm_st_set *set, const lm_config *cfg, const cv_opt
     quant_ctx q = {.o = o, .cfg = cfg};
     if (o->quantize && o->recipe_low && (st = recipe_layer_location(sorted, n, &q.layer_loc)) != LM_OK)
         goto done;
-    for (int i = 0; i < n && st == LM_OK; i++)
-        if (!used[tensor_index(set, sorted[i])])
-            st = plan_tensor(plan, &q, set, sorted[i], used);
+    /* packed modules first, so that their scales/biases are claimed before being seen alone */
+    for (int pass = o->dequantize ? 0 : 1; pass < 2; pass++)
+        for (int i = 0; i < n && st == LM_OK; i++)
+            if (!used[tensor_index(set, sorted[i])] && (pass == 1 || ends_with(sorted[i]->name, ".weight")))
+                st = plan_tensor(plan, &q, set, sorted[i], used);
     if (st != LM_OK) {
         lm_err_prefix(st, "%s", src_dir);
         goto done;

@@ -206,6 +206,59 @@ void lm_chat_template_free(lm_chat_template *tmpl);
 /* Free a string the library returned. */
 void lm_free_string(char *s);
 
+/* --- convert (src/quant) ------------------------------------------------------------------ */
+/* Rewrite a checkpoint directory the way mlx-lm's `convert` does: quantize a bf16/f16/f32
+ * checkpoint to MLX affine (2, 3, 4, 5, 6, 8 bits; groups of 32, 64, 128) or MXFP4, dequantize
+ * an MLX-quantized one, or only cast it. The output is an MLX-compatible directory:
+ * model.safetensors (model-0000i-of-0000n.safetensors shards past max_shard_bytes) with
+ * model.safetensors.index.json, config.json with the "quantization" block (and its
+ * "quantization_config" copy) incl. per-module overrides, and the tokenizer files copied.
+ * Quantized: every Linear/Embedding weight (a 2-D, or stacked 3-D expert, ".weight") whose input
+ * size is a multiple of the group size; per-expert MoE weights "...experts.<e>.<proj>.weight"
+ * are stacked into "...switch_mlp.<proj>.weight" [E, out, in] as mlx-lm does; the MoE routers
+ * of qwen3_moe ("mlp.gate") and gpt_oss ("router") get 8 bits, group 64 (mlx-lm's
+ * quant_predicate). Norms, biases and other tensors are copied (cast when dtype is set). */
+
+typedef enum { LM_QUANT_AFFINE = 0, LM_QUANT_MXFP4 = 1, LM_QUANT_COUNT_ } lm_quant_mode;
+typedef enum {
+    LM_CONVERT_DTYPE_AUTO = 0, /* keep each tensor's stored float type (scales: the weight's) */
+    LM_CONVERT_DTYPE_BF16, LM_CONVERT_DTYPE_F16, LM_CONVERT_DTYPE_F32,
+    LM_CONVERT_DTYPE_COUNT_
+} lm_convert_dtype;
+
+typedef struct lm_convert_params {
+    size_t size;          /* sizeof(lm_convert_params) */
+    int quantize;         /* 1: quantize (the source must not be quantized) */
+    int dequantize;       /* 1: dequantize every quantized module (not with quantize) */
+    lm_quant_mode mode;   /* LM_QUANT_AFFINE */
+    int bits;             /* 0: the mode's default (4); affine 2, 3, 4, 5, 6, 8; mxfp4 4 */
+    int group_size;       /* 0: the mode's default (affine 64, mxfp4 32) */
+    const char *recipe;   /* NULL, or mlx-lm's "mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6"
+                             (affine only: v_proj/down_proj of the first and last eighth of the
+                             layers and of every third layer between, and lm_head, get the high
+                             bit width; the rest the low one; `bits` is ignored) */
+    lm_convert_dtype dtype; /* the float type written (weights, norms, scales/biases, dequantized) */
+    uint64_t max_shard_bytes; /* 0: 5 GiB, as mlx-lm */
+    int n_threads;        /* 0: one per physical core */
+} lm_convert_params;
+
+typedef struct lm_convert_stats {
+    int n_tensors;        /* tensors written */
+    int n_quantized;      /* modules quantized */
+    int n_dequantized;    /* modules dequantized */
+    int n_shards;
+    int64_t n_params;     /* parameters (quantized ones counted unpacked) */
+    uint64_t bytes;       /* tensor data written */
+    double bits_per_weight; /* bytes * 8 / n_params, as mlx-lm reports it */
+} lm_convert_stats;
+
+lm_convert_params lm_convert_default_params(void);
+/* Convert src_dir into dst_dir, which must not exist or be an empty directory (its parent must
+ * exist). stats may be NULL. On failure the files written so far are removed and dst_dir is
+ * left as it was found. Errors name the directory, tensor or option at fault. */
+lm_status lm_convert(const char *src_dir, const char *dst_dir, const lm_convert_params *params,
+                     lm_convert_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif

@@ -303,8 +303,8 @@ lm_quant_cfg lm_config_quant_for(const lm_config *cfg, const char *module) {
             q.bits = cJSON_IsNumber(b) ? -1 : q.bits; /* out of range: rejected by the loader */
         if (!small_int(g, &q.group_size))
             q.group_size = cJSON_IsNumber(g) ? -1 : q.group_size;
-        if (cJSON_IsString(m))
-            q.mxfp4 = strcmp(m->valuestring, "mxfp4") == 0;
+        /* an override without "mode" is affine, as mlx-lm's per-module parameters default to */
+        q.mxfp4 = cJSON_IsString(m) && strcmp(m->valuestring, "mxfp4") == 0;
     }
     return q;
 }

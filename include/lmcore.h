@@ -90,6 +90,9 @@ typedef struct lm_ctx_params {
                          kv_keep and the most recent ones (mlx-lm's --max-kv-size). The sequence may
                          then grow past max_tokens. */
     int kv_keep;      /* tokens always kept with max_kv_size (default 4, as mlx-lm) */
+    int kv_bits;      /* 0: f32 KV cache; 2-6 or 8: stored MLX-affine quantized (mlx-lm --kv-bits) */
+    int kv_group_size;      /* quantization group along each head (default 64; must divide head_dim) */
+    int quantized_kv_start; /* quantize once the sequence passes this many tokens (default 5000) */
 } lm_ctx_params;
 
 lm_ctx_params lm_ctx_default_params(void);

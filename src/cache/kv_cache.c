@@ -3,6 +3,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant/quant.h"
+
+size_t lm_kv_row_bytes(const lm_kv_cache *c, const lm_kv_layer *L) {
+    return c->bits ? (size_t)L->dim * c->bits / 8 : (size_t)L->dim * sizeof(float);
+}
+
+int lm_kv_groups(const lm_kv_cache *c, const lm_kv_layer *L) { return c->bits ? L->dim / c->group : 0; }
+
 lm_status lm_kv_init(lm_kv_cache *c, lm_backend *be, int n_layers, int dim, int max_rows) {
     memset(c, 0, sizeof *c);
     c->be = be;
@@ -16,23 +24,40 @@ lm_status lm_kv_init(lm_kv_cache *c, lm_backend *be, int n_layers, int dim, int 
     return LM_OK;
 }
 
+static void release_layer(lm_kv_cache *c, lm_kv_layer *L) {
+    void *bufs[6] = {L->k, L->v, L->ks, L->kb, L->vs, L->vb};
+    for (int i = 0; i < 6; i++)
+        c->be->ops->release(c->be, bufs[i]);
+    L->k = L->v = NULL;
+    L->ks = L->kb = L->vs = L->vb = NULL;
+}
+
 void lm_kv_free(lm_kv_cache *c) {
     if (!c->layers)
         return;
     for (int l = 0; l < c->n_layers; l++) {
-        c->be->ops->release(c->be, c->layers[l].k);
-        c->be->ops->release(c->be, c->layers[l].v);
+        release_layer(c, &c->layers[l]);
         free(c->layers[l].pos);
     }
+    c->be->ops->release(c->be, c->dq_k);
+    c->be->ops->release(c->be, c->dq_v);
     free(c->layers);
     c->layers = NULL;
 }
 
 void lm_kv_reset(lm_kv_cache *c) {
     for (int l = 0; l < c->n_layers; l++) {
-        c->layers[l].n = 0;
-        c->layers[l].evicted = 0;
+        lm_kv_layer *L = &c->layers[l];
+        if (c->bits) { /* a new sequence starts with f32 rows again */
+            release_layer(c, L);
+            free(L->pos);
+            L->pos = NULL;
+            L->cap = 0;
+        }
+        L->n = 0;
+        L->evicted = 0;
     }
+    c->bits = c->group = 0;
 }
 
 lm_status lm_kv_truncate(lm_kv_cache *c, int n) {
@@ -50,6 +75,48 @@ lm_status lm_kv_truncate(lm_kv_cache *c, int n) {
     return LM_OK;
 }
 
+/* --- storage ---------------------------------------------------------------------------------------- */
+
+/* Reallocate layer L to `cap` rows in the cache's current format, keeping its n rows. */
+static lm_status resize(lm_kv_cache *c, lm_kv_layer *L, int cap) {
+    lm_backend *be = c->be;
+    size_t rb = lm_kv_row_bytes(c, L), sb = (size_t)lm_kv_groups(c, L) * sizeof(float);
+    lm_kv_layer N = *L;
+    N.k = be->ops->alloc(be, (size_t)cap * rb);
+    N.v = be->ops->alloc(be, (size_t)cap * rb);
+    N.ks = N.kb = N.vs = N.vb = NULL;
+    int ok = N.k && N.v;
+    if (sb) {
+        N.ks = be->ops->alloc(be, (size_t)cap * sb);
+        N.kb = be->ops->alloc(be, (size_t)cap * sb);
+        N.vs = be->ops->alloc(be, (size_t)cap * sb);
+        N.vb = be->ops->alloc(be, (size_t)cap * sb);
+        ok = ok && N.ks && N.kb && N.vs && N.vb;
+    }
+    N.pos = malloc((size_t)cap * sizeof *N.pos);
+    if (!ok || !N.pos) {
+        release_layer(c, &N);
+        free(N.pos);
+        return lm_err(LM_ERR_NOMEM, "out of memory growing the KV cache to %d tokens", cap);
+    }
+    if (L->n) {
+        be->ops->copy(be, N.k, L->k, (size_t)L->n * rb);
+        be->ops->copy(be, N.v, L->v, (size_t)L->n * rb);
+        if (sb) {
+            be->ops->copy(be, N.ks, L->ks, (size_t)L->n * sb);
+            be->ops->copy(be, N.kb, L->kb, (size_t)L->n * sb);
+            be->ops->copy(be, N.vs, L->vs, (size_t)L->n * sb);
+            be->ops->copy(be, N.vb, L->vb, (size_t)L->n * sb);
+        }
+        memcpy(N.pos, L->pos, (size_t)L->n * sizeof *N.pos);
+    }
+    release_layer(c, L);
+    free(L->pos);
+    N.cap = cap;
+    *L = N;
+    return LM_OK;
+}
+
 static lm_status grow(lm_kv_cache *c, lm_kv_layer *L, int need) {
     int cap = L->cap;
     while (cap < need)
@@ -58,35 +125,30 @@ static lm_status grow(lm_kv_cache *c, lm_kv_layer *L, int need) {
         cap = need;
     if (cap > c->max_rows)
         cap = need > c->max_rows ? need : c->max_rows;
-    lm_backend *be = c->be;
-    size_t row = (size_t)L->dim * sizeof(float);
-    float *k = be->ops->alloc(be, (size_t)cap * row), *v = be->ops->alloc(be, (size_t)cap * row);
-    int32_t *pos = malloc((size_t)cap * sizeof *pos);
-    if (!k || !v || !pos) {
-        be->ops->release(be, k);
-        be->ops->release(be, v);
-        free(pos);
-        return lm_err(LM_ERR_NOMEM, "out of memory growing the KV cache to %d tokens", cap);
+    return resize(c, L, cap);
+}
+
+lm_status lm_kv_reserve(lm_kv_cache *c, int layer, int n) {
+    lm_kv_layer *L = &c->layers[layer];
+    return n > L->cap ? resize(c, L, n) : LM_OK;
+}
+
+/* Write one f32 row into slot s of plane (data, scales, biases). Host memory (CPU backend). */
+static void store_row(lm_kv_cache *c, const lm_kv_layer *L, uint8_t *data, float *sc, float *bi, int s,
+                      const float *row) {
+    size_t rb = lm_kv_row_bytes(c, L);
+    if (!c->bits) {
+        c->be->ops->copy(c->be, data + (size_t)s * rb, row, rb);
+        return;
     }
-    if (L->n) {
-        be->ops->copy(be, k, L->k, (size_t)L->n * row);
-        be->ops->copy(be, v, L->v, (size_t)L->n * row);
-        memcpy(pos, L->pos, (size_t)L->n * sizeof *pos);
-    }
-    be->ops->release(be, L->k);
-    be->ops->release(be, L->v);
-    free(L->pos);
-    L->k = k;
-    L->v = v;
-    L->pos = pos;
-    L->cap = cap;
-    return LM_OK;
+    int ng = lm_kv_groups(c, L);
+    lm_affine_quantize_row(row, L->dim, c->bits, c->group, data + (size_t)s * rb, sc + (size_t)s * ng,
+                           bi + (size_t)s * ng);
 }
 
 static void put_row(lm_kv_cache *c, lm_kv_layer *L, int slot, const float *k, const float *v, int32_t pos) {
-    size_t row = (size_t)L->dim * sizeof(float);
-    c->be->ops->copy(c->be, (char *)L->k + (size_t)slot * row, k, row);
-    c->be->ops->copy(c->be, (char *)L->v + (size_t)slot * row, v, row);
+    store_row(c, L, L->k, L->ks, L->kb, slot, k);
+    store_row(c, L, L->v, L->vs, L->vb, slot, v);
     L->pos[slot] = pos;
 }
 
@@ -125,17 +187,97 @@ lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v
                       c->max_rows);
     if (L->n + T > L->cap)
         LM_TRY(grow(c, L, L->n + T));
-    size_t row = (size_t)L->dim * sizeof(float);
-    c->be->ops->copy(c->be, (char *)L->k + (size_t)L->n * row, k, (size_t)T * row);
-    c->be->ops->copy(c->be, (char *)L->v + (size_t)L->n * row, v, (size_t)T * row);
-    memcpy(L->pos + L->n, pos, (size_t)T * sizeof *pos);
+    for (int t = 0; t < T; t++)
+        put_row(c, L, L->n + t, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos[t]);
     L->n += T;
+    return LM_OK;
+}
+
+/* --- quantized rows -------------------------------------------------------------------------------- */
+
+lm_status lm_kv_quantize(lm_kv_cache *c, int bits, int group) {
+    if (c->bits)
+        return LM_OK;
+    int dim = c->layers[0].dim;
+    if ((bits < 2 || bits > 8 || bits == 7) || (group != 32 && group != 64 && group != 128) || dim % group)
+        return lm_err(LM_ERR_INVALID_ARG, "KV cache quantization: bits must be 2-6 or 8 and the group size "
+                      "32, 64 or 128 dividing the row size %d (got %d bits, group %d)", dim, bits, group);
+    lm_kv_layer *fresh = calloc((size_t)c->n_layers, sizeof *fresh);
+    if (!fresh)
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    /* allocate every layer's packed planes first, so a failure leaves the f32 cache intact */
+    c->bits = bits;
+    c->group = group;
+    lm_status st = LM_OK;
+    for (int l = 0; l < c->n_layers && st == LM_OK; l++) {
+        fresh[l] = c->layers[l];
+        fresh[l].k = fresh[l].v = NULL;
+        fresh[l].ks = fresh[l].kb = fresh[l].vs = fresh[l].vb = NULL;
+        fresh[l].pos = NULL;
+        fresh[l].n = 0;
+        st = resize(c, &fresh[l], c->layers[l].cap > 0 ? c->layers[l].cap : 1);
+    }
+    if (st != LM_OK) {
+        for (int l = 0; l < c->n_layers; l++) {
+            release_layer(c, &fresh[l]);
+            free(fresh[l].pos);
+        }
+        c->bits = c->group = 0;
+        free(fresh);
+        return st;
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        lm_kv_layer *old = &c->layers[l], *L = &fresh[l];
+        for (int r = 0; r < old->n; r++)
+            put_row(c, L, r, (const float *)old->k + (size_t)r * L->dim, (const float *)old->v + (size_t)r * L->dim,
+                    old->pos[r]);
+        L->n = old->n;
+        release_layer(c, old);
+        free(old->pos);
+        *old = *L;
+    }
+    free(fresh);
+    return LM_OK;
+}
+
+lm_status lm_kv_rows(lm_kv_cache *c, int layer, const float **k, const float **v) {
+    lm_kv_layer *L = &c->layers[layer];
+    if (!c->bits) {
+        *k = (const float *)L->k;
+        *v = (const float *)L->v;
+        return LM_OK;
+    }
+    if (L->n > c->dq_cap) {
+        c->be->ops->release(c->be, c->dq_k);
+        c->be->ops->release(c->be, c->dq_v);
+        c->dq_k = c->be->ops->alloc(c->be, (size_t)L->cap * L->dim * sizeof(float));
+        c->dq_v = c->be->ops->alloc(c->be, (size_t)L->cap * L->dim * sizeof(float));
+        c->dq_cap = c->dq_k && c->dq_v ? L->cap : 0;
+        if (!c->dq_cap)
+            return lm_err(LM_ERR_NOMEM, "out of memory dequantizing the KV cache");
+    }
+    size_t rb = lm_kv_row_bytes(c, L);
+    int ng = lm_kv_groups(c, L);
+    for (int r = 0; r < L->n; r++) { /* host loop: CPU backend */
+        if (L->pos[r] < 0)
+            continue;
+        lm_affine_dequant_row(L->k + (size_t)r * rb, (const uint8_t *)(L->ks + (size_t)r * ng),
+                              (const uint8_t *)(L->kb + (size_t)r * ng), LM_DT_F32, c->bits, c->group, L->dim,
+                              c->dq_k + (size_t)r * L->dim);
+        lm_affine_dequant_row(L->v + (size_t)r * rb, (const uint8_t *)(L->vs + (size_t)r * ng),
+                              (const uint8_t *)(L->vb + (size_t)r * ng), LM_DT_F32, c->bits, c->group, L->dim,
+                              c->dq_v + (size_t)r * L->dim);
+    }
+    *k = c->dq_k;
+    *v = c->dq_v;
     return LM_OK;
 }
 
 size_t lm_kv_bytes(const lm_kv_cache *c) {
     size_t n = 0;
-    for (int l = 0; l < c->n_layers; l++)
-        n += (size_t)c->layers[l].cap * c->layers[l].dim * 2 * sizeof(float);
+    for (int l = 0; l < c->n_layers; l++) {
+        const lm_kv_layer *L = &c->layers[l];
+        n += (size_t)L->cap * 2 * (lm_kv_row_bytes(c, L) + 2 * (size_t)lm_kv_groups(c, L) * sizeof(float));
+    }
     return n;
 }

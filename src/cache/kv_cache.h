@@ -6,7 +6,9 @@
  *   keep <= pos < p0 - span is dead and its slot is reused, so a layer holds at most
  *   keep + span + (tokens per call) rows. Sliding-window layers use keep 0, span window-1 (the
  *   rows no future query can see: the same attention as a full cache with a window mask);
- *   --max-kv-size M uses keep 4, span M-4-1 on every layer (mlx-lm's RotatingKVCache). */
+ *   --max-kv-size M uses keep 4, span M-4-1 on every layer (mlx-lm's RotatingKVCache);
+ * - quantized (after lm_kv_quantize): rows are stored MLX-affine packed (bits, group along the
+ *   row, f32 scales and biases, as mlx-lm's QuantizedKVCache) and dequantized for attention. */
 #ifndef LM_CACHE_KV_CACHE_H
 #define LM_CACHE_KV_CACHE_H
 #include <stdint.h>
@@ -16,8 +18,9 @@
 #define LM_KV_STEP 256
 
 typedef struct lm_kv_layer {
-    float *k, *v;     /* [cap, dim] (backend memory) */
-    int32_t *pos;     /* [cap] absolute positions (host) */
+    uint8_t *k, *v;   /* [cap, row bytes] (backend memory): f32 rows, or packed when quantized */
+    float *ks, *kb, *vs, *vb; /* quantized: [cap, dim/group] scales and biases */
+    int32_t *pos;     /* [cap] absolute positions (host); < 0: empty slot */
     int cap, n;       /* rows allocated, rows used */
     int dim;          /* n_kv_heads * head_dim */
     int keep, span;   /* rotating when span > 0 (see above) */
@@ -29,13 +32,25 @@ typedef struct lm_kv_cache {
     lm_kv_layer *layers; /* [n_layers] */
     int n_layers;
     int max_rows;        /* hard limit for standard layers (the context) */
+    int bits, group;     /* 0: f32 rows */
+    float *dq_k, *dq_v;  /* dequantized rows of one layer [dq_cap, dim] */
+    int dq_cap;
 } lm_kv_cache;
 
 lm_status lm_kv_init(lm_kv_cache *c, lm_backend *be, int n_layers, int dim, int max_rows);
 void lm_kv_free(lm_kv_cache *c);
 void lm_kv_reset(lm_kv_cache *c);
-/* Append T rows of k and v (host or backend memory as the backend expects) at positions pos. */
+/* Append T f32 rows of k and v (backend memory) at positions pos. */
 lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v, const int32_t *pos, int T);
+/* The layer's rows as f32 (dequantized into scratch when the cache is quantized). */
+lm_status lm_kv_rows(lm_kv_cache *c, int layer, const float **k, const float **v);
+/* Store every row (present and future) quantized. bits 2..8, group 32/64/128 dividing dim. */
+lm_status lm_kv_quantize(lm_kv_cache *c, int bits, int group);
+/* Bytes of one stored row of k (or v) and the number of scale groups per row (0: f32 rows). */
+size_t lm_kv_row_bytes(const lm_kv_cache *c, const lm_kv_layer *L);
+int lm_kv_groups(const lm_kv_cache *c, const lm_kv_layer *L);
+/* Make room for n rows (raw restores by the prompt cache). */
+lm_status lm_kv_reserve(lm_kv_cache *c, int layer, int n);
 /* Drop every row at position >= n. Fails (LM_ERR_UNSUPPORTED) when a layer has already evicted
  * rows, since positions before n may be gone. */
 lm_status lm_kv_truncate(lm_kv_cache *c, int n);

@@ -12,21 +12,38 @@
 
 #define FORMAT "lmcore-prompt-cache"
 
-/* "model_type|layers|dim|keep:span,keep:span,..." identifies model and cache layout. */
+/* "model_type|layers|dim|vocab|params|kv_bits/group/start|keep:span,..." identifies the model
+ * and the cache settings. */
 static void layout_string(const lm_ctx *c, char *buf, size_t cap) {
     const lm_model *m = c->m;
-    size_t n = (size_t)snprintf(buf, cap, "%s|%d|%d|%d|%lld|", m->cfg.model_type, m->cfg.n_layers, c->kv.layers[0].dim,
-                                m->cfg.vocab, (long long)m->n_params);
+    size_t n = (size_t)snprintf(buf, cap, "%s|%d|%d|%d|%lld|%d/%d/%d|", m->cfg.model_type, m->cfg.n_layers,
+                                c->kv.layers[0].dim, m->cfg.vocab, (long long)m->n_params, c->params.kv_bits,
+                                c->params.kv_group_size, c->params.quantized_kv_start);
     for (int l = 0; l < c->kv.n_layers && n < cap; l++)
         n += (size_t)snprintf(buf + n, cap - n, "%d:%d,", c->kv.layers[l].keep, c->kv.layers[l].span);
+}
+
+/* The planes of a layer as stored: keys, values (f32 [n, dim] or packed u8 [n, row bytes]) and,
+ * when quantized, their scales and biases (f32 [n, groups]). */
+#define N_PLANES 6
+static const char *const PLANE[N_PLANES] = {"keys", "values", "key_scales", "key_biases", "value_scales",
+                                            "value_biases"};
+
+static void planes(const lm_kv_cache *kv, const lm_kv_layer *L, void *ptr[N_PLANES], size_t width[N_PLANES]) {
+    void *p[N_PLANES] = {L->k, L->v, L->ks, L->kb, L->vs, L->vb};
+    size_t rb = lm_kv_row_bytes(kv, L), sb = (size_t)lm_kv_groups(kv, L) * sizeof(float);
+    for (int i = 0; i < N_PLANES; i++) {
+        ptr[i] = p[i];
+        width[i] = i < 2 ? rb : sb;
+    }
 }
 
 lm_status lm_ctx_save(const lm_ctx *c, const char *path, const int32_t *tokens, int n_tokens) {
     if (!c || !path || n_tokens < 0 || (n_tokens && !tokens))
         return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_save: bad argument");
-    int L = c->kv.n_layers;
-    lm_st_out *outs = calloc((size_t)L * 3 + 1, sizeof *outs);
-    char (*names)[48] = calloc((size_t)L * 3, sizeof *names);
+    int L = c->kv.n_layers, per = c->kv.bits ? N_PLANES + 1 : 3;
+    lm_st_out *outs = calloc((size_t)L * per + 1, sizeof *outs);
+    char (*names)[48] = calloc((size_t)L * per, sizeof *names);
     char layout[8192], meta[9000];
     if (!outs || !names) {
         free(outs);
@@ -36,23 +53,26 @@ lm_status lm_ctx_save(const lm_ctx *c, const char *path, const int32_t *tokens, 
     int k = 0, evicted = 0;
     for (int l = 0; l < L; l++) {
         const lm_kv_layer *kv = &c->kv.layers[l];
+        void *ptr[N_PLANES];
+        size_t width[N_PLANES];
+        planes(&c->kv, kv, ptr, width);
         evicted |= kv->evicted;
-        const char *part[3] = {"keys", "values", "positions"};
-        const void *data[3] = {kv->k, kv->v, kv->pos};
-        for (int j = 0; j < 3; j++, k++) {
-            snprintf(names[k], sizeof names[k], "layers.%d.%s", l, part[j]);
-            outs[k].name = names[k];
-            outs[k].dtype = j == 2 ? LM_DT_I32 : LM_DT_F32;
-            outs[k].ndim = j == 2 ? 1 : 2;
-            outs[k].shape[0] = kv->n;
-            outs[k].shape[1] = kv->dim;
-            outs[k].data = kv->n ? data[j] : "";
+        for (int j = 0; j < per - 1; j++, k++) {
+            snprintf(names[k], sizeof names[k], "layers.%d.%s", l, PLANE[j]);
+            int packed = c->kv.bits && j < 2;
+            outs[k] = (lm_st_out){names[k], packed ? LM_DT_U8 : LM_DT_F32, 2,
+                                  {kv->n, packed ? (int64_t)width[j] : (int64_t)(width[j] / sizeof(float))},
+                                  kv->n ? ptr[j] : ""};
         }
+        snprintf(names[k], sizeof names[k], "layers.%d.positions", l);
+        outs[k++] = (lm_st_out){names[k - 1], LM_DT_I32, 1, {kv->n}, kv->n ? (const void *)kv->pos : ""};
     }
     outs[k] = (lm_st_out){"tokens", LM_DT_I32, 1, {n_tokens}, n_tokens ? (const void *)tokens : ""};
     layout_string(c, layout, sizeof layout);
-    snprintf(meta, sizeof meta, "{\"format\":\"%s\",\"version\":\"1\",\"layout\":\"%s\",\"n_past\":\"%d\",\"evicted\":\"%d\"}",
-             FORMAT, layout, c->n_past, evicted);
+    snprintf(meta, sizeof meta,
+             "{\"format\":\"%s\",\"version\":\"1\",\"layout\":\"%s\",\"n_past\":\"%d\",\"evicted\":\"%d\","
+             "\"quantized\":\"%d/%d\"}",
+             FORMAT, layout, c->n_past, evicted, c->kv.bits, c->kv.group);
     lm_status st = lm_st_write(path, outs, k + 1, meta);
     free(outs);
     free(names);
@@ -67,29 +87,36 @@ static lm_status meta_str(const cJSON *meta, const char *key, const char **out, 
     return LM_OK;
 }
 
+/* Restore every layer's rows byte for byte (the context is empty and in the file's format). */
 static lm_status load_layers(lm_ctx *c, const lm_st_set *st, const char *path) {
+    int per = c->kv.bits ? N_PLANES : 2;
     for (int l = 0; l < c->kv.n_layers; l++) {
         lm_kv_layer *kv = &c->kv.layers[l];
-        char kn[48], vn[48], pn[48];
-        snprintf(kn, sizeof kn, "layers.%d.keys", l);
-        snprintf(vn, sizeof vn, "layers.%d.values", l);
-        snprintf(pn, sizeof pn, "layers.%d.positions", l);
-        const lm_st_tensor *tk = lm_st_find(st, kn), *tv = lm_st_find(st, vn), *tp = lm_st_find(st, pn);
-        if (!tk || !tv || !tp)
+        char name[64];
+        snprintf(name, sizeof name, "layers.%d.positions", l);
+        const lm_st_tensor *tp = lm_st_find(st, name);
+        if (!tp || tp->dtype != LM_DT_I32 || tp->ndim != 1 || tp->numel > INT32_MAX / 2)
             return lm_err(LM_ERR_FORMAT, "%s: layer %d of the prompt cache is missing", path, l);
-        int64_t n = tp->numel;
-        if (tp->dtype != LM_DT_I32 || tk->dtype != LM_DT_F32 || tv->dtype != LM_DT_F32 || tk->ndim != 2 ||
-            tk->shape[0] != n || tk->shape[1] != kv->dim || tv->numel != tk->numel || n > INT32_MAX / 2)
-            return lm_err(LM_ERR_SHAPE, "%s: layer %d of the prompt cache has the wrong shape", path, l);
-        if (n == 0)
-            continue;
-        /* append in one call, then restore the stored slots exactly (rotating layers keep order-free rows) */
-        int span = kv->span;
-        kv->span = 0;
-        lm_status s = lm_kv_append(&c->kv, l, tk->data, tv->data, tp->data, (int)n);
-        kv->span = span;
-        if (s != LM_OK)
-            return s;
+        int n = (int)tp->numel;
+        const lm_st_tensor *t[N_PLANES];
+        void *ptr[N_PLANES];
+        size_t width[N_PLANES];
+        LM_TRY(lm_kv_reserve(&c->kv, l, n > 0 ? n : 1));
+        planes(&c->kv, kv, ptr, width);
+        for (int j = 0; j < per; j++) {
+            snprintf(name, sizeof name, "layers.%d.%s", l, PLANE[j]);
+            t[j] = lm_st_find(st, name);
+            lm_dtype want = c->kv.bits && j < 2 ? LM_DT_U8 : LM_DT_F32;
+            if (!t[j] || t[j]->dtype != want || t[j]->ndim != 2 || t[j]->shape[0] != n ||
+                (size_t)t[j]->nbytes != (size_t)n * width[j])
+                return lm_err(LM_ERR_SHAPE, "%s: '%s' of the prompt cache has the wrong shape", path, name);
+        }
+        for (int j = 0; j < per; j++)
+            if (n)
+                c->kv.be->ops->copy(c->kv.be, ptr[j], t[j]->data, t[j]->nbytes);
+        if (n)
+            memcpy(kv->pos, tp->data, (size_t)n * sizeof(int32_t));
+        kv->n = n;
     }
     return LM_OK;
 }
@@ -103,14 +130,16 @@ lm_status lm_ctx_load(lm_ctx *c, const char *path, int32_t **tokens, int *n_toke
     LM_TRY(lm_st_open_file(path, &st));
     cJSON *meta = NULL;
     lm_status s = LM_OK;
-    const char *fmt = NULL, *layout = NULL, *n_past_s = NULL, *evicted_s = NULL;
+    const char *fmt = NULL, *layout = NULL, *n_past_s = NULL, *evicted_s = NULL, *quant_s = NULL;
     char want[8192];
+    int qbits = 0, qgroup = 0;
     if (!st->metadata || lm_json_parse(st->metadata, strlen(st->metadata), path, &meta) != LM_OK) {
         s = lm_err(LM_ERR_FORMAT, "%s: not an lmcore prompt cache (no metadata)", path);
         goto done;
     }
     if ((s = meta_str(meta, "format", &fmt, path)) != LM_OK || (s = meta_str(meta, "layout", &layout, path)) ||
-        (s = meta_str(meta, "n_past", &n_past_s, path)) || (s = meta_str(meta, "evicted", &evicted_s, path)))
+        (s = meta_str(meta, "n_past", &n_past_s, path)) || (s = meta_str(meta, "evicted", &evicted_s, path)) ||
+        (s = meta_str(meta, "quantized", &quant_s, path)))
         goto done;
     layout_string(c, want, sizeof want);
     if (strcmp(fmt, FORMAT) != 0 || strcmp(layout, want) != 0) {
@@ -120,12 +149,13 @@ lm_status lm_ctx_load(lm_ctx *c, const char *path, int32_t **tokens, int *n_toke
     }
     int n_past = atoi(n_past_s);
     const lm_st_tensor *tt = lm_st_find(st, "tokens");
-    if (!tt || tt->dtype != LM_DT_I32 || tt->ndim != 1 || n_past < 0 || tt->numel > n_past) {
-        s = lm_err(LM_ERR_FORMAT, "%s: bad token list in the prompt cache", path);
+    if (!tt || tt->dtype != LM_DT_I32 || tt->ndim != 1 || n_past < 0 || tt->numel > n_past ||
+        sscanf(quant_s, "%d/%d", &qbits, &qgroup) != 2) {
+        s = lm_err(LM_ERR_FORMAT, "%s: bad token list or metadata in the prompt cache", path);
         goto done;
     }
     lm_ctx_reset(c);
-    if ((s = load_layers(c, st, path)) != LM_OK) {
+    if ((qbits && (s = lm_kv_quantize(&c->kv, qbits, qgroup)) != LM_OK) || (s = load_layers(c, st, path)) != LM_OK) {
         lm_ctx_reset(c);
         goto done;
     }

@@ -16,6 +16,8 @@ lm_ctx_params lm_ctx_default_params(void) {
     lm_ctx_params p = {0};
     p.size = sizeof p;
     p.kv_keep = 4;
+    p.kv_group_size = 64;
+    p.quantized_kv_start = 5000;
     return p;
 }
 
@@ -169,6 +171,14 @@ lm_status lm_ctx_new(lm_model *m, const lm_ctx_params *params, lm_ctx **out) {
     if (p.max_kv_size < 0 || (p.max_kv_size > 0 && (p.kv_keep < 0 || p.kv_keep >= p.max_kv_size - 1)))
         return lm_err(LM_ERR_INVALID_ARG, "max_kv_size must be 0 (unbounded) or larger than kv_keep + 1 "
                       "(got max_kv_size %d, kv_keep %d)", p.max_kv_size, p.kv_keep);
+    if (p.kv_bits != 0 && (p.kv_bits < 2 || p.kv_bits > 8 || p.kv_bits == 7))
+        return lm_err(LM_ERR_INVALID_ARG, "kv_bits must be 0 (off), 2-6 or 8 (got %d)", p.kv_bits);
+    if (p.kv_bits && ((p.kv_group_size != 32 && p.kv_group_size != 64 && p.kv_group_size != 128) ||
+                      m->cfg.head_dim % p.kv_group_size))
+        return lm_err(LM_ERR_INVALID_ARG, "kv_group_size must be 32, 64 or 128 and divide the head size %d (got %d)",
+                      m->cfg.head_dim, p.kv_group_size);
+    if (p.quantized_kv_start < 0)
+        return lm_err(LM_ERR_INVALID_ARG, "quantized_kv_start must be >= 0");
     lm_ctx *c = calloc(1, sizeof *c);
     if (!c)
         return lm_err(LM_ERR_NOMEM, "out of memory");

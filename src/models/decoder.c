@@ -102,8 +102,10 @@ lm_status lm_attention(lm_ctx *c, int l, int T) {
     }
     /* attend over every visible cached row */
     const lm_kv_layer *kv = &c->kv.layers[L->kv_source];
+    const float *K, *Vr;
+    LM_TRY(lm_kv_rows(&c->kv, L->kv_source, &K, &Vr));
     lm_attn_args a = {
-        .q = c->q, .k = kv->k, .v = kv->v, .kpos = kv->pos, .n_rows = kv->n, .qpos = c->pos,
+        .q = c->q, .k = K, .v = Vr, .kpos = kv->pos, .n_rows = kv->n, .qpos = c->pos,
         .T = T, .n_heads = nh, .n_kv = nkv, .head_dim = hd,
         .window = L->sliding ? cfg->sliding_window : 0,
         .scale = m->attn_scale, .softcap = (float)cfg->attn_softcap, .sinks = L->sinks, .out = c->att,
@@ -288,6 +290,9 @@ lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits
     if (altup)
         lm_altup_unembed(c, T);
     c->n_past += T;
+    /* mlx-lm quantizes the cache after the step that passes quantized_kv_start */
+    if (c->params.kv_bits && !c->kv.bits && c->n_past > c->params.quantized_kv_start)
+        LM_TRY(lm_kv_quantize(&c->kv, c->params.kv_bits, c->params.kv_group_size));
 
     /* final norm and the head, for every token or the last one */
     int first = all_logits ? 0 : T - 1, n_out = T - first;

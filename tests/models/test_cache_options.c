@@ -150,7 +150,74 @@ static void test_save_load(const char *name) {
     lm_model_free(other);
 }
 
+/* Quantized KV cache: close to the f32 cache (difference printed), identical before
+ * quantized_kv_start, smaller, and a quantized prompt cache continues bit for bit. */
+static void test_quantized_kv(void) {
+    lm_model *m = load("qwen3"); /* head_dim 32 */
+    if (!m)
+        return;
+    int V = m->cfg.vocab;
+    float *a = malloc((size_t)V * sizeof *a), *b = malloc((size_t)V * sizeof *b);
+    int32_t ids[40];
+    fill_ids(ids, 40, 5);
+    lm_ctx_params bad = lm_ctx_default_params();
+    lm_ctx *x = NULL;
+    bad.kv_bits = 8; /* group 64 does not divide head_dim 32 */
+    CHECK(lm_ctx_new(m, &bad, &x) == LM_ERR_INVALID_ARG && strstr(lm_last_error(), "kv_group_size"));
+    bad.kv_bits = 7;
+    bad.kv_group_size = 32;
+    CHECK(lm_ctx_new(m, &bad, &x) == LM_ERR_INVALID_ARG && strstr(lm_last_error(), "kv_bits"));
+    static const int BITS[2] = {8, 4};
+    double worst[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        lm_ctx *plain = NULL, *q = NULL;
+        lm_ctx_params p = lm_ctx_default_params();
+        p.kv_bits = BITS[k];
+        p.kv_group_size = 32;
+        p.quantized_kv_start = 12;
+        CHECK(lm_ctx_new(m, NULL, &plain) == LM_OK && lm_ctx_new(m, &p, &q) == LM_OK);
+        CHECK(lm_ctx_eval(plain, ids, 8, a, 0) == LM_OK && lm_ctx_eval(q, ids, 8, b, 0) == LM_OK);
+        double before = max_abs_diff(a, b, (size_t)V);
+        int i = 8;
+        for (; i <= 12; i++) { /* the cache turns quantized after the step that passes 12 tokens */
+            CHECK(lm_ctx_eval(plain, ids + i, 1, a, 0) == LM_OK && lm_ctx_eval(q, ids + i, 1, b, 0) == LM_OK);
+            double d = max_abs_diff(a, b, (size_t)V);
+            before = d > before ? d : before;
+        }
+        CHECKF(before == 0.0, "kv_bits %d: differs before quantized_kv_start (%g)", BITS[k], before);
+        CHECK(q->kv.bits == BITS[k] && lm_kv_bytes(&q->kv) < lm_kv_bytes(&plain->kv));
+        for (; i < 40; i++) {
+            CHECK(lm_ctx_eval(plain, ids + i, 1, a, 0) == LM_OK && lm_ctx_eval(q, ids + i, 1, b, 0) == LM_OK);
+            double d = max_abs_diff(a, b, (size_t)V);
+            worst[k] = d > worst[k] ? d : worst[k];
+        }
+        printf("  quantized KV %d-bit g32: max |logit diff| vs f32 cache %.4f over 28 steps; cache %zu vs %zu bytes\n",
+               BITS[k], worst[k], lm_kv_bytes(&q->kv), lm_kv_bytes(&plain->kv));
+        /* a quantized prompt cache continues exactly */
+        char path[128];
+        snprintf(path, sizeof path, "/tmp/lmcore_qkv_%d_%d.safetensors", (int)getpid(), BITS[k]);
+        lm_ctx *r = NULL;
+        int32_t *tok = NULL;
+        int nt = 0;
+        CHECK(lm_ctx_new(m, &p, &r) == LM_OK);
+        CHECK(lm_ctx_save(q, path, ids, 40) == LM_OK && lm_ctx_load(r, path, &tok, &nt) == LM_OK && nt == 40);
+        lm_free_tokens(tok);
+        CHECK(lm_ctx_eval(q, ids, 1, a, 0) == LM_OK && lm_ctx_eval(r, ids, 1, b, 0) == LM_OK);
+        CHECK(memcmp(a, b, (size_t)V * sizeof *a) == 0);
+        unlink(path);
+        lm_ctx_free(r);
+        lm_ctx_free(plain);
+        lm_ctx_free(q);
+    }
+    CHECKF(worst[0] < 0.05 && worst[1] < 1.0 && worst[0] < worst[1],
+           "quantized KV differences out of range: 8-bit %g, 4-bit %g", worst[0], worst[1]);
+    free(a);
+    free(b);
+    lm_model_free(m);
+}
+
 int main(void) {
+    test_quantized_kv();
     test_max_kv();
     test_truncate();
     test_save_load("qwen3");

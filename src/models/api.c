@@ -85,18 +85,35 @@ void lm_model_free(lm_model *m) {
     free(m);
 }
 
-static const char *weight_format(const lm_model *m, char *buf, size_t cap) {
-    const lm_linear *w = &m->layers[0].down;
+static void linear_format(const lm_linear *w, char *buf, size_t cap) {
     if (w->kind == LM_W_DENSE)
-        return LM_DTYPES[w->dtype].short_name;
-    if (w->kind == LM_W_MXFP4)
-        return "mxfp4";
-    snprintf(buf, cap, "q%d/g%d", w->bits, w->group);
+        snprintf(buf, cap, "%s", LM_DTYPES[w->dtype].short_name);
+    else if (w->kind == LM_W_MXFP4)
+        snprintf(buf, cap, "mxfp4");
+    else
+        snprintf(buf, cap, "q%d/g%d", w->bits, w->group);
+}
+
+/* The attention weights' format, plus the experts' when they differ ("bf16, experts mxfp4"). */
+static const char *weight_format(const lm_model *m, char *buf, size_t cap) {
+    char a[32], e[32];
+    linear_format(&m->layers[0].q, a, sizeof a);
+    const lm_moe *moe = NULL;
+    for (int l = 0; l < m->cfg.n_layers && !moe; l++)
+        moe = m->layers[l].moe;
+    if (moe) {
+        linear_format(&moe->down[0], e, sizeof e);
+        if (strcmp(a, e) != 0) {
+            snprintf(buf, cap, "%s, experts %s", a, e);
+            return buf;
+        }
+    }
+    snprintf(buf, cap, "%s", a);
     return buf;
 }
 
 void lm_model_get_info(const lm_model *m, lm_model_info *info) {
-    static _Thread_local char fmt[32];
+    static _Thread_local char fmt[80];
     const lm_config *c = &m->cfg;
     memset(info, 0, sizeof *info);
     info->model_type = c->outer_model_type[0] ? c->outer_model_type : c->model_type;
@@ -149,7 +166,20 @@ size_t lm_model_describe(const lm_model *m, char *buf, size_t cap) {
     if (f & LM_F_FUSED_GATE_UP) OUT(" fused-gate-up");
     if (c->attention_bias || (f & LM_F_QKV_BIAS)) OUT(" attention-bias");
     if (n_nope) OUT(" nope-layers:%d", n_nope);
-    OUT(" act:%s", c->act == LM_ACT_SILU ? "silu" : c->act == LM_ACT_GELU_TANH ? "gelu-tanh" : "gelu");
+    if (f & LM_F_SINKS) OUT(" attention-sinks");
+    if (f & LM_F_V_NORM) OUT(" v-norm");
+    if (f & LM_F_ALTUP)
+        OUT(" altup:%d laurel:%d per-layer-inputs:%d", c->altup_num_inputs, c->laurel_rank, c->hidden_per_layer_input);
+    if (c->num_kv_shared_layers) OUT(" kv-shared-layers:%d", c->num_kv_shared_layers);
+    if (c->final_softcap > 0) OUT(" final-softcap:%g", c->final_softcap);
+    int n_moe = 0;
+    for (int i = 0; i < c->n_layers; i++)
+        n_moe += m->layers[i].moe != NULL;
+    if (n_moe)
+        OUT(" moe:%d-experts/top-%d on %d layers (%s)", c->n_experts, c->n_experts_per_tok, n_moe,
+            (f & LM_F_MOE_TOPK_SOFTMAX) ? "softmax over top-k" : c->norm_topk_prob ? "top-k, renormalised" : "top-k");
+    static const char *const ACT[LM_ACT_COUNT] = {"silu", "gelu-tanh", "gelu", "swiglu-clamped"};
+    OUT(" act:%s", ACT[c->act]);
     OUT(" head:%s\n", m->head.w == m->embed.w ? "tied" : "separate");
 #undef OUT
     return n;

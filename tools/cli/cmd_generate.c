@@ -96,7 +96,8 @@ int cmd_generate(int argc, char **argv) {
     o.gen.progress_user = &prog;
     lm_gen_result res = {.size = sizeof res};
     lm_status st = lm_session_generate(sess, ids, n_ids, &o.gen, &res);
-    fputc('\n', stdout);
+    if (st == LM_OK || res.generation_tokens)
+        fputc('\n', stdout);
     fflush(stdout);
     if (st != LM_OK) {
         cli_fail("generate", NULL);

@@ -135,7 +135,8 @@ static lm_status ids_append(int32_t **v, int *n, const int32_t *add, int k, cons
     int32_t *p = realloc(*v, ((size_t)*n + (size_t)k + 1) * sizeof *p);
     if (!p)
         return lm_err(LM_ERR_NOMEM, "%s: out of memory", what);
-    memcpy(p + *n, add, (size_t)k * sizeof *p);
+    if (k)
+        memcpy(p + *n, add, (size_t)k * sizeof *p);
     *v = p;
     *n += k;
     return LM_OK;

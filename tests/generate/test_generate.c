@@ -149,7 +149,7 @@ int main(void) {
     /* sampling: streamed == one-shot decode; the same seed gives the same tokens */
     static rec r2;
     p = lm_gen_default_params();
-    p.max_tokens = 120;
+    p.max_tokens = 60;
     p.temp = 0.9f;
     p.top_p = 0.95f;
     p.seed = 1234;

@@ -72,51 +72,116 @@ void lm_log_softmax(float *x, int V) {
 
 /* --- sorting helpers -------------------------------------------------------------------------- */
 
+/* Is (va, a) ranked before (vb, b)? Larger value first, ties: the lower id first. */
+static int before(float va, int32_t a, float vb, int32_t b) { return va > vb || (va == vb && a < b); }
+
+static float key(const float *lp, int32_t i) { return isnan(lp[i]) ? -INFINITY : lp[i]; }
+
+/* idx[0..k) := the k highest-ranked ids, best first: a min-heap of k over the vocabulary,
+ * O(V log k), then heapsort. 1 <= k <= V. */
+static void select_top(const float *lp, int V, int k, int32_t *idx) {
+    int n = 0;
+    for (int32_t i = 0; i < V; i++) {
+        float v = key(lp, i);
+        if (n == k && !before(v, i, key(lp, idx[0]), idx[0]))
+            continue;
+        int c;
+        if (n < k) { /* sift up from the end; the root is the worst kept */
+            c = n++;
+            while (c > 0) {
+                int par = (c - 1) / 2;
+                if (!before(key(lp, idx[par]), idx[par], v, i))
+                    break;
+                idx[c] = idx[par];
+                c = par;
+            }
+            idx[c] = i;
+            continue;
+        }
+        c = 0; /* replace the root and sift down */
+        for (;;) {
+            int l = 2 * c + 1, r = l + 1, w = c;
+            float wv = v;
+            int32_t wi = i;
+            if (l < n && before(wv, wi, key(lp, idx[l]), idx[l]))
+                w = l, wv = key(lp, idx[l]), wi = idx[l];
+            if (r < n && before(wv, wi, key(lp, idx[r]), idx[r]))
+                w = r;
+            if (w == c)
+                break;
+            idx[c] = idx[w];
+            c = w;
+        }
+        idx[c] = i;
+    }
+    /* heapsort: repeatedly move the worst to the end */
+    for (int end = n - 1; end > 0; end--) {
+        int32_t worst = idx[0], last = idx[end];
+        float lv = key(lp, last);
+        int c = 0;
+        for (;;) {
+            int l = 2 * c + 1, r = l + 1, w = c;
+            float wv = lv;
+            int32_t wi = last;
+            if (l < end && before(wv, wi, key(lp, idx[l]), idx[l]))
+                w = l, wv = key(lp, idx[l]), wi = idx[l];
+            if (r < end && before(wv, wi, key(lp, idx[r]), idx[r]))
+                w = r;
+            if (w == c)
+                break;
+            idx[c] = idx[w];
+            c = w;
+        }
+        idx[c] = last;
+        idx[end] = worst;
+    }
+}
+
 /* qsort has no context argument in C11: sort (value, id) pairs instead. */
 typedef struct {
     float v;
     int32_t id;
 } vid;
 
-static int cmp_desc(const void *a, const void *b) {
+static int cmp_asc(const void *a, const void *b) {
     const vid *x = a, *y = b;
-    if (x->v != y->v)
-        return x->v > y->v ? -1 : 1;
-    return (x->id > y->id) - (x->id < y->id);
-}
-
-/* idx := ids sorted by lp descending (ties: lower id first). `idx` must hold V entries; the
- * pairs are sorted in a temporary buffer. Returns 0 on allocation failure (then no-op). */
-static int sort_desc(const float *lp, int V, int32_t *idx) {
-    if (V <= 0)
-        return 0;
-    vid *p = malloc((size_t)V * sizeof *p);
-    if (!p)
-        return 0;
-    for (int i = 0; i < V; i++) {
-        p[i].v = isnan(lp[i]) ? -INFINITY : lp[i];
-        p[i].id = i;
-    }
-    qsort(p, (size_t)V, sizeof *p, cmp_desc);
-    for (int i = 0; i < V; i++)
-        idx[i] = p[i].id;
-    free(p);
-    return 1;
+    return before(x->v, x->id, y->v, y->id) ? 1 : before(y->v, y->id, x->v, x->id) ? -1 : 0;
 }
 
 /* --- sampler chain ----------------------------------------------------------------------------- */
 
 void lm_samp_top_p(float *lp, int V, float top_p, int32_t *idx) {
-    if (!sort_desc(lp, V, idx))
-        return;
-    /* mlx-lm sorts ascending and keeps cumsum > 1 - top_p; walk the descending order backwards. */
-    float cum = 0.0f, thr = 1.0f - top_p;
-    for (int r = V - 1; r >= 0; r--) {
-        int32_t t = idx[r];
-        cum += expf(lp[t]);
-        if (!(cum > thr))
-            lp[t] = -INFINITY;
+    (void)idx;
+    /* mlx-lm sorts ascending and keeps tokens whose cumsum exceeds 1 - top_p. A token with
+     * p <= (1 - top_p) / V has a cumsum <= V * p <= 1 - top_p, so it goes without sorting:
+     * only the rest is sorted, its cumsum starting at the mass of those dropped (summed in id
+     * order rather than sorted order: a last-bit difference). */
+    float thr = 1.0f - top_p, small_p = thr / (float)V, small_mass = 0.0f;
+    int m = 0;
+    for (int i = 0; i < V; i++) {
+        float p = expf(lp[i]);
+        if (p <= small_p) {
+            small_mass += p;
+            lp[i] = -INFINITY;
+        } else {
+            m++;
+        }
     }
+    vid *c = malloc((size_t)(m ? m : 1) * sizeof *c);
+    if (!c)
+        return;
+    m = 0;
+    for (int i = 0; i < V; i++)
+        if (lp[i] > -INFINITY)
+            c[m].v = key(lp, i), c[m++].id = i;
+    qsort(c, (size_t)m, sizeof *c, cmp_asc);
+    float cum = small_mass;
+    for (int r = 0; r < m; r++) {
+        cum += expf(c[r].v);
+        if (!(cum > thr))
+            lp[c[r].id] = -INFINITY;
+    }
+    free(c);
 }
 
 void lm_samp_min_p(float *lp, int V, float min_p, int min_keep, int32_t *idx) {
@@ -126,11 +191,14 @@ void lm_samp_min_p(float *lp, int V, float min_p, int min_keep, int32_t *idx) {
             top = lp[i];
     float thr = top + (float)log((double)min_p);
     int n_keep = min_keep > 1 ? (min_keep < V ? min_keep : V) : 0;
-    if (n_keep && sort_desc(lp, V, idx)) {
-        /* the n_keep most likely survive; the rest are filtered in sorted order */
-        for (int r = n_keep; r < V; r++)
-            if (lp[idx[r]] < thr)
-                lp[idx[r]] = -INFINITY;
+    if (n_keep) {
+        /* the n_keep most likely survive: those not ranked after the n_keep-th */
+        select_top(lp, V, n_keep, idx);
+        float bv = key(lp, idx[n_keep - 1]);
+        int32_t bi = idx[n_keep - 1];
+        for (int32_t i = 0; i < V; i++)
+            if (lp[i] < thr && before(bv, bi, key(lp, i), i))
+                lp[i] = -INFINITY;
         return;
     }
     for (int i = 0; i < V; i++)
@@ -173,10 +241,15 @@ void lm_samp_xtc(float *lp, int V, float probability, float threshold, const int
 }
 
 void lm_samp_top_k(float *lp, int V, int k, int32_t *idx) {
-    if (k <= 0 || k >= V || !sort_desc(lp, V, idx))
+    if (k <= 0 || k >= V)
         return;
-    for (int r = k; r < V; r++)
-        lp[idx[r]] = -INFINITY;
+    select_top(lp, V, k, idx);
+    /* the k-th ranked (value, id) is the boundary */
+    float bv = key(lp, idx[k - 1]);
+    int32_t bi = idx[k - 1];
+    for (int32_t i = 0; i < V; i++)
+        if (before(bv, bi, key(lp, i), i))
+            lp[i] = -INFINITY;
 }
 
 int32_t lm_samp_argmax(const float *x, int V) {

@@ -117,7 +117,11 @@ const int32_t *lm_session_tokens(const lm_session *s, int *n) {
     return s ? s->hist : NULL;
 }
 
-/* --- the loop ---------------------------------------------------------------------------------- */
+/* --- the loop ---------------------------------------------------------------------------------
+ * Penalty processors see the history in the cache, prompt included, as transformers'
+ * RepetitionPenaltyLogitsProcessor sees input_ids. (mlx-lm's generate_step passes its
+ * processors only the tokens of its final _step, which after chunked prefill is the last
+ * prompt token, plus the generated ones; transformers wins where they differ.) */
 
 static double peak_rss_gb(void) {
     FILE *f = fopen("/proc/self/status", "r");

@@ -244,7 +244,67 @@ static void test_validation(void) {
     CHECK(lm_sampler_validate(&p, 10) == LM_OK);
 }
 
+/* --- the fast filters against plain references (full sort) on random logits with ties --- */
+
+static int ref_cmp_desc(const void *a, const void *b) {
+    const float *x = a, *y = b; /* pairs (value, id) stored as floats */
+    if (x[0] != y[0])
+        return x[0] > y[0] ? -1 : 1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+static void test_random_reference(void) {
+    srand(5);
+    int bad_k = 0, bad_p = 0, bad_m = 0;
+    for (int trial = 0; trial < 300; trial++) {
+        int V = 2 + rand() % 300;
+        float *lp = malloc((size_t)V * sizeof *lp), *x = malloc((size_t)V * sizeof *x);
+        float *pairs = malloc((size_t)V * 2 * sizeof *pairs);
+        int32_t *idx = malloc((size_t)V * sizeof *idx);
+        for (int i = 0; i < V; i++)
+            lp[i] = (float)(rand() % 40) * 0.25f; /* many ties */
+        lm_log_softmax(lp, V);
+        for (int i = 0; i < V; i++)
+            pairs[2 * i] = lp[i], pairs[2 * i + 1] = (float)i;
+        qsort(pairs, (size_t)V, 2 * sizeof *pairs, ref_cmp_desc); /* best first, ties by id */
+        /* top-k: exactly the first k of the full sort */
+        int k = 1 + rand() % (V - 1);
+        memcpy(x, lp, (size_t)V * sizeof *x);
+        lm_samp_top_k(x, V, k, idx);
+        for (int r = 0; r < V; r++)
+            bad_k += (x[(int)pairs[2 * r + 1]] > -INFINITY) != (r < k);
+        /* min-p with min_tokens_to_keep: threshold, plus the first m of the full sort */
+        int m = 1 + rand() % V;
+        float mp = (float)(rand() % 100) / 100.0f + 0.005f;
+        memcpy(x, lp, (size_t)V * sizeof *x);
+        lm_samp_min_p(x, V, mp, m, idx);
+        float thr = pairs[0] + (float)log((double)mp);
+        for (int r = 0; r < V; r++) {
+            int id = (int)pairs[2 * r + 1];
+            bad_m += (x[id] > -INFINITY) != (r < m || !(lp[id] < thr));
+        }
+        /* top-p: mlx-lm's ascending cumsum over the full sort (borderline sums excepted) */
+        float tp = (float)(rand() % 100) / 100.0f + 0.005f;
+        memcpy(x, lp, (size_t)V * sizeof *x);
+        lm_samp_top_p(x, V, tp, idx);
+        float cum = 0;
+        for (int r = V - 1; r >= 0; r--) {
+            int id = (int)pairs[2 * r + 1];
+            cum += expf(lp[id]);
+            int keep = cum > 1.0f - tp;
+            if (fabsf(cum - (1.0f - tp)) > 1e-5f)
+                bad_p += (x[id] > -INFINITY) != keep;
+        }
+        free(lp);
+        free(x);
+        free(pairs);
+        free(idx);
+    }
+    CHECKF(bad_k == 0 && bad_m == 0 && bad_p == 0, "top-k %d, min-p %d, top-p %d mismatches", bad_k, bad_m, bad_p);
+}
+
 int main(void) {
+    test_random_reference();
     test_processors();
     test_filters();
     test_categorical();

@@ -208,6 +208,37 @@ int main(void) {
            "stop '%s': got '%s'", stop, r.text);
     CHECK(strstr(r.text, stop) == NULL);
 
+    /* penalties see the prompt: a logit bias makes the last prompt token the greedy choice;
+     * repetition 1.5 + presence 2.0 on the prompt tokens must then pick what the reference
+     * logits processed by hand pick */
+    CHECK(lm_ctx_new(lm_llm_model(llm), NULL, &ctx) == LM_OK);
+    CHECK(lm_ctx_eval(ctx, ids, n_ids, logits, 0) == LM_OK);
+    lm_ctx_free(ctx);
+    int32_t tk = ids[n_ids - 1];
+    lm_logit_bias pb = {tk, logits[ref[0]] - logits[tk] + 0.5f};
+    logits[tk] += pb.bias;
+    CHECK(argmax(logits, V) == tk);
+    for (int t = 0; t < V; t++) {
+        int in_prompt = 0;
+        for (int i = 0; i < n_ids; i++)
+            in_prompt |= ids[i] == t;
+        if (in_prompt) {
+            logits[t] = logits[t] < 0 ? logits[t] * 1.5f : logits[t] / 1.5f;
+            logits[t] -= 2.0f;
+        }
+    }
+    int32_t want_pen = argmax(logits, V);
+    p = lm_gen_default_params();
+    p.max_tokens = 1;
+    p.logit_bias = &pb;
+    p.n_logit_bias = 1;
+    CHECK(run(s, ids, n_ids, &p, &r, &res) == LM_OK && r.n == 1 && r.ids[0] == tk);
+    p.repetition_penalty = 1.5f;
+    p.presence_penalty = 2.0f;
+    CHECK(run(s, ids, n_ids, &p, &r, &res) == LM_OK && r.n == 1);
+    CHECKF(r.ids[0] == want_pen && want_pen != tk, "penalised first token %d, expected %d (biased %d)", r.ids[0],
+           want_pen, tk);
+
     /* chunked prefill (2 tokens per forward) gives the same tokens, with progress per chunk */
     const char *longp = "The function returns a list of the values in the dictionary";
     int32_t *lids;

@@ -262,6 +262,176 @@ lm_convert_params lm_convert_default_params(void);
 lm_status lm_convert(const char *src_dir, const char *dst_dir, const lm_convert_params *params,
                      lm_convert_stats *stats);
 
+/* --- generation (src/generate) --------------------------------------------------------- */
+/* mlx-lm's generate.py / sample_utils.py on top of the model, tokenizer and chat template:
+ * an lm_llm bundles what one model directory holds; an lm_session is one conversation (its KV
+ * cache and token history) with a seeded random generator; lm_session_generate prefills a
+ * prompt in chunks and samples tokens, streaming text to a callback. */
+
+typedef struct lm_llm lm_llm;
+
+typedef struct lm_llm_params {
+    size_t size;               /* sizeof(lm_llm_params) */
+    int n_threads;             /* 0: one per physical core */
+    lm_device device;          /* LM_DEVICE_CPU */
+    const char *chat_template; /* NULL: the default template; or the name of another one */
+} lm_llm_params;
+
+lm_llm_params lm_llm_default_params(void);
+/* Load DIR's model (config.json + safetensors), tokenizer (tokenizer.json), chat template
+ * (when it has one) and generation_config.json (when present). The EOS ids are the union of
+ * config.json's eos_token_id, generation_config.json's eos_token_id and the tokenizer's
+ * eos_token. On failure *out is NULL and nothing needs freeing. */
+lm_status lm_llm_load(const char *dir, const lm_llm_params *params, lm_llm **out);
+void lm_llm_free(lm_llm *llm);
+lm_model *lm_llm_model(const lm_llm *llm);
+const lm_tokenizer *lm_llm_tokenizer(const lm_llm *llm);
+const lm_chat_template *lm_llm_chat_template(const lm_llm *llm); /* NULL when the model has none */
+/* The EOS ids (*ids belongs to the llm); returns their count. */
+int lm_llm_eos_ids(const lm_llm *llm, const int32_t **ids);
+int lm_llm_context_length(const lm_llm *llm); /* max_position_embeddings */
+
+typedef struct lm_chat_message {
+    const char *role;    /* "system", "user", "assistant" */
+    const char *content; /* UTF-8 */
+} lm_chat_message;
+
+/* Token ids of a conversation, as mlx-lm's generate builds them: with a chat template and
+ * use_template != 0, the messages are rendered with add_generation_prompt (extra_json: NULL or
+ * a JSON object of template variables, e.g. {"enable_thinking": false}) and encoded without
+ * special tokens (the template writes them); otherwise the contents are concatenated and
+ * encoded as a raw prompt (lm_llm_encode_raw). *ids is malloc'd: free it with lm_free_tokens
+ * (declared with the context API). */
+lm_status lm_llm_encode_chat(const lm_llm *llm, const lm_chat_message *msgs, int n_msgs, int use_template,
+                             const char *extra_json, int32_t **ids, int *n_ids);
+/* A raw prompt: encoded with the tokenizer's special tokens (e.g. BOS) unless the text already
+ * starts with the BOS token's text (mlx-lm's rule). */
+lm_status lm_llm_encode_raw(const lm_llm *llm, const char *text, size_t len, int32_t **ids, int *n_ids);
+
+/* A conversation: KV cache + token history. Not thread-safe; one session per thread, any
+ * number of sessions per llm. */
+typedef struct lm_session lm_session;
+
+typedef struct lm_session_params {
+    size_t size;            /* sizeof(lm_session_params) */
+    int n_ctx;              /* tokens the cache holds; 0: the model's context length */
+    /* KV-cache options (mlx-lm's --max-kv-size, --kv-bits, --kv-group-size,
+     * --quantized-kv-start). TODO(issue 6, cache part): a value other than the default fails
+     * with LM_ERR_UNSUPPORTED until the rotating/quantized caches are wired in. */
+    int max_kv_size;        /* 0: no limit (the cache holds n_ctx); N: rotating, keeps 4 first */
+    int kv_bits;            /* 0: unquantized; 4 or 8 */
+    int kv_group_size;      /* 64 */
+    int quantized_kv_start; /* 5000 */
+} lm_session_params;
+
+lm_session_params lm_session_default_params(void);
+lm_status lm_session_new(lm_llm *llm, const lm_session_params *params, lm_session **out);
+void lm_session_free(lm_session *s);
+void lm_session_reset(lm_session *s); /* forget the conversation (keeps allocations) */
+/* The tokens in the session's cache (prompts and generated tokens that were evaluated; the
+ * last sampled token of a generation is not evaluated and not included). *n receives the
+ * count; the array belongs to the session and changes with the next generate/reset. */
+const int32_t *lm_session_tokens(const lm_session *s, int *n);
+
+typedef enum {
+    LM_FINISH_NONE = 0,
+    LM_FINISH_STOP = 1,      /* an EOS token or a stop string */
+    LM_FINISH_LENGTH = 2,    /* max_tokens reached, or the cache is full */
+    LM_FINISH_CANCELLED = 3, /* a callback returned nonzero */
+    LM_FINISH_COUNT_
+} lm_finish_reason;
+
+const char *lm_finish_reason_str(lm_finish_reason r); /* "stop", "length", "cancelled", "none" */
+
+typedef struct lm_logit_bias {
+    int32_t token;
+    float bias; /* added to the token's logit */
+} lm_logit_bias;
+
+/* Receives each generated token: `text` (not NUL-terminated, may be empty) is the text that
+ * became final with it (text is held back while it may still be the start of a stop string,
+ * or an incomplete character); `logprob` is the token's log-probability under the processed
+ * logits (NaN unless params.logprobs). A last call with token -1 delivers held-back text at the
+ * end. Return nonzero to cancel (finish reason "cancelled"). */
+typedef int (*lm_gen_token_fn)(void *user, const char *text, size_t len, int32_t token, float logprob);
+/* Prompt progress: `done` of `total` prompt tokens evaluated; called before the first chunk,
+ * after each chunk and when the first token is ready. Return nonzero to cancel. */
+typedef int (*lm_gen_progress_fn)(void *user, int done, int total);
+
+typedef struct lm_gen_params {
+    size_t size;                 /* sizeof(lm_gen_params) */
+    int max_tokens;              /* 256; -1: until a stop rule or a full cache */
+    /* sampler (mlx-lm make_sampler; applied in this order after the processors) */
+    float temp;                  /* 0: greedy (argmax); > 0: sample from softmax(logprobs/temp) */
+    float top_p;                 /* 1 (off): keep the smallest set with cumulative prob > top_p */
+    float min_p;                 /* 0 (off): drop p < min_p * p_max ... */
+    int min_tokens_to_keep;      /* ... but always keep this many (1) */
+    float xtc_probability;       /* 0 (off): chance per token of XTC ... */
+    float xtc_threshold;         /* 0.1: ... removing every token with p > threshold but the least likely one */
+    int top_k;                   /* 0 (off): keep the k most likely tokens */
+    /* logits processors (mlx-lm make_logits_processors; applied first, in this order) */
+    const lm_logit_bias *logit_bias;
+    int n_logit_bias;
+    float repetition_penalty;    /* 0 (off): divide positive / multiply negative logits of recent tokens */
+    int repetition_context_size; /* 20 */
+    float presence_penalty;      /* 0 (off): subtract once per recent token */
+    int presence_context_size;   /* 20 */
+    float frequency_penalty;     /* 0 (off): subtract once per occurrence of a recent token */
+    int frequency_context_size;  /* 20 */
+    int64_t seed;                /* -1: from the clock; else the session's generator is reseeded */
+    const char *const *stop_strings; /* extra stop strings (never printed) */
+    int n_stop_strings;
+    int prefill_step_size;       /* 2048: prompt tokens per forward */
+    int logprobs;                /* 1: pass each token's logprob to on_token */
+    lm_gen_token_fn on_token;
+    void *user;
+    lm_gen_progress_fn on_progress;
+    void *progress_user;
+} lm_gen_params;
+
+lm_gen_params lm_gen_default_params(void);
+
+typedef struct lm_gen_result {
+    size_t size;                 /* sizeof(lm_gen_result), set by the caller */
+    lm_finish_reason finish_reason;
+    int prompt_tokens;           /* tokens of the prompt */
+    int prompt_tokens_reused;    /* of those, already in the session's cache (not evaluated) */
+    double prompt_tps;           /* evaluated prompt tokens per second */
+    int generation_tokens;       /* sampled tokens (an EOS that stopped generation included) */
+    double generation_tps;
+    double peak_memory_gb;       /* the process's peak resident memory (VmHWM) */
+} lm_gen_result;
+
+/* Generate a continuation of `prompt`. When the session's tokens are a prefix of `prompt`
+ * only the rest is evaluated; otherwise the session is reset first. Invalid parameters fail
+ * with LM_ERR_INVALID_ARG naming the field and its valid range; a prompt that does not fit
+ * the cache fails with LM_ERR_CONTEXT. Cancelling is not an error: it returns LM_OK with
+ * finish reason "cancelled". `result` may be NULL. */
+lm_status lm_session_generate(lm_session *s, const int32_t *prompt, int n_prompt, const lm_gen_params *params,
+                              lm_gen_result *result);
+
+typedef struct lm_perplexity_params {
+    size_t size;                 /* sizeof(lm_perplexity_params) */
+    int context;                 /* 512: tokens per window */
+    int max_windows;             /* 0: all */
+    lm_gen_progress_fn on_progress; /* windows done of total */
+    void *user;
+} lm_perplexity_params;
+
+typedef struct lm_perplexity_result {
+    double perplexity, mean_nll, total_nll;
+    int64_t predicted_tokens, total_tokens;
+    int windows;
+} lm_perplexity_result;
+
+lm_perplexity_params lm_perplexity_default_params(void);
+/* Perplexity of `text` (models/default/perplexity.json's protocol): tokenize without special
+ * tokens, prepend one BOS, split into windows of `context` tokens (a last window of >= 2
+ * tokens included), run each from an empty cache and predict tokens 1..n-1 of each window;
+ * perplexity = exp(total NLL / predicted tokens). */
+lm_status lm_llm_perplexity(lm_llm *llm, const char *text, size_t len, const lm_perplexity_params *params,
+                            lm_perplexity_result *out);
+
 #ifdef __cplusplus
 }
 #endif

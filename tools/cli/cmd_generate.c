@@ -1,7 +1,249 @@
-/* Placeholder until generation lands (src/generate). */
-#include "cli.h"
+/* lmcore generate / perplexity / cache-prompt */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-int cmd_generate(int argc, char **argv) { return cli_fail("generate", "not built yet"); }
-int cmd_chat(int argc, char **argv) { return cli_fail("chat", "not built yet"); }
-int cmd_perplexity(int argc, char **argv) { return cli_fail("perplexity", "not built yet"); }
-int cmd_cache_prompt(int argc, char **argv) { return cli_fail("cache-prompt", "not built yet"); }
+#include "cli.h"
+#include "gen_common.h"
+
+static const char GENERATE_USAGE[] =
+    "usage: lmcore generate [-m DIR] -p PROMPT [options]\n"
+    "  Streams the model's continuation of PROMPT to stdout. Without -m it uses the bundled model\n"
+    "  (models/default; or $LMCORE_DEFAULT_MODEL). With a chat template the prompt becomes a user\n"
+    "  message (plus --system-prompt) rendered with add_generation_prompt; otherwise it is raw.\n"
+    "  -m, --model DIR             model directory (config.json, safetensors, tokenizer.json)\n"
+    "  -p, --prompt TEXT           the prompt ('-': read stdin; \\n and \\t are unescaped)\n"
+    "      --system-prompt TEXT    a system message for the chat template\n"
+    "  -n, --max-tokens N          tokens to generate (256; -1: until EOS or a full context)\n"
+    "      --temp T                temperature (0: greedy argmax, the default)\n"
+    "      --top-p P               nucleus sampling in [0, 1] (1: off)\n"
+    "      --min-p P               min-p in [0, 1] (0: off); --min-tokens-to-keep N (1)\n"
+    "      --top-k K               keep the K most likely tokens (0: off)\n"
+    "      --xtc-probability P     XTC in [0, 1] (0: off); --xtc-threshold T in [0, 0.5] (0.1)\n"
+    "      --repetition-penalty R  (0: off) over --repetition-context-size N (20) tokens\n"
+    "      --presence-penalty X    --frequency-penalty X  (0: off; 20 tokens of context)\n"
+    "      --logit-bias ID:B,...   add B to the logit of token ID\n"
+    "      --stop STRING           stop at STRING (not printed; repeatable)\n"
+    "      --seed N                random seed (default: from the clock)\n"
+    "      --ignore-chat-template  use the raw prompt\n"
+    "      --chat-template-config JSON   template variables, e.g. '{\"enable_thinking\": false}'\n"
+    "      --chat-template NAME    a named template of the tokenizer\n"
+    "      --prefill-step-size N   prompt tokens per forward (2048)\n"
+    "  -t, --threads N             CPU threads (0: one per core)\n"
+    "  -v, --verbose               print a stats line on stderr (tokens, tokens/s, peak memory)\n"
+    "      --max-kv-size N, --kv-bits 4|8, --kv-group-size G, --quantized-kv-start S,\n"
+    "      --prompt-cache-file F   KV-cache options (not yet supported)\n";
+
+/* mlx-lm replaces the two-character escapes \n and \t in -p. */
+static void unescape(char *s) {
+    char *w = s;
+    for (const char *r = s; *r; r++) {
+        if (r[0] == '\\' && (r[1] == 'n' || r[1] == 't')) {
+            *w++ = r[1] == 'n' ? '\n' : '\t';
+            r++;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = 0;
+}
+
+static int print_text(void *user, const char *text, size_t len, int32_t token, float logprob) {
+    (void)user;
+    (void)token;
+    (void)logprob;
+    if (len) {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+int cmd_generate(int argc, char **argv) {
+    gen_opts o;
+    int r = gen_parse("generate", argc, argv, GENERATE_USAGE, &o);
+    if (r)
+        return r == 2 ? 0 : 1;
+    if (!o.prompt)
+        return cli_fail("generate", "missing -p PROMPT (or -p - to read stdin; see --help)");
+    char *prompt = strcmp(o.prompt, "-") == 0 ? cli_read_stdin(NULL) : strdup(o.prompt);
+    if (!prompt)
+        return cli_fail("generate", "cannot read the prompt");
+    if (strcmp(o.prompt, "-") != 0)
+        unescape(prompt);
+    lm_llm *llm = NULL;
+    lm_session *sess = NULL;
+    int32_t *ids = NULL;
+    int n_ids = 0, rc = 1;
+    if (gen_load("generate", &o, &llm))
+        goto done;
+    lm_chat_message msgs[2];
+    int n_msgs = 0;
+    int use_template = !o.ignore_chat_template && lm_llm_chat_template(llm);
+    if (use_template && o.system_prompt)
+        msgs[n_msgs++] = (lm_chat_message){"system", o.system_prompt};
+    msgs[n_msgs++] = (lm_chat_message){"user", prompt};
+    if (lm_llm_encode_chat(llm, msgs, n_msgs, use_template, o.chat_template_config, &ids, &n_ids) != LM_OK ||
+        lm_session_new(llm, &o.sess, &sess) != LM_OK) {
+        cli_fail("generate", NULL);
+        goto done;
+    }
+    gen_progress prog = {.enabled = isatty(2)};
+    o.gen.on_token = print_text;
+    o.gen.on_progress = gen_progress_cb;
+    o.gen.progress_user = &prog;
+    lm_gen_result res = {.size = sizeof res};
+    lm_status st = lm_session_generate(sess, ids, n_ids, &o.gen, &res);
+    if (st == LM_OK || res.generation_tokens)
+        fputc('\n', stdout);
+    fflush(stdout);
+    if (st != LM_OK) {
+        cli_fail("generate", NULL);
+        goto done;
+    }
+    if (o.verbose)
+        gen_print_stats(&res);
+    rc = 0;
+done:
+    lm_free_tokens(ids);
+    lm_session_free(sess);
+    lm_llm_free(llm);
+    free(prompt);
+    return rc;
+}
+
+/* --- perplexity ---------------------------------------------------------------------------------- */
+
+static const char PERPLEXITY_USAGE[] =
+    "usage: lmcore perplexity [-m DIR] -f FILE [--context 512] [--max-windows N] [-t THREADS]\n"
+    "  Tokenizes FILE without special tokens, prepends one BOS, runs windows of --context tokens\n"
+    "  each from an empty cache, and prints exp(mean NLL) of tokens 1..n-1 of every window.\n";
+
+static int ppl_progress(void *user, int done, int total) {
+    if (*(int *)user) {
+        fprintf(stderr, "\rwindow %d/%d", done, total);
+        if (done == total)
+            fputs("\r\033[K", stderr);
+        fflush(stderr);
+    }
+    return 0;
+}
+
+int cmd_perplexity(int argc, char **argv) {
+    const char *file = NULL;
+    lm_perplexity_params pp = lm_perplexity_default_params();
+    /* take -f/--context/--max-windows out, hand the rest to the shared parser */
+    char **rest = malloc(((size_t)argc + 1) * sizeof *rest);
+    if (!rest)
+        return cli_fail("perplexity", "out of memory");
+    int nr = 0;
+    rest[nr++] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int takes = cli_is(a, "-f", "--file") || cli_is(a, "--context", NULL) || cli_is(a, "--max-windows", NULL);
+        if (!takes) {
+            rest[nr++] = argv[i];
+            continue;
+        }
+        if (i + 1 >= argc) {
+            free(rest);
+            fprintf(stderr, "lmcore perplexity: %s needs a value (see --help)\n", a);
+            return 1;
+        }
+        const char *v = argv[++i];
+        char *end;
+        long l = strtol(v, &end, 10);
+        if (cli_is(a, "-f", "--file")) {
+            file = v;
+        } else if (cli_is(a, "--context", NULL)) {
+            if (*end || end == v || l < 2 || l > 1 << 20) {
+                free(rest);
+                fprintf(stderr, "lmcore perplexity: --context takes a number of tokens >= 2 (got '%s')\n", v);
+                return 1;
+            }
+            pp.context = (int)l;
+        } else {
+            if (*end || end == v || l < 0 || l > 1 << 30) {
+                free(rest);
+                fprintf(stderr, "lmcore perplexity: --max-windows takes a number >= 0 (0: all; got '%s')\n", v);
+                return 1;
+            }
+            pp.max_windows = (int)l;
+        }
+    }
+    gen_opts o;
+    int r = gen_parse("perplexity", nr, rest, PERPLEXITY_USAGE, &o);
+    free(rest);
+    if (r)
+        return r == 2 ? 0 : 1;
+    if (!file)
+        return cli_fail("perplexity", "missing -f FILE (see --help)");
+    FILE *f = fopen(file, "rb");
+    if (!f) {
+        fprintf(stderr, "lmcore perplexity: %s: cannot open\n", file);
+        return 1;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *text = malloc(cap);
+    for (;;) {
+        if (!text)
+            break;
+        if (len + 1 >= cap) {
+            char *nt = realloc(text, cap *= 2);
+            if (!nt) {
+                free(text);
+                text = NULL;
+                break;
+            }
+            text = nt;
+        }
+        size_t got = fread(text + len, 1, cap - len - 1, f);
+        if (!got)
+            break;
+        len += got;
+    }
+    fclose(f);
+    if (!text)
+        return cli_fail("perplexity", "out of memory");
+    text[len] = 0;
+    lm_llm *llm = NULL;
+    int rc = 1, tty = isatty(2);
+    if (gen_load("perplexity", &o, &llm) == 0) {
+        pp.on_progress = ppl_progress;
+        pp.user = &tty;
+        lm_perplexity_result res;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (lm_llm_perplexity(llm, text, len, &pp, &res) != LM_OK) {
+            cli_fail("perplexity", NULL);
+        } else {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+            printf("perplexity %.4f (mean NLL %.6f over %lld predicted tokens, %d windows of %d; %.1f s, %.0f "
+                   "tokens/s)\n",
+                   res.perplexity, res.mean_nll, (long long)res.predicted_tokens, res.windows, pp.context, secs,
+                   secs > 0 ? (double)(res.predicted_tokens + res.windows) / secs : 0.0);
+            rc = 0;
+        }
+    }
+    lm_llm_free(llm);
+    free(text);
+    return rc;
+}
+
+/* --- cache-prompt ---------------------------------------------------------------------------------- */
+
+/* TODO(issue 6, cache part): run the prompt and save the session's KV cache (mlx-lm
+ * cache_prompt.py); generate --prompt-cache-file then reuses it. */
+int cmd_cache_prompt(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (cli_is(argv[i], "--help", "-h")) {
+            fputs("usage: lmcore cache-prompt [-m DIR] -p PROMPT --prompt-cache-file FILE\n"
+                  "  Not yet supported: prompt caches are being added.\n",
+                  stdout);
+            return 0;
+        }
+    return cli_fail("cache-prompt", "not yet supported (prompt caches are being added)");
+}

@@ -1,0 +1,389 @@
+/* Logits processors and the sampler chain (mlx-lm sample_utils.py semantics). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "generate/sampler.h"
+
+/* --- processors ----------------------------------------------------------------------------- */
+
+void lm_proc_logit_bias(float *logits, int V, const lm_logit_bias *bias, int n_bias) {
+    for (int i = 0; i < n_bias; i++)
+        if (bias[i].token >= 0 && bias[i].token < V)
+            logits[bias[i].token] += bias[i].bias;
+}
+
+/* mlx-lm writes logits[:, tokens] = f(logits[:, tokens]): a token repeated in the window is
+ * changed once. */
+void lm_proc_repetition(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx,
+                        uint8_t *seen) {
+    int from = n_hist > ctx ? n_hist - ctx : 0;
+    for (int i = from; i < n_hist; i++) {
+        int32_t t = hist[i];
+        if (t < 0 || t >= V || seen[t])
+            continue;
+        seen[t] = 1;
+        logits[t] = logits[t] < 0 ? logits[t] * penalty : logits[t] / penalty;
+    }
+    for (int i = from; i < n_hist; i++)
+        if (hist[i] >= 0 && hist[i] < V)
+            seen[hist[i]] = 0;
+}
+
+/* mlx-lm: logits[:, tokens] -= penalty (an indexed assignment: once per distinct token). */
+void lm_proc_presence(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx,
+                      uint8_t *seen) {
+    int from = n_hist > ctx ? n_hist - ctx : 0;
+    for (int i = from; i < n_hist; i++) {
+        int32_t t = hist[i];
+        if (t < 0 || t >= V || seen[t])
+            continue;
+        seen[t] = 1;
+        logits[t] -= penalty;
+    }
+    for (int i = from; i < n_hist; i++)
+        if (hist[i] >= 0 && hist[i] < V)
+            seen[hist[i]] = 0;
+}
+
+/* mlx-lm: logits.at[:, tokens].subtract(penalty) (a scatter-add: once per occurrence). */
+void lm_proc_frequency(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx) {
+    int from = n_hist > ctx ? n_hist - ctx : 0;
+    for (int i = from; i < n_hist; i++)
+        if (hist[i] >= 0 && hist[i] < V)
+            logits[hist[i]] -= penalty;
+}
+
+void lm_log_softmax(float *x, int V) {
+    float mx = -INFINITY;
+    for (int i = 0; i < V; i++)
+        if (x[i] > mx)
+            mx = x[i];
+    if (mx == -INFINITY)
+        return;
+    double sum = 0;
+    for (int i = 0; i < V; i++)
+        sum += exp((double)x[i] - mx);
+    float lse = (float)(mx + log(sum));
+    for (int i = 0; i < V; i++)
+        x[i] -= lse;
+}
+
+/* --- sorting helpers -------------------------------------------------------------------------- */
+
+/* Is (va, a) ranked before (vb, b)? Larger value first, ties: the lower id first. */
+static int before(float va, int32_t a, float vb, int32_t b) { return va > vb || (va == vb && a < b); }
+
+static float key(const float *lp, int32_t i) { return isnan(lp[i]) ? -INFINITY : lp[i]; }
+
+/* idx[0..k) := the k highest-ranked ids, best first: a min-heap of k over the vocabulary,
+ * O(V log k), then heapsort. 1 <= k <= V. */
+static void select_top(const float *lp, int V, int k, int32_t *idx) {
+    int n = 0;
+    for (int32_t i = 0; i < V; i++) {
+        float v = key(lp, i);
+        if (n == k && !before(v, i, key(lp, idx[0]), idx[0]))
+            continue;
+        int c;
+        if (n < k) { /* sift up from the end; the root is the worst kept */
+            c = n++;
+            while (c > 0) {
+                int par = (c - 1) / 2;
+                if (!before(key(lp, idx[par]), idx[par], v, i))
+                    break;
+                idx[c] = idx[par];
+                c = par;
+            }
+            idx[c] = i;
+            continue;
+        }
+        c = 0; /* replace the root and sift down */
+        for (;;) {
+            int l = 2 * c + 1, r = l + 1, w = c;
+            float wv = v;
+            int32_t wi = i;
+            if (l < n && before(wv, wi, key(lp, idx[l]), idx[l]))
+                w = l, wv = key(lp, idx[l]), wi = idx[l];
+            if (r < n && before(wv, wi, key(lp, idx[r]), idx[r]))
+                w = r;
+            if (w == c)
+                break;
+            idx[c] = idx[w];
+            c = w;
+        }
+        idx[c] = i;
+    }
+    /* heapsort: repeatedly move the worst to the end */
+    for (int end = n - 1; end > 0; end--) {
+        int32_t worst = idx[0], last = idx[end];
+        float lv = key(lp, last);
+        int c = 0;
+        for (;;) {
+            int l = 2 * c + 1, r = l + 1, w = c;
+            float wv = lv;
+            int32_t wi = last;
+            if (l < end && before(wv, wi, key(lp, idx[l]), idx[l]))
+                w = l, wv = key(lp, idx[l]), wi = idx[l];
+            if (r < end && before(wv, wi, key(lp, idx[r]), idx[r]))
+                w = r;
+            if (w == c)
+                break;
+            idx[c] = idx[w];
+            c = w;
+        }
+        idx[c] = last;
+        idx[end] = worst;
+    }
+}
+
+/* qsort has no context argument in C11: sort (value, id) pairs instead. */
+typedef struct {
+    float v;
+    int32_t id;
+} vid;
+
+static int cmp_asc(const void *a, const void *b) {
+    const vid *x = a, *y = b;
+    return before(x->v, x->id, y->v, y->id) ? 1 : before(y->v, y->id, x->v, x->id) ? -1 : 0;
+}
+
+/* --- sampler chain ----------------------------------------------------------------------------- */
+
+void lm_samp_top_p(float *lp, int V, float top_p, int32_t *idx) {
+    (void)idx;
+    /* mlx-lm sorts ascending and keeps tokens whose cumsum exceeds 1 - top_p. A token with
+     * p <= (1 - top_p) / V has a cumsum <= V * p <= 1 - top_p, so it goes without sorting:
+     * only the rest is sorted, its cumsum starting at the mass of those dropped (summed in id
+     * order rather than sorted order: a last-bit difference). */
+    float thr = 1.0f - top_p, small_p = thr / (float)V, small_mass = 0.0f;
+    int m = 0;
+    for (int i = 0; i < V; i++) {
+        float p = expf(lp[i]);
+        if (p <= small_p) {
+            small_mass += p;
+            lp[i] = -INFINITY;
+        } else {
+            m++;
+        }
+    }
+    vid *c = malloc((size_t)(m ? m : 1) * sizeof *c);
+    if (!c)
+        return;
+    m = 0;
+    for (int i = 0; i < V; i++)
+        if (lp[i] > -INFINITY)
+            c[m].v = key(lp, i), c[m++].id = i;
+    qsort(c, (size_t)m, sizeof *c, cmp_asc);
+    float cum = small_mass;
+    for (int r = 0; r < m; r++) {
+        cum += expf(c[r].v);
+        if (!(cum > thr))
+            lp[c[r].id] = -INFINITY;
+    }
+    free(c);
+}
+
+void lm_samp_min_p(float *lp, int V, float min_p, int min_keep, int32_t *idx) {
+    float top = -INFINITY;
+    for (int i = 0; i < V; i++)
+        if (lp[i] > top)
+            top = lp[i];
+    float thr = top + (float)log((double)min_p);
+    int n_keep = min_keep > 1 ? (min_keep < V ? min_keep : V) : 0;
+    if (n_keep) {
+        /* the n_keep most likely survive: those not ranked after the n_keep-th */
+        select_top(lp, V, n_keep, idx);
+        float bv = key(lp, idx[n_keep - 1]);
+        int32_t bi = idx[n_keep - 1];
+        for (int32_t i = 0; i < V; i++)
+            if (lp[i] < thr && before(bv, bi, key(lp, i), i))
+                lp[i] = -INFINITY;
+        return;
+    }
+    for (int i = 0; i < V; i++)
+        if (lp[i] < thr)
+            lp[i] = -INFINITY;
+}
+
+void lm_samp_xtc(float *lp, int V, float probability, float threshold, const int32_t *special, int n_special,
+                 double u) {
+    if (u > probability)
+        return;
+    float mx = -INFINITY;
+    for (int i = 0; i < V; i++)
+        if (lp[i] > mx)
+            mx = lp[i];
+    if (mx == -INFINITY)
+        return;
+    double sum = 0;
+    for (int i = 0; i < V; i++)
+        sum += exp((double)lp[i] - mx);
+    /* the smallest probability above the threshold */
+    float min_above = INFINITY;
+    for (int i = 0; i < V; i++) {
+        float p = (float)(exp((double)lp[i] - mx) / sum);
+        if (p > threshold && p < min_above)
+            min_above = p;
+    }
+    if (min_above == INFINITY)
+        return;
+    for (int i = 0; i < V; i++) {
+        float p = (float)(exp((double)lp[i] - mx) / sum);
+        if (!(p > min_above))
+            continue;
+        int exempt = 0;
+        for (int k = 0; k < n_special && !exempt; k++)
+            exempt = special[k] == i;
+        if (!exempt)
+            lp[i] = -INFINITY;
+    }
+}
+
+void lm_samp_top_k(float *lp, int V, int k, int32_t *idx) {
+    if (k <= 0 || k >= V)
+        return;
+    select_top(lp, V, k, idx);
+    /* the k-th ranked (value, id) is the boundary */
+    float bv = key(lp, idx[k - 1]);
+    int32_t bi = idx[k - 1];
+    for (int32_t i = 0; i < V; i++)
+        if (before(bv, bi, key(lp, i), i))
+            lp[i] = -INFINITY;
+}
+
+int32_t lm_samp_argmax(const float *x, int V) {
+    int32_t b = 0;
+    for (int i = 1; i < V; i++)
+        if (x[i] > x[b])
+            b = i;
+    return b;
+}
+
+int32_t lm_samp_categorical(const float *lp, int V, float temp, double u) {
+    double inv = 1.0 / temp, mx = -INFINITY;
+    for (int i = 0; i < V; i++)
+        if (lp[i] * inv > mx)
+            mx = lp[i] * inv;
+    if (mx == -INFINITY)
+        return lm_samp_argmax(lp, V);
+    double sum = 0;
+    for (int i = 0; i < V; i++)
+        sum += exp(lp[i] * inv - mx);
+    double target = u * sum, cum = 0;
+    int32_t last = -1;
+    for (int i = 0; i < V; i++) {
+        double w = exp(lp[i] * inv - mx);
+        if (w <= 0)
+            continue;
+        cum += w;
+        last = i;
+        if (cum > target)
+            return i;
+    }
+    return last >= 0 ? last : lm_samp_argmax(lp, V);
+}
+
+/* --- the whole step ---------------------------------------------------------------------------- */
+
+#define RANGE_F(field, lo, hi)                                                                      \
+    if (!(p->field >= (lo) && p->field <= (hi)))                                                    \
+    return lm_err(LM_ERR_INVALID_ARG, "%s must be in [%g, %g] (got %g)", #field, (double)(lo), (double)(hi), \
+                  (double)p->field)
+
+lm_status lm_sampler_validate(const lm_gen_params *p, int V) {
+    RANGE_F(temp, 0.0, 1e6);
+    RANGE_F(top_p, 0.0, 1.0);
+    RANGE_F(min_p, 0.0, 1.0);
+    RANGE_F(xtc_probability, 0.0, 1.0);
+    RANGE_F(xtc_threshold, 0.0, 0.5);
+    RANGE_F(repetition_penalty, 0.0, 1e6);
+    if (!isfinite(p->presence_penalty) || !isfinite(p->frequency_penalty))
+        return lm_err(LM_ERR_INVALID_ARG, "presence_penalty and frequency_penalty must be finite numbers");
+    if (p->min_tokens_to_keep < 1)
+        return lm_err(LM_ERR_INVALID_ARG, "min_tokens_to_keep must be >= 1 (got %d)", p->min_tokens_to_keep);
+    if (p->top_k < 0 || p->top_k >= V)
+        return lm_err(LM_ERR_INVALID_ARG, "top_k must be in [0, %d] (0: off; got %d)", V - 1, p->top_k);
+    if (p->repetition_context_size < 1 || p->presence_context_size < 1 || p->frequency_context_size < 1)
+        return lm_err(LM_ERR_INVALID_ARG, "penalty context sizes must be >= 1 (got %d, %d, %d)",
+                      p->repetition_context_size, p->presence_context_size, p->frequency_context_size);
+    if (p->n_logit_bias < 0 || (p->n_logit_bias > 0 && !p->logit_bias))
+        return lm_err(LM_ERR_INVALID_ARG, "logit_bias: %d entries but no array", p->n_logit_bias);
+    for (int i = 0; i < p->n_logit_bias; i++) {
+        if (p->logit_bias[i].token < 0 || p->logit_bias[i].token >= V)
+            return lm_err(LM_ERR_INVALID_ARG, "logit_bias[%d]: token %d is outside the vocabulary [0, %d)", i,
+                          (int)p->logit_bias[i].token, V);
+        if (isnan(p->logit_bias[i].bias))
+            return lm_err(LM_ERR_INVALID_ARG, "logit_bias[%d]: the bias is NaN", i);
+    }
+    return LM_OK;
+}
+#undef RANGE_F
+
+lm_status lm_sampler_init(lm_sampler *s, int V, const lm_gen_params *p, const int32_t *xtc_special,
+                          int n_xtc_special) {
+    memset(s, 0, sizeof *s);
+    LM_TRY(lm_sampler_validate(p, V));
+    s->V = V;
+    s->p = *p;
+    s->xtc_special = xtc_special;
+    s->n_xtc_special = n_xtc_special;
+    uint64_t seed = p->seed >= 0 ? (uint64_t)p->seed : (uint64_t)(lm_time_s() * 1e9) ^ (uint64_t)(uintptr_t)s;
+    lm_rng_seed(&s->rng, seed);
+    s->work = malloc((size_t)V * sizeof *s->work);
+    s->idx = malloc((size_t)V * sizeof *s->idx);
+    s->seen = calloc((size_t)V, 1);
+    if (!s->work || !s->idx || !s->seen) {
+        lm_sampler_free(s);
+        return lm_err(LM_ERR_NOMEM, "sampler: out of memory (vocabulary of %d)", V);
+    }
+    return LM_OK;
+}
+
+void lm_sampler_free(lm_sampler *s) {
+    free(s->work);
+    free(s->idx);
+    free(s->seen);
+    s->work = NULL;
+    s->idx = NULL;
+    s->seen = NULL;
+}
+
+int32_t lm_sampler_sample(lm_sampler *s, const float *logits, const int32_t *hist, int n_hist, float *logprob) {
+    const lm_gen_params *p = &s->p;
+    int V = s->V;
+    float *x = s->work;
+    memcpy(x, logits, (size_t)V * sizeof *x);
+    /* processors (make_logits_processors order) */
+    if (p->n_logit_bias)
+        lm_proc_logit_bias(x, V, p->logit_bias, p->n_logit_bias);
+    if (p->repetition_penalty != 0)
+        lm_proc_repetition(x, V, hist, n_hist, p->repetition_penalty, p->repetition_context_size, s->seen);
+    if (p->presence_penalty != 0)
+        lm_proc_presence(x, V, hist, n_hist, p->presence_penalty, p->presence_context_size, s->seen);
+    if (p->frequency_penalty != 0)
+        lm_proc_frequency(x, V, hist, n_hist, p->frequency_penalty, p->frequency_context_size);
+    lm_log_softmax(x, V);
+    int32_t tok;
+    if (p->temp == 0) {
+        tok = lm_samp_argmax(x, V);
+        if (logprob)
+            *logprob = x[tok];
+        return tok;
+    }
+    /* sampler chain (make_sampler order); it only masks, so the chosen token keeps its logprob */
+    float *kept = x;
+    if (p->top_p > 0 && p->top_p < 1)
+        lm_samp_top_p(kept, V, p->top_p, s->idx);
+    if (p->min_p != 0)
+        lm_samp_min_p(kept, V, p->min_p, p->min_tokens_to_keep, s->idx);
+    if (p->xtc_probability > 0)
+        lm_samp_xtc(kept, V, p->xtc_probability, p->xtc_threshold, s->xtc_special, s->n_xtc_special,
+                    lm_rng_uniform(&s->rng));
+    if (p->top_k > 0)
+        lm_samp_top_k(kept, V, p->top_k, s->idx);
+    tok = lm_samp_categorical(kept, V, p->temp, lm_rng_uniform(&s->rng));
+    if (logprob)
+        *logprob = x[tok];
+    return tok;
+}

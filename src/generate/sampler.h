@@ -1,0 +1,73 @@
+/* Logits processors and samplers with mlx-lm's semantics (sample_utils.py).
+ *
+ * Order per token (mlx-lm generate_step): processors on the raw logits (logit bias,
+ * repetition, presence, frequency penalty), then logprobs = log_softmax(logits), then the
+ * sampler chain on the logprobs (top-p, min-p, XTC, top-k; each masks tokens to -inf), then
+ * a categorical draw from softmax(logprobs / temp), or argmax when temp == 0. */
+#ifndef LM_GENERATE_SAMPLER_H
+#define LM_GENERATE_SAMPLER_H
+#include <stdint.h>
+
+#include "core/status.h"
+#include "generate/rng.h"
+
+/* --- processors: logits [V] in place; hist[0..n_hist) is the token history (oldest first) --- */
+
+void lm_proc_logit_bias(float *logits, int V, const lm_logit_bias *bias, int n_bias);
+/* The last `ctx` tokens of hist: logit < 0 ? logit * penalty : logit / penalty, once per
+ * distinct token. `seen` is V bytes of scratch, all zero on entry and on return. */
+void lm_proc_repetition(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx,
+                        uint8_t *seen);
+/* Subtract `penalty` once from each distinct token among the last `ctx` (seen as above). */
+void lm_proc_presence(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx,
+                      uint8_t *seen);
+/* Subtract `penalty` for every occurrence among the last `ctx` tokens. */
+void lm_proc_frequency(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx);
+
+/* x := x - logsumexp(x) (float32 values, the sum in double). */
+void lm_log_softmax(float *x, int V);
+
+/* --- sampler chain on logprobs [V] in place (masked tokens become -inf) --------------------- */
+/* idx: V ints of scratch. */
+
+/* Keep tokens whose cumulative probability, summed from the least likely (ascending sort),
+ * exceeds 1 - top_p (mlx-lm apply_top_p, float32 cumsum). */
+void lm_samp_top_p(float *lp, int V, float top_p, int32_t *idx);
+/* Drop tokens with lp < max + log(min_p), but keep the min_keep most likely. */
+void lm_samp_min_p(float *lp, int V, float min_p, int min_keep, int32_t *idx);
+/* XTC, applied when u <= probability (mlx-lm: skipped when uniform > probability): with
+ * p = softmax(lp), remove every token with p above the smallest p that exceeds `threshold`
+ * (so all "top choices" but the least likely of them go), except the special ids. */
+void lm_samp_xtc(float *lp, int V, float probability, float threshold, const int32_t *special, int n_special,
+                 double u);
+/* Keep the k largest (ties: the lower id first). */
+void lm_samp_top_k(float *lp, int V, int k, int32_t *idx);
+
+int32_t lm_samp_argmax(const float *x, int V); /* first maximum */
+/* Draw from softmax(lp / temp) by inverting the CDF (ids in order) at u in [0, 1). */
+int32_t lm_samp_categorical(const float *lp, int V, float temp, double u);
+
+/* --- the whole step ------------------------------------------------------------------------ */
+
+typedef struct lm_sampler {
+    int V;
+    lm_gen_params p;             /* validated copy (pointers borrowed) */
+    const int32_t *xtc_special;  /* borrowed */
+    int n_xtc_special;
+    lm_rng rng;
+    float *work;                 /* [V] processed logits -> logprobs */
+    int32_t *idx;                /* [V] */
+    uint8_t *seen;               /* [V] zeroed */
+} lm_sampler;
+
+/* Check every sampler/processor field of p against its valid range (messages name the field
+ * and the range). */
+lm_status lm_sampler_validate(const lm_gen_params *p, int V);
+lm_status lm_sampler_init(lm_sampler *s, int V, const lm_gen_params *p, const int32_t *xtc_special,
+                          int n_xtc_special);
+void lm_sampler_free(lm_sampler *s);
+/* Process `logits` (not modified) given the history and pick a token; *logprob receives its
+ * log-probability under the processed logits (before the sampler chain), as mlx-lm reports. */
+int32_t lm_sampler_sample(lm_sampler *s, const float *logits, const int32_t *hist, int n_hist, float *logprob);
+
+#endif

@@ -1,0 +1,315 @@
+/* Samplers and logits processors against hand-computed distributions (mlx-lm semantics). */
+#include <math.h>
+
+#include "generate/sampler.h"
+#include "test_util.h"
+
+#define NEAR(a, b) (fabs((double)(a) - (double)(b)) < 1e-6)
+
+static void set_probs(float *lp, const double *p, int n) {
+    for (int i = 0; i < n; i++)
+        lp[i] = (float)log(p[i]);
+}
+
+/* The kept set as a bitmask (finite entries). */
+static unsigned kept(const float *lp, int n) {
+    unsigned m = 0;
+    for (int i = 0; i < n; i++)
+        if (lp[i] > -INFINITY)
+            m |= 1u << i;
+    return m;
+}
+
+static void test_processors(void) {
+    float x[4] = {2, -1, 0.5f, 3};
+    int32_t hist[3] = {0, 1, 0};
+    uint8_t seen[4] = {0};
+    /* repetition: positive / 2, negative * 2, once per distinct token */
+    lm_proc_repetition(x, 4, hist, 3, 2.0f, 20, seen);
+    CHECK(x[0] == 1.0f && x[1] == -2.0f && x[2] == 0.5f && x[3] == 3.0f);
+    CHECK(seen[0] == 0 && seen[1] == 0); /* scratch restored */
+    /* context size 1: only the last token (0) */
+    float y[4] = {2, -1, 0.5f, 3};
+    lm_proc_repetition(y, 4, hist, 3, 2.0f, 1, seen);
+    CHECK(y[0] == 1.0f && y[1] == -1.0f);
+    /* presence: once per distinct token */
+    float z[4] = {2, -1, 0.5f, 3};
+    int32_t h2[3] = {0, 0, 1};
+    lm_proc_presence(z, 4, h2, 3, 0.5f, 20, seen);
+    CHECK(z[0] == 1.5f && z[1] == -1.5f && z[2] == 0.5f && z[3] == 3.0f);
+    /* frequency: once per occurrence */
+    float w[4] = {2, -1, 0.5f, 3};
+    lm_proc_frequency(w, 4, h2, 3, 0.5f, 20);
+    CHECK(w[0] == 1.0f && w[1] == -1.5f && w[2] == 0.5f && w[3] == 3.0f);
+    /* frequency over the last 2 tokens only: {0, 1} */
+    float v[4] = {2, -1, 0.5f, 3};
+    lm_proc_frequency(v, 4, h2, 3, 0.5f, 2);
+    CHECK(v[0] == 1.5f && v[1] == -1.5f);
+    /* logit bias */
+    lm_logit_bias b[2] = {{3, -10.0f}, {1, 0.25f}};
+    float u[4] = {2, -1, 0.5f, 3};
+    lm_proc_logit_bias(u, 4, b, 2);
+    CHECK(u[3] == -7.0f && u[1] == -0.75f && u[0] == 2.0f);
+    /* log-softmax: [0, ln 3] -> [ln 1/4, ln 3/4] */
+    float s[2] = {0, (float)log(3.0)};
+    lm_log_softmax(s, 2);
+    CHECKF(NEAR(s[0], log(0.25)) && NEAR(s[1], log(0.75)), "%g %g", s[0], s[1]);
+}
+
+static void test_filters(void) {
+    const double P[4] = {0.5, 0.25, 0.15, 0.1};
+    float lp[4];
+    int32_t idx[4];
+    /* top-p 0.7: ascending cumsum 0.1, 0.25, 0.5, 1.0; keep > 0.3 -> {0.5, 0.25} */
+    set_probs(lp, P, 4);
+    lm_samp_top_p(lp, 4, 0.7f, idx);
+    CHECKF(kept(lp, 4) == 0x3, "top-p kept %#x", kept(lp, 4));
+    CHECK(NEAR(lp[0], log(0.5)) && NEAR(lp[1], log(0.25))); /* kept values untouched */
+    /* top-p 0.95: keep > 0.05 -> all four */
+    set_probs(lp, P, 4);
+    lm_samp_top_p(lp, 4, 0.95f, idx);
+    CHECK(kept(lp, 4) == 0xF);
+    /* top-p 0.4: keep > 0.6 -> only the 0.5 token (cum 1.0) */
+    set_probs(lp, P, 4);
+    lm_samp_top_p(lp, 4, 0.4f, idx);
+    CHECK(kept(lp, 4) == 0x1);
+    /* min-p 0.4: threshold 0.5 * 0.4 = 0.2 -> {0.5, 0.25} */
+    set_probs(lp, P, 4);
+    lm_samp_min_p(lp, 4, 0.4f, 1, idx);
+    CHECK(kept(lp, 4) == 0x3);
+    /* ... with min_tokens_to_keep 3 -> also 0.15 */
+    set_probs(lp, P, 4);
+    lm_samp_min_p(lp, 4, 0.4f, 3, idx);
+    CHECK(kept(lp, 4) == 0x7);
+    /* min-p 0.1: threshold 0.05 -> all */
+    set_probs(lp, P, 4);
+    lm_samp_min_p(lp, 4, 0.1f, 1, idx);
+    CHECK(kept(lp, 4) == 0xF);
+    /* top-k 2 -> {0, 1}; top-k 3 on a shuffled order */
+    set_probs(lp, P, 4);
+    lm_samp_top_k(lp, 4, 2, idx);
+    CHECK(kept(lp, 4) == 0x3);
+    const double Q[4] = {0.1, 0.5, 0.15, 0.25};
+    set_probs(lp, Q, 4);
+    lm_samp_top_k(lp, 4, 3, idx);
+    CHECK(kept(lp, 4) == 0xE);
+    /* ties: the lower id wins */
+    float t[3] = {1, 1, 0};
+    int32_t idx3[3];
+    lm_samp_top_k(t, 3, 1, idx3);
+    CHECK(kept(t, 3) == 0x1);
+    /* XTC, threshold 0.2: tokens above are {0.5, 0.25}; all but the least likely go -> drop 0 */
+    set_probs(lp, P, 4);
+    lm_samp_xtc(lp, 4, 1.0f, 0.2f, NULL, 0, 0.3);
+    CHECK(kept(lp, 4) == 0xE);
+    /* ... threshold 0.1: above are {0.5, 0.25, 0.15}; drop 0.5 and 0.25 */
+    set_probs(lp, P, 4);
+    lm_samp_xtc(lp, 4, 1.0f, 0.12f, NULL, 0, 0.3);
+    CHECK(kept(lp, 4) == 0xC);
+    /* ... special ids are exempt */
+    int32_t special[1] = {0};
+    set_probs(lp, P, 4);
+    lm_samp_xtc(lp, 4, 1.0f, 0.12f, special, 1, 0.3);
+    CHECK(kept(lp, 4) == 0xD);
+    /* ... only one token above the threshold: nothing removed */
+    set_probs(lp, P, 4);
+    lm_samp_xtc(lp, 4, 1.0f, 0.3f, NULL, 0, 0.3);
+    CHECK(kept(lp, 4) == 0xF);
+    /* ... the draw exceeds the probability: not applied */
+    set_probs(lp, P, 4);
+    lm_samp_xtc(lp, 4, 0.5f, 0.2f, NULL, 0, 0.6);
+    CHECK(kept(lp, 4) == 0xF);
+    /* XTC renormalises over what earlier filters kept: top-p left {0.5, 0.25} = {2/3, 1/3} */
+    set_probs(lp, P, 4);
+    lm_samp_top_p(lp, 4, 0.7f, idx);
+    lm_samp_xtc(lp, 4, 1.0f, 0.3f, NULL, 0, 0.0);
+    CHECK(kept(lp, 4) == 0x2);
+}
+
+static void test_categorical(void) {
+    const double P[3] = {0.5, 0.25, 0.25};
+    float lp[3];
+    set_probs(lp, P, 3);
+    /* temp 1: CDF 0.5, 0.75, 1.0 */
+    CHECK(lm_samp_categorical(lp, 3, 1.0f, 0.49) == 0);
+    CHECK(lm_samp_categorical(lp, 3, 1.0f, 0.51) == 1);
+    CHECK(lm_samp_categorical(lp, 3, 1.0f, 0.74) == 1);
+    CHECK(lm_samp_categorical(lp, 3, 1.0f, 0.76) == 2);
+    /* temp 2: p ~ sqrt(p) = .7071, .5, .5 -> .4142, .2929, .2929; CDF .4142, .7071 */
+    CHECK(lm_samp_categorical(lp, 3, 2.0f, 0.40) == 0);
+    CHECK(lm_samp_categorical(lp, 3, 2.0f, 0.42) == 1);
+    CHECK(lm_samp_categorical(lp, 3, 2.0f, 0.70) == 1);
+    CHECK(lm_samp_categorical(lp, 3, 2.0f, 0.71) == 2);
+    /* masked tokens are never drawn */
+    lp[1] = -INFINITY;
+    CHECK(lm_samp_categorical(lp, 3, 1.0f, 0.6) == 0); /* CDF 2/3, 1 */
+    CHECK(lm_samp_categorical(lp, 3, 1.0f, 0.7) == 2);
+    CHECK(lm_samp_argmax(lp, 3) == 0);
+}
+
+static void test_rng(void) {
+    /* xoshiro256** from the state {1, 2, 3, 4}: rotl(2 * 5, 7) * 9 = 11520, then
+     * s1 becomes 2 ^ 2 = 0, so the second output is 0 (hand-computed). */
+    lm_rng r = {{1, 2, 3, 4}};
+    CHECK(lm_rng_next(&r) == 11520);
+    CHECK(lm_rng_next(&r) == 0);
+    /* splitmix64's first output for seed 0 */
+    uint64_t x = 0;
+    CHECK(lm_splitmix64(&x) == 0xe220a8397b1dcdafULL);
+    lm_rng a, b;
+    lm_rng_seed(&a, 42);
+    lm_rng_seed(&b, 42);
+    int same = 1;
+    for (int i = 0; i < 100; i++) {
+        double u = lm_rng_uniform(&a);
+        same &= u == lm_rng_uniform(&b) && u >= 0 && u < 1;
+    }
+    CHECK(same);
+}
+
+/* The whole step: frequencies of seeded draws follow the processed distribution. */
+static void test_sampler_step(void) {
+    const int V = 3, N = 20000;
+    float logits[3] = {(float)log(0.5), (float)log(0.3), (float)log(0.2)};
+    lm_gen_params p = lm_gen_default_params();
+    p.temp = 1.0f;
+    p.seed = 7;
+    lm_sampler s;
+    CHECK(lm_sampler_init(&s, V, &p, NULL, 0) == LM_OK);
+    int count[3] = {0};
+    float lp;
+    for (int i = 0; i < N; i++)
+        count[lm_sampler_sample(&s, logits, NULL, 0, &lp)]++;
+    CHECKF(fabs(count[0] / (double)N - 0.5) < 0.015 && fabs(count[1] / (double)N - 0.3) < 0.015,
+           "%d %d %d", count[0], count[1], count[2]);
+    lm_sampler_free(&s);
+    /* top-k 2: the 0.2 token is never drawn; the rest renormalise to 0.625 / 0.375 */
+    p.top_k = 2;
+    CHECK(lm_sampler_init(&s, V, &p, NULL, 0) == LM_OK);
+    count[0] = count[1] = count[2] = 0;
+    for (int i = 0; i < N; i++)
+        count[lm_sampler_sample(&s, logits, NULL, 0, &lp)]++;
+    CHECKF(count[2] == 0 && fabs(count[0] / (double)N - 0.625) < 0.015, "%d %d %d", count[0], count[1], count[2]);
+    lm_sampler_free(&s);
+    /* seeded: identical sequences; another seed differs */
+    int32_t seq[3][64];
+    int64_t seeds[3] = {11, 11, 12};
+    p.top_k = 0;
+    for (int k = 0; k < 3; k++) {
+        p.seed = seeds[k];
+        CHECK(lm_sampler_init(&s, V, &p, NULL, 0) == LM_OK);
+        for (int i = 0; i < 64; i++)
+            seq[k][i] = lm_sampler_sample(&s, logits, NULL, 0, &lp);
+        lm_sampler_free(&s);
+    }
+    CHECK(memcmp(seq[0], seq[1], sizeof seq[0]) == 0);
+    CHECK(memcmp(seq[0], seq[2], sizeof seq[0]) != 0);
+    /* greedy with processors: the repetition penalty moves the argmax; logprob reported from
+     * the processed logits: [1.5, 2.0/2=1.0, 0] -> log_softmax at 0 */
+    lm_gen_params g = lm_gen_default_params();
+    g.repetition_penalty = 2.0f;
+    CHECK(lm_sampler_init(&s, V, &g, NULL, 0) == LM_OK);
+    float lg[3] = {1.5f, 2.0f, 0.0f};
+    int32_t hist[1] = {1};
+    int32_t tok = lm_sampler_sample(&s, lg, hist, 1, &lp);
+    double lse = log(exp(1.5) + exp(1.0) + exp(0.0));
+    CHECK(tok == 0);
+    CHECKF(NEAR(lp, 1.5 - lse), "%g vs %g", lp, 1.5 - lse);
+    lm_sampler_free(&s);
+}
+
+static void test_validation(void) {
+    lm_gen_params p = lm_gen_default_params();
+    p.top_p = 1.5f;
+    CHECK(lm_sampler_validate(&p, 10) == LM_ERR_INVALID_ARG && strstr(lm_last_error(), "top_p") &&
+          strstr(lm_last_error(), "[0, 1]"));
+    p = lm_gen_default_params();
+    p.top_k = 10;
+    CHECK(lm_sampler_validate(&p, 10) == LM_ERR_INVALID_ARG && strstr(lm_last_error(), "top_k"));
+    p = lm_gen_default_params();
+    p.xtc_threshold = 0.6f;
+    CHECK(lm_sampler_validate(&p, 10) == LM_ERR_INVALID_ARG && strstr(lm_last_error(), "xtc_threshold"));
+    p = lm_gen_default_params();
+    p.min_tokens_to_keep = 0;
+    CHECK(lm_sampler_validate(&p, 10) == LM_ERR_INVALID_ARG);
+    p = lm_gen_default_params();
+    p.temp = -1;
+    CHECK(lm_sampler_validate(&p, 10) == LM_ERR_INVALID_ARG && strstr(lm_last_error(), "temp"));
+    lm_logit_bias b = {10, 1.0f};
+    p = lm_gen_default_params();
+    p.logit_bias = &b;
+    p.n_logit_bias = 1;
+    CHECK(lm_sampler_validate(&p, 10) == LM_ERR_INVALID_ARG && strstr(lm_last_error(), "logit_bias[0]"));
+    p = lm_gen_default_params();
+    CHECK(lm_sampler_validate(&p, 10) == LM_OK);
+}
+
+/* --- the fast filters against plain references (full sort) on random logits with ties --- */
+
+static int ref_cmp_desc(const void *a, const void *b) {
+    const float *x = a, *y = b; /* pairs (value, id) stored as floats */
+    if (x[0] != y[0])
+        return x[0] > y[0] ? -1 : 1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+static void test_random_reference(void) {
+    srand(5);
+    int bad_k = 0, bad_p = 0, bad_m = 0;
+    for (int trial = 0; trial < 300; trial++) {
+        int V = 2 + rand() % 300;
+        float *lp = malloc((size_t)V * sizeof *lp), *x = malloc((size_t)V * sizeof *x);
+        float *pairs = malloc((size_t)V * 2 * sizeof *pairs);
+        int32_t *idx = malloc((size_t)V * sizeof *idx);
+        for (int i = 0; i < V; i++)
+            lp[i] = (float)(rand() % 40) * 0.25f; /* many ties */
+        lm_log_softmax(lp, V);
+        for (int i = 0; i < V; i++)
+            pairs[2 * i] = lp[i], pairs[2 * i + 1] = (float)i;
+        qsort(pairs, (size_t)V, 2 * sizeof *pairs, ref_cmp_desc); /* best first, ties by id */
+        /* top-k: exactly the first k of the full sort */
+        int k = 1 + rand() % (V - 1);
+        memcpy(x, lp, (size_t)V * sizeof *x);
+        lm_samp_top_k(x, V, k, idx);
+        for (int r = 0; r < V; r++)
+            bad_k += (x[(int)pairs[2 * r + 1]] > -INFINITY) != (r < k);
+        /* min-p with min_tokens_to_keep: threshold, plus the first m of the full sort */
+        int m = 1 + rand() % V;
+        float mp = (float)(rand() % 100) / 100.0f + 0.005f;
+        memcpy(x, lp, (size_t)V * sizeof *x);
+        lm_samp_min_p(x, V, mp, m, idx);
+        float thr = pairs[0] + (float)log((double)mp);
+        for (int r = 0; r < V; r++) {
+            int id = (int)pairs[2 * r + 1];
+            bad_m += (x[id] > -INFINITY) != (r < m || !(lp[id] < thr));
+        }
+        /* top-p: mlx-lm's ascending cumsum over the full sort (borderline sums excepted) */
+        float tp = (float)(rand() % 100) / 100.0f + 0.005f;
+        memcpy(x, lp, (size_t)V * sizeof *x);
+        lm_samp_top_p(x, V, tp, idx);
+        float cum = 0;
+        for (int r = V - 1; r >= 0; r--) {
+            int id = (int)pairs[2 * r + 1];
+            cum += expf(lp[id]);
+            int keep = cum > 1.0f - tp;
+            if (fabsf(cum - (1.0f - tp)) > 1e-5f)
+                bad_p += (x[id] > -INFINITY) != keep;
+        }
+        free(lp);
+        free(x);
+        free(pairs);
+        free(idx);
+    }
+    CHECKF(bad_k == 0 && bad_m == 0 && bad_p == 0, "top-k %d, min-p %d, top-p %d mismatches", bad_k, bad_m, bad_p);
+}
+
+int main(void) {
+    test_random_reference();
+    test_processors();
+    test_filters();
+    test_categorical();
+    test_rng();
+    test_sampler_step();
+    test_validation();
+    return test_done("sampler");
+}

@@ -22,6 +22,7 @@ void lm_kv_free(lm_kv_cache *c) {
     for (int l = 0; l < c->n_layers; l++) {
         c->be->ops->release(c->be, c->layers[l].k);
         c->be->ops->release(c->be, c->layers[l].v);
+        c->be->ops->release(c->be, c->layers[l].pos_d);
         free(c->layers[l].pos);
     }
     free(c->layers);
@@ -61,33 +62,47 @@ static lm_status grow(lm_kv_cache *c, lm_kv_layer *L, int need) {
     lm_backend *be = c->be;
     size_t row = (size_t)L->dim * sizeof(float);
     float *k = be->ops->alloc(be, (size_t)cap * row), *v = be->ops->alloc(be, (size_t)cap * row);
+    int32_t *pos_d = be->ops->alloc(be, (size_t)cap * sizeof *pos_d);
     int32_t *pos = malloc((size_t)cap * sizeof *pos);
-    if (!k || !v || !pos) {
+    if (!k || !v || !pos || !pos_d) {
         be->ops->release(be, k);
         be->ops->release(be, v);
+        be->ops->release(be, pos_d);
         free(pos);
+        lm_status st = be->ops->status ? be->ops->status(be) : LM_OK;
+        if (st != LM_OK)
+            return lm_err_prefix(st, "growing the KV cache to %d tokens", cap);
         return lm_err(LM_ERR_NOMEM, "out of memory growing the KV cache to %d tokens", cap);
     }
     if (L->n) {
         be->ops->copy(be, k, L->k, (size_t)L->n * row);
         be->ops->copy(be, v, L->v, (size_t)L->n * row);
+        be->ops->copy(be, pos_d, L->pos_d, (size_t)L->n * sizeof *pos_d);
         memcpy(pos, L->pos, (size_t)L->n * sizeof *pos);
     }
     be->ops->release(be, L->k);
     be->ops->release(be, L->v);
+    be->ops->release(be, L->pos_d);
     free(L->pos);
     L->k = k;
     L->v = v;
     L->pos = pos;
+    L->pos_d = pos_d;
     L->cap = cap;
     return LM_OK;
+}
+
+/* Positions of slots [slot, slot+n): host array and its backend mirror. */
+static void set_pos(lm_kv_cache *c, lm_kv_layer *L, int slot, const int32_t *pos, int n) {
+    memcpy(L->pos + slot, pos, (size_t)n * sizeof *pos);
+    c->be->ops->upload(c->be, L->pos_d + slot, pos, (size_t)n * sizeof *pos);
 }
 
 static void put_row(lm_kv_cache *c, lm_kv_layer *L, int slot, const float *k, const float *v, int32_t pos) {
     size_t row = (size_t)L->dim * sizeof(float);
     c->be->ops->copy(c->be, (char *)L->k + (size_t)slot * row, k, row);
     c->be->ops->copy(c->be, (char *)L->v + (size_t)slot * row, v, row);
-    L->pos[slot] = pos;
+    set_pos(c, L, slot, &pos, 1);
 }
 
 static lm_status append_rotating(lm_kv_cache *c, lm_kv_layer *L, const float *k, const float *v, const int32_t *pos,
@@ -104,7 +119,8 @@ static lm_status append_rotating(lm_kv_cache *c, lm_kv_layer *L, const float *k,
             put_row(c, L, s, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos[t]);
             t++;
         } else {     /* leave it empty: attention skips negative positions */
-            L->pos[s] = -1;
+            int32_t none = -1;
+            set_pos(c, L, s, &none, 1);
         }
     }
     if (t == T)
@@ -128,7 +144,7 @@ lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v
     size_t row = (size_t)L->dim * sizeof(float);
     c->be->ops->copy(c->be, (char *)L->k + (size_t)L->n * row, k, (size_t)T * row);
     c->be->ops->copy(c->be, (char *)L->v + (size_t)L->n * row, v, (size_t)T * row);
-    memcpy(L->pos + L->n, pos, (size_t)T * sizeof *pos);
+    set_pos(c, L, L->n, pos, T);
     L->n += T;
     return LM_OK;
 }

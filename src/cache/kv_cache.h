@@ -18,6 +18,7 @@
 typedef struct lm_kv_layer {
     float *k, *v;     /* [cap, dim] (backend memory) */
     int32_t *pos;     /* [cap] absolute positions (host) */
+    int32_t *pos_d;   /* [cap] the same in backend memory (what attention reads) */
     int cap, n;       /* rows allocated, rows used */
     int dim;          /* n_kv_heads * head_dim */
     int keep, span;   /* rotating when span > 0 (see above) */
@@ -34,7 +35,8 @@ typedef struct lm_kv_cache {
 lm_status lm_kv_init(lm_kv_cache *c, lm_backend *be, int n_layers, int dim, int max_rows);
 void lm_kv_free(lm_kv_cache *c);
 void lm_kv_reset(lm_kv_cache *c);
-/* Append T rows of k and v (host or backend memory as the backend expects) at positions pos. */
+/* Append T rows of k and v (backend memory; host memory too: a device backend copies either) at
+ * positions pos (host memory). */
 lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v, const int32_t *pos, int T);
 /* Drop every row at position >= n. Fails (LM_ERR_UNSUPPORTED) when a layer has already evicted
  * rows, since positions before n may be gone. */

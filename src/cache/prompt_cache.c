@@ -33,12 +33,28 @@ lm_status lm_ctx_save(const lm_ctx *c, const char *path, const int32_t *tokens, 
         free(names);
         return lm_err(LM_ERR_NOMEM, "out of memory");
     }
+    /* keys and values come to the host (they live in backend memory) */
+    size_t total = 1;
+    for (int l = 0; l < L; l++)
+        total += 2 * (size_t)c->kv.layers[l].n * c->kv.layers[l].dim;
+    float *host = malloc(total * sizeof *host), *hp = host;
+    if (!host) {
+        free(outs);
+        free(names);
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    }
+    lm_backend *be = c->kv.be;
     int k = 0, evicted = 0;
     for (int l = 0; l < L; l++) {
         const lm_kv_layer *kv = &c->kv.layers[l];
+        size_t rows = (size_t)kv->n * kv->dim;
+        float *hk = hp, *hv = hp + rows;
+        hp += 2 * rows;
+        be->ops->download(be, hk, kv->k, rows * sizeof(float));
+        be->ops->download(be, hv, kv->v, rows * sizeof(float));
         evicted |= kv->evicted;
         const char *part[3] = {"keys", "values", "positions"};
-        const void *data[3] = {kv->k, kv->v, kv->pos};
+        const void *data[3] = {hk, hv, kv->pos};
         for (int j = 0; j < 3; j++, k++) {
             snprintf(names[k], sizeof names[k], "layers.%d.%s", l, part[j]);
             outs[k].name = names[k];
@@ -54,6 +70,7 @@ lm_status lm_ctx_save(const lm_ctx *c, const char *path, const int32_t *tokens, 
     snprintf(meta, sizeof meta, "{\"format\":\"%s\",\"version\":\"1\",\"layout\":\"%s\",\"n_past\":\"%d\",\"evicted\":\"%d\"}",
              FORMAT, layout, c->n_past, evicted);
     lm_status st = lm_st_write(path, outs, k + 1, meta);
+    free(host);
     free(outs);
     free(names);
     return st;

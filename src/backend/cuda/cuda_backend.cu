@@ -12,6 +12,7 @@
 int lm_cuda_check(cuda_backend *c, cudaError_t e, const char *what) {
     if (e == cudaSuccess)
         return 1;
+    (void)cudaGetLastError(); /* clear it, so that the next launch check does not see it again */
     if (c->err == LM_OK) {
         c->err = LM_ERR_DEVICE;
         snprintf(c->msg, sizeof c->msg, "CUDA device %d: %s failed: %s (%s)", c->device, what, cudaGetErrorString(e),

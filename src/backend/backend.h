@@ -10,7 +10,7 @@
 #include "io/config.h"
 #include "layers/linear.h"
 
-#define LM_BACKEND_OPS_VERSION 1
+#define LM_BACKEND_OPS_VERSION 2
 
 typedef struct lm_backend lm_backend;
 
@@ -56,7 +56,50 @@ typedef struct lm_backend_ops {
     void (*add)(lm_backend *be, float *x, const float *y, size_t n);
     /* x[i] *= s */
     void (*scale)(lm_backend *be, float *x, float s, size_t n);
+
+    /* --- version 2: every remaining step on activations (a device backend needs them all) --- */
+    /* dst (backend memory) = src (host memory), and the reverse; the host buffer may be reused
+     * as soon as the call returns (download waits for queued work) */
+    void (*upload)(lm_backend *be, void *dst, const void *src, size_t bytes);
+    void (*download)(lm_backend *be, void *dst, const void *src, size_t bytes);
+    /* A backend copy of `bytes` read-only weight bytes at host address src (released with
+     * release), or NULL when out of memory. Slot NULL: the backend reads weights in place. */
+    void *(*upload_weights)(lm_backend *be, const void *src, size_t bytes);
+    /* The first error of queued work since the last call (recorded with lm_err), else LM_OK;
+     * after an error the backend skips further work until this is called. NULL: always LM_OK. */
+    lm_status (*status)(lm_backend *be);
+    /* p[0..bytes) = 0 */
+    void (*zero)(lm_backend *be, void *p, size_t bytes);
+    /* x[i] = cap * tanh(x[i] / cap) */
+    void (*softcap)(lm_backend *be, float *x, float cap, size_t n);
+    /* x[r][i] *= w[i] over `rows` rows of n */
+    void (*mul_rows)(lm_backend *be, float *x, const float *w, int rows, int n);
+    /* dst[r*dst_ld + i] = src[r*src_ld + i] for r < rows, i < n */
+    void (*copy_rows)(lm_backend *be, float *dst, size_t dst_ld, const float *src, size_t src_ld, int rows, int n);
+    /* Top-k experts of each token from router logits [T, E] (E <= LM_MOE_MAX_EXPERTS): idx/w
+     * [T, K]. topk_softmax: softmax over the chosen logits (GPT-OSS); else the top-k of the
+     * softmax, renormalised when norm_topk (Qwen3-MoE). Ties keep the lower index. */
+    void (*moe_route)(lm_backend *be, const float *logits, int T, int E, int K, int topk_softmax, int norm_topk,
+                      int32_t *idx, float *w);
+    /* dst[r] = src[rows[r]] for n rows of dim (rows: backend memory) */
+    void (*gather_rows)(lm_backend *be, const float *src, const int32_t *rows, int n, int dim, float *dst);
+    /* dst[rows[r]] += w[r] * src[r] for n rows of dim; rows are distinct */
+    void (*scatter_add_rows)(lm_backend *be, float *dst, const float *src, const int32_t *rows, const float *w, int n,
+                             int dim);
+    /* Gemma 3n gelu_topk: per row of n, x = max(x - (mean + mult * std), 0) (population std) */
+    void (*sparsify)(lm_backend *be, float *x, int T, int n, float mult);
+    /* Gemma 3n: scale each row of y to the RMS of the same row of ref (y's mean square floored
+     * at 1e-5) */
+    void (*rms_match)(lm_backend *be, float *y, const float *ref, int T, int n);
+    /* AltUp predict: pred[b][t] = streams[b][t] + sum_a coef[t][b*ns + a] * streams[a][t];
+     * streams/pred [ns, T, H], coef [T, ns*ns] */
+    void (*altup_predict)(lm_backend *be, const float *streams, const float *coef, int ns, int T, int H, float *pred);
+    /* AltUp correct: streams[i][t] = pred[i][t] + (x[t] - active[t]) * (w[t][i] + 1); w [T, ns] */
+    void (*altup_correct)(lm_backend *be, float *streams, const float *pred, const float *x, const float *active,
+                          const float *w, int ns, int T, int H);
 } lm_backend_ops;
+
+#define LM_MOE_MAX_EXPERTS 4096
 
 struct lm_backend {
     const lm_backend_ops *ops;
@@ -64,5 +107,9 @@ struct lm_backend {
 
 lm_status lm_backend_cpu_new(int n_threads, lm_backend **out);
 int lm_backend_cpu_threads(const lm_backend *be);
+/* CUDA (built with LMCORE_CUDA): device `device`; LM_ERR_DEVICE when there is none.
+ * lm_backend_cuda_available() returns 0 when the build has no CUDA or no device is visible. */
+lm_status lm_backend_cuda_new(int device, lm_backend **out);
+int lm_backend_cuda_available(void);
 
 #endif

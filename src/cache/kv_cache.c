@@ -32,12 +32,29 @@ static void release_layer(lm_kv_cache *c, lm_kv_layer *L) {
     L->ks = L->kb = L->vs = L->vb = NULL;
 }
 
+static void free_pos(lm_kv_cache *c, lm_kv_layer *L) {
+    free(L->pos);
+    c->be->ops->release(c->be, L->pos_d);
+    L->pos = L->pos_d = NULL;
+}
+
+/* Positions of slots [slot, slot+n): the host array and its backend mirror. */
+static void set_pos(lm_kv_cache *c, lm_kv_layer *L, int slot, const int32_t *pos, int n) {
+    memcpy(L->pos + slot, pos, (size_t)n * sizeof *pos);
+    c->be->ops->upload(c->be, L->pos_d + slot, pos, (size_t)n * sizeof *pos);
+}
+
+void lm_kv_set_rows(lm_kv_cache *c, int layer, const int32_t *pos, int n) {
+    set_pos(c, &c->layers[layer], 0, pos, n);
+    c->layers[layer].n = n;
+}
+
 void lm_kv_free(lm_kv_cache *c) {
     if (!c->layers)
         return;
     for (int l = 0; l < c->n_layers; l++) {
         release_layer(c, &c->layers[l]);
-        free(c->layers[l].pos);
+        free_pos(c, &c->layers[l]);
     }
     c->be->ops->release(c->be, c->dq_k);
     c->be->ops->release(c->be, c->dq_v);
@@ -50,8 +67,7 @@ void lm_kv_reset(lm_kv_cache *c) {
         lm_kv_layer *L = &c->layers[l];
         if (c->bits) { /* a new sequence starts with f32 rows again */
             release_layer(c, L);
-            free(L->pos);
-            L->pos = NULL;
+            free_pos(c, L);
             L->cap = 0;
         }
         L->n = 0;
@@ -94,9 +110,13 @@ static lm_status resize(lm_kv_cache *c, lm_kv_layer *L, int cap) {
         ok = ok && N.ks && N.kb && N.vs && N.vb;
     }
     N.pos = malloc((size_t)cap * sizeof *N.pos);
-    if (!ok || !N.pos) {
+    N.pos_d = be->ops->alloc(be, (size_t)cap * sizeof *N.pos_d);
+    if (!ok || !N.pos || !N.pos_d) {
         release_layer(c, &N);
-        free(N.pos);
+        free_pos(c, &N);
+        lm_status st = be->ops->status ? be->ops->status(be) : LM_OK;
+        if (st != LM_OK)
+            return lm_err_prefix(st, "growing the KV cache to %d tokens", cap);
         return lm_err(LM_ERR_NOMEM, "out of memory growing the KV cache to %d tokens", cap);
     }
     if (L->n) {
@@ -109,9 +129,10 @@ static lm_status resize(lm_kv_cache *c, lm_kv_layer *L, int cap) {
             be->ops->copy(be, N.vb, L->vb, (size_t)L->n * sb);
         }
         memcpy(N.pos, L->pos, (size_t)L->n * sizeof *N.pos);
+        be->ops->copy(be, N.pos_d, L->pos_d, (size_t)L->n * sizeof *N.pos_d);
     }
     release_layer(c, L);
-    free(L->pos);
+    free_pos(c, L);
     N.cap = cap;
     *L = N;
     return LM_OK;
@@ -149,7 +170,7 @@ static void store_row(lm_kv_cache *c, const lm_kv_layer *L, uint8_t *data, float
 static void put_row(lm_kv_cache *c, lm_kv_layer *L, int slot, const float *k, const float *v, int32_t pos) {
     store_row(c, L, L->k, L->ks, L->kb, slot, k);
     store_row(c, L, L->v, L->vs, L->vb, slot, v);
-    L->pos[slot] = pos;
+    set_pos(c, L, slot, &pos, 1);
 }
 
 static lm_status append_rotating(lm_kv_cache *c, lm_kv_layer *L, const float *k, const float *v, const int32_t *pos,
@@ -166,7 +187,8 @@ static lm_status append_rotating(lm_kv_cache *c, lm_kv_layer *L, const float *k,
             put_row(c, L, s, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos[t]);
             t++;
         } else {     /* leave it empty: attention skips negative positions */
-            L->pos[s] = -1;
+            int32_t none = -1;
+            set_pos(c, L, s, &none, 1);
         }
     }
     if (t == T)
@@ -213,14 +235,14 @@ lm_status lm_kv_quantize(lm_kv_cache *c, int bits, int group) {
         fresh[l] = c->layers[l];
         fresh[l].k = fresh[l].v = NULL;
         fresh[l].ks = fresh[l].kb = fresh[l].vs = fresh[l].vb = NULL;
-        fresh[l].pos = NULL;
+        fresh[l].pos = fresh[l].pos_d = NULL;
         fresh[l].n = 0;
         st = resize(c, &fresh[l], c->layers[l].cap > 0 ? c->layers[l].cap : 1);
     }
     if (st != LM_OK) {
         for (int l = 0; l < c->n_layers; l++) {
             release_layer(c, &fresh[l]);
-            free(fresh[l].pos);
+            free_pos(c, &fresh[l]);
         }
         c->bits = c->group = 0;
         free(fresh);
@@ -233,7 +255,7 @@ lm_status lm_kv_quantize(lm_kv_cache *c, int bits, int group) {
                     old->pos[r]);
         L->n = old->n;
         release_layer(c, old);
-        free(old->pos);
+        free_pos(c, old);
         *old = *L;
     }
     free(fresh);

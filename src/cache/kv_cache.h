@@ -21,6 +21,7 @@ typedef struct lm_kv_layer {
     uint8_t *k, *v;   /* [cap, row bytes] (backend memory): f32 rows, or packed when quantized */
     float *ks, *kb, *vs, *vb; /* quantized: [cap, dim/group] scales and biases */
     int32_t *pos;     /* [cap] absolute positions (host); < 0: empty slot */
+    int32_t *pos_d;   /* [cap] the same in backend memory (what attention reads) */
     int cap, n;       /* rows allocated, rows used */
     int dim;          /* n_kv_heads * head_dim */
     int keep, span;   /* rotating when span > 0 (see above) */
@@ -40,7 +41,7 @@ typedef struct lm_kv_cache {
 lm_status lm_kv_init(lm_kv_cache *c, lm_backend *be, int n_layers, int dim, int max_rows);
 void lm_kv_free(lm_kv_cache *c);
 void lm_kv_reset(lm_kv_cache *c);
-/* Append T f32 rows of k and v (backend memory) at positions pos. */
+/* Append T f32 rows of k and v (backend memory) at positions pos (host memory). */
 lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v, const int32_t *pos, int T);
 /* The layer's rows as f32 (dequantized into scratch when the cache is quantized). */
 lm_status lm_kv_rows(lm_kv_cache *c, int layer, const float **k, const float **v);
@@ -51,6 +52,8 @@ size_t lm_kv_row_bytes(const lm_kv_cache *c, const lm_kv_layer *L);
 int lm_kv_groups(const lm_kv_cache *c, const lm_kv_layer *L);
 /* Make room for n rows (raw restores by the prompt cache). */
 lm_status lm_kv_reserve(lm_kv_cache *c, int layer, int n);
+/* Set the positions of rows [0, n) (host memory) and the layer's row count to n. */
+void lm_kv_set_rows(lm_kv_cache *c, int layer, const int32_t *pos, int n);
 /* Drop every row at position >= n. Fails (LM_ERR_UNSUPPORTED) when a layer has already evicted
  * rows, since positions before n may be gone. */
 lm_status lm_kv_truncate(lm_kv_cache *c, int n);

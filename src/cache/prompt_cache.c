@@ -50,12 +50,35 @@ lm_status lm_ctx_save(const lm_ctx *c, const char *path, const int32_t *tokens, 
         free(names);
         return lm_err(LM_ERR_NOMEM, "out of memory");
     }
+    /* the planes live in backend memory: bring them to the host */
+    size_t total = 1;
+    for (int l = 0; l < L; l++) {
+        void *ptr[N_PLANES];
+        size_t width[N_PLANES];
+        planes(&c->kv, &c->kv.layers[l], ptr, width);
+        for (int j = 0; j < per - 1; j++)
+            total += (size_t)c->kv.layers[l].n * width[j];
+    }
+    uint8_t *host = malloc(total), *hp = host;
+    if (!host) {
+        free(outs);
+        free(names);
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    }
+    lm_backend *be = c->kv.be;
     int k = 0, evicted = 0;
     for (int l = 0; l < L; l++) {
         const lm_kv_layer *kv = &c->kv.layers[l];
         void *ptr[N_PLANES];
         size_t width[N_PLANES];
         planes(&c->kv, kv, ptr, width);
+        for (int j = 0; j < per - 1; j++) {
+            size_t bytes = (size_t)kv->n * width[j];
+            if (bytes)
+                be->ops->download(be, hp, ptr[j], bytes);
+            ptr[j] = hp;
+            hp += bytes;
+        }
         evicted |= kv->evicted;
         for (int j = 0; j < per - 1; j++, k++) {
             snprintf(names[k], sizeof names[k], "layers.%d.%s", l, PLANE[j]);
@@ -74,6 +97,7 @@ lm_status lm_ctx_save(const lm_ctx *c, const char *path, const int32_t *tokens, 
              "\"quantized\":\"%d/%d\"}",
              FORMAT, layout, c->n_past, evicted, c->kv.bits, c->kv.group);
     lm_status st = lm_st_write(path, outs, k + 1, meta);
+    free(host);
     free(outs);
     free(names);
     return st;
@@ -113,10 +137,8 @@ static lm_status load_layers(lm_ctx *c, const lm_st_set *st, const char *path) {
         }
         for (int j = 0; j < per; j++)
             if (n)
-                c->kv.be->ops->copy(c->kv.be, ptr[j], t[j]->data, t[j]->nbytes);
-        if (n)
-            memcpy(kv->pos, tp->data, (size_t)n * sizeof(int32_t));
-        kv->n = n;
+                c->kv.be->ops->upload(c->kv.be, ptr[j], t[j]->data, t[j]->nbytes);
+        lm_kv_set_rows(&c->kv, l, tp->data, n);
     }
     return LM_OK;
 }

@@ -30,8 +30,8 @@ lm_status lm_model_load(const char *dir, const lm_model_params *params, lm_model
     lm_model_params p = lm_model_default_params();
     if (params)
         memcpy(&p, params, params->size < sizeof p ? params->size : sizeof p);
-    if (p.device != LM_DEVICE_CPU)
-        return lm_err(LM_ERR_UNSUPPORTED, "this build runs models on the CPU only");
+    if (p.device != LM_DEVICE_CPU && p.device != LM_DEVICE_CUDA)
+        return lm_err(LM_ERR_INVALID_ARG, "lm_model_load: unknown device %d", (int)p.device);
     lm_model *m = calloc(1, sizeof *m);
     if (!m)
         return lm_err(LM_ERR_NOMEM, "out of memory");
@@ -53,7 +53,9 @@ lm_status lm_model_load(const char *dir, const lm_model_params *params, lm_model
     if (st == LM_OK)
         st = lm_model_resolve(m);
     if (st == LM_OK)
-        st = lm_backend_cpu_new(p.n_threads, &m->be);
+        st = p.device == LM_DEVICE_CUDA ? lm_backend_cuda_new(0, &m->be) : lm_backend_cpu_new(p.n_threads, &m->be);
+    if (st == LM_OK)
+        st = lm_model_upload(m);
     if (st == LM_OK)
         st = m->be->ops->reserve(m->be, m->max_in, 0);
     if (st != LM_OK) {
@@ -67,11 +69,14 @@ lm_status lm_model_load(const char *dir, const lm_model_params *params, lm_model
 void lm_model_free(lm_model *m) {
     if (!m)
         return;
-    if (m->be)
+    if (m->be) {
+        lm_model_release_device(m);
         m->be->ops->destroy(m->be);
+    }
     for (int i = 0; i < m->n_owned; i++)
         lm_free(m->owned[i]);
     free(m->owned);
+    free(m->owned_bytes);
     for (int i = 0; m->layers && i < m->cfg.n_layers; i++) {
         if (m->layers[i].moe)
             free(m->layers[i].moe->gate);
@@ -203,6 +208,9 @@ lm_status lm_ctx_new(lm_model *m, const lm_ctx_params *params, lm_ctx **out) {
                       "(got max_kv_size %d, kv_keep %d)", p.max_kv_size, p.kv_keep);
     if (p.kv_bits != 0 && (p.kv_bits < 2 || p.kv_bits > 8 || p.kv_bits == 7))
         return lm_err(LM_ERR_INVALID_ARG, "kv_bits must be 0 (off), 2-6 or 8 (got %d)", p.kv_bits);
+    if (p.kv_bits && strcmp(m->be->ops->name, "cpu") != 0) /* rows are (de)quantized on the host */
+        return lm_err(LM_ERR_UNSUPPORTED, "a quantized KV cache (kv_bits) is not supported on %s yet",
+                      m->be->ops->name);
     if (p.kv_bits && ((p.kv_group_size != 32 && p.kv_group_size != 64 && p.kv_group_size != 128) ||
                       m->cfg.head_dim % p.kv_group_size))
         return lm_err(LM_ERR_INVALID_ARG, "kv_group_size must be 32, 64 or 128 and divide the head size %d (got %d)",

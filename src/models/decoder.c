@@ -10,21 +10,30 @@
 
 static void release_buffers(lm_ctx *c) {
     lm_backend *be = c->m->be;
-    float **bufs[] = {&c->x,  &c->h,   &c->q,      &c->k,  &c->v,          &c->att,   &c->o,
-                      &c->gate, &c->up, &c->act, &c->logits, &c->cs, &c->moe_logits, &c->moe_x,
-                      &c->moe_y, &c->moe_w, &c->streams, &c->pred, &c->ple, &c->ple_emb, &c->small};
+    void **bufs[] = {(void **)&c->x,        (void **)&c->h,          (void **)&c->q,        (void **)&c->k,
+                     (void **)&c->v,        (void **)&c->att,        (void **)&c->o,        (void **)&c->gate,
+                     (void **)&c->up,       (void **)&c->act,        (void **)&c->logits,   (void **)&c->cs,
+                     (void **)&c->moe_logits, (void **)&c->moe_x,    (void **)&c->moe_y,    (void **)&c->moe_w,
+                     (void **)&c->moe_idx_d, (void **)&c->moe_rows_d, (void **)&c->moe_rw_d, (void **)&c->streams,
+                     (void **)&c->pred,     (void **)&c->ple,        (void **)&c->ple_emb,  (void **)&c->small,
+                     (void **)&c->ids_d,    (void **)&c->pos_d};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         be->ops->release(be, *bufs[i]);
         *bufs[i] = NULL;
     }
-    free(c->pos);
-    free(c->moe_idx);
-    free(c->moe_rows);
-    c->pos = c->moe_idx = c->moe_rows = NULL;
+    void **host[] = {(void **)&c->pos,      (void **)&c->cs_host, (void **)&c->moe_idx,
+                     (void **)&c->moe_wh,   (void **)&c->moe_rows, (void **)&c->moe_rw};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) {
+        free(*host[i]);
+        *host[i] = NULL;
+    }
     c->cap_T = 0;
 }
 
 void lm_ctx_release_buffers(lm_ctx *c) { release_buffers(c); }
+
+/* The backend's deferred error, if any (device backends report launch failures late). */
+static lm_status backend_status(lm_backend *be) { return be->ops->status ? be->ops->status(be) : LM_OK; }
 
 static lm_status reserve(lm_ctx *c, int T) {
     if (T <= c->cap_T)
@@ -38,30 +47,40 @@ static lm_status reserve(lm_ctx *c, int T) {
     for (int l = 0; l < cfg->n_layers; l++)
         if ((size_t)m->layers[l].intermediate > I)
             I = (size_t)m->layers[l].intermediate;
-    size_t n = (size_t)T, wide = H > Q ? H : Q;
-    struct { float **p; size_t floats; } want[] = {
-        {&c->x, n * H}, {&c->h, n * H}, {&c->q, n * Q}, {&c->k, n * KV}, {&c->v, n * KV},
-        {&c->att, n * Q}, {&c->o, n * wide}, {&c->gate, n * I}, {&c->up, n * I}, {&c->act, n * I},
-        {&c->logits, (size_t)cfg->vocab}, {&c->cs, 2 * n * (size_t)m->rope_full.rot_dim},
-        {&c->moe_logits, n * (size_t)m->max_experts + 1}, {&c->moe_x, m->max_experts ? n * H : 1},
-        {&c->moe_y, m->max_experts ? n * H : 1}, {&c->moe_w, n * (size_t)m->max_topk + 1},
-        {&c->streams, n * H * (size_t)cfg->altup_num_inputs + 1}, {&c->pred, n * H * (size_t)cfg->altup_num_inputs + 1},
-        {&c->ple, n * (size_t)cfg->n_layers * (size_t)cfg->hidden_per_layer_input + 1},
-        {&c->ple_emb, n * (size_t)cfg->n_layers * (size_t)cfg->hidden_per_layer_input + 1},
-        {&c->small, n * ((size_t)cfg->altup_num_inputs * (cfg->altup_num_inputs + 1) + 3 * H +
-                         (size_t)cfg->laurel_rank + (size_t)cfg->hidden_per_layer_input) + 1},
+    size_t n = (size_t)T, wide = H > Q ? H : Q, nk = n * (size_t)m->max_topk + 1;
+    size_t ns = (size_t)cfg->altup_num_inputs, P = (size_t)cfg->hidden_per_layer_input;
+    size_t logit_rows = n < LM_LOGIT_ROWS ? n : LM_LOGIT_ROWS;
+    struct { void **p; size_t bytes; } want[] = {
+        {(void **)&c->x, n * H * 4}, {(void **)&c->h, n * H * 4}, {(void **)&c->q, n * Q * 4},
+        {(void **)&c->k, n * KV * 4}, {(void **)&c->v, n * KV * 4}, {(void **)&c->att, n * Q * 4},
+        {(void **)&c->o, n * wide * 4}, {(void **)&c->gate, n * I * 4}, {(void **)&c->up, n * I * 4},
+        {(void **)&c->act, n * I * 4}, {(void **)&c->logits, logit_rows * (size_t)cfg->vocab * 4},
+        {(void **)&c->cs, 2 * n * (size_t)m->rope_full.rot_dim * 4},
+        {(void **)&c->moe_logits, (n * (size_t)m->max_experts + 1) * 4},
+        {(void **)&c->moe_x, (m->max_experts ? n * H : 1) * 4}, {(void **)&c->moe_y, (m->max_experts ? n * H : 1) * 4},
+        {(void **)&c->moe_w, nk * 4}, {(void **)&c->moe_idx_d, nk * 4}, {(void **)&c->moe_rows_d, nk * 4},
+        {(void **)&c->moe_rw_d, nk * 4},
+        {(void **)&c->streams, (n * H * ns + 1) * 4}, {(void **)&c->pred, (n * H * ns + 1) * 4},
+        {(void **)&c->ple, (n * (size_t)cfg->n_layers * P + 1) * 4},
+        {(void **)&c->ple_emb, (n * (size_t)cfg->n_layers * P + 1) * 4},
+        {(void **)&c->small, (n * (ns * (ns + 1) + 3 * H + (size_t)cfg->laurel_rank + 2 * P) + 1) * 4},
+        {(void **)&c->ids_d, n * 4}, {(void **)&c->pos_d, n * 4},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        *want[i].p = be->ops->alloc(be, want[i].floats * sizeof(float));
+        *want[i].p = be->ops->alloc(be, want[i].bytes);
         if (!*want[i].p) {
             release_buffers(c);
-            return lm_err(LM_ERR_NOMEM, "out of memory for activations of %d tokens", T);
+            lm_status st = backend_status(be);
+            return st != LM_OK ? st : lm_err(LM_ERR_NOMEM, "out of memory for activations of %d tokens", T);
         }
     }
     c->pos = malloc(n * sizeof *c->pos);
-    c->moe_idx = malloc((n * (size_t)m->max_topk + 1) * sizeof *c->moe_idx);
-    c->moe_rows = malloc((n * (size_t)m->max_topk + 1) * sizeof *c->moe_rows);
-    if (!c->pos || !c->moe_idx || !c->moe_rows) {
+    c->cs_host = malloc(2 * n * (size_t)m->rope_full.rot_dim * sizeof *c->cs_host + 1);
+    c->moe_idx = malloc(nk * sizeof *c->moe_idx);
+    c->moe_wh = malloc(nk * sizeof *c->moe_wh);
+    c->moe_rows = malloc(nk * sizeof *c->moe_rows);
+    c->moe_rw = malloc(nk * sizeof *c->moe_rw);
+    if (!c->pos || !c->cs_host || !c->moe_idx || !c->moe_wh || !c->moe_rows || !c->moe_rw) {
         release_buffers(c);
         return lm_err(LM_ERR_NOMEM, "out of memory");
     }
@@ -105,7 +124,7 @@ lm_status lm_attention(lm_ctx *c, int l, int T) {
     const float *K, *Vr;
     LM_TRY(lm_kv_rows(&c->kv, L->kv_source, &K, &Vr));
     lm_attn_args a = {
-        .q = c->q, .k = K, .v = Vr, .kpos = kv->pos, .n_rows = kv->n, .qpos = c->pos,
+        .q = c->q, .k = K, .v = Vr, .kpos = kv->pos_d, .n_rows = kv->n, .qpos = c->pos_d,
         .T = T, .n_heads = nh, .n_kv = nkv, .head_dim = hd,
         .window = L->sliding ? cfg->sliding_window : 0,
         .scale = m->attn_scale, .softcap = (float)cfg->attn_softcap, .sinks = L->sinks, .out = c->att,
@@ -117,97 +136,42 @@ lm_status lm_attention(lm_ctx *c, int l, int T) {
     return LM_OK;
 }
 
-/* Route each token to its top-k experts. */
-static void route(const lm_moe *moe, const float *logits, int T, int32_t *idx, float *w) {
-    int E = moe->n_experts, K = moe->top_k;
-    float p[4096];
-    for (int t = 0; t < T; t++) {
-        const float *lg = logits + (size_t)t * E;
-        int32_t *ti = idx + (size_t)t * K;
-        float *tw = w + (size_t)t * K;
-        /* probabilities over all experts (Qwen3-MoE) or raw logits (GPT-OSS) to rank by */
-        float mx = -INFINITY, sum = 0;
-        for (int e = 0; e < E; e++)
-            mx = lg[e] > mx ? lg[e] : mx;
-        for (int e = 0; e < E; e++) {
-            p[e] = moe->topk_softmax ? lg[e] : expf(lg[e] - mx);
-            sum += p[e];
-        }
-        for (int k = 0; k < K; k++) { /* top-k by selection; ties keep the lower index */
-            int b = -1;
-            for (int e = 0; e < E; e++) {
-                int taken = 0;
-                for (int j = 0; j < k; j++)
-                    taken |= ti[j] == e;
-                if (!taken && (b < 0 || p[e] > p[b]))
-                    b = e;
-            }
-            ti[k] = b;
-            tw[k] = moe->topk_softmax ? p[b] : p[b] / sum;
-        }
-        if (moe->topk_softmax) { /* softmax over the chosen logits */
-            float m2 = tw[0], s2 = 0;
-            for (int k = 0; k < K; k++)
-                s2 += (tw[k] = expf(tw[k] - m2));
-            for (int k = 0; k < K; k++)
-                tw[k] /= s2;
-        } else if (moe->norm_topk) {
-            float s2 = 0;
-            for (int k = 0; k < K; k++)
-                s2 += tw[k];
-            for (int k = 0; k < K; k++)
-                tw[k] /= s2;
-        }
-    }
-}
-
 /* Experts as a switch GLU: tokens are gathered by expert (mlx-lm's gather-sort), each expert
- * runs once over its rows, and the weighted results are scattered back. c->h holds the input. */
+ * runs once over its rows, and the weighted results are scattered back. c->h holds the input.
+ * The routing comes back to the host to size each expert's matmul. */
 static void moe_block(lm_ctx *c, const lm_moe *moe, int T) {
     lm_model *m = c->m;
     lm_backend *be = m->be;
     const lm_backend_ops *op = be->ops;
-    int H = m->cfg.hidden, E = moe->n_experts, K = moe->top_k, I = moe->intermediate;
+    int H = m->cfg.hidden, E = moe->n_experts, K = moe->top_k, I = moe->intermediate, TK = T * K;
     op->linear(be, &moe->router, c->h, T, c->moe_logits);
-    route(moe, c->moe_logits, T, c->moe_idx, c->moe_w);
-    memset(c->o, 0, (size_t)T * H * sizeof(float));
+    op->moe_route(be, c->moe_logits, T, E, K, moe->topk_softmax, moe->norm_topk, c->moe_idx_d, c->moe_w);
+    op->download(be, c->moe_idx, c->moe_idx_d, (size_t)TK * sizeof(int32_t));
+    op->download(be, c->moe_wh, c->moe_w, (size_t)TK * sizeof(float));
+    /* (token, slot) pairs grouped by expert, in token order within each */
+    int start[LM_MOE_MAX_EXPERTS + 1], n = 0;
     for (int e = 0; e < E; e++) {
-        int n = 0;
-        for (int s = 0; s < T * K; s++) /* (token, slot) pairs that chose e, in token order */
-            if (c->moe_idx[s] == e)
-                c->moe_rows[n++] = s;
-        if (!n)
-            continue;
-        for (int r = 0; r < n; r++)
-            memcpy(c->moe_x + (size_t)r * H, c->h + (size_t)(c->moe_rows[r] / K) * H, (size_t)H * sizeof(float));
-        op->linear(be, &moe->gate[e], c->moe_x, n, c->gate);
-        op->linear(be, &moe->up[e], c->moe_x, n, c->up);
-        op->glu(be, c->gate, c->up, I, n, I, m->cfg.act, (float)m->cfg.swiglu_limit, c->act);
-        op->linear(be, &moe->down[e], c->act, n, c->moe_y);
-        for (int r = 0; r < n; r++) {
-            int s = c->moe_rows[r];
-            float w = c->moe_w[s], *dst = c->o + (size_t)(s / K) * H;
-            const float *src = c->moe_y + (size_t)r * H;
-            for (int i = 0; i < H; i++)
-                dst[i] += w * src[i];
-        }
+        start[e] = n;
+        for (int s = 0; s < TK; s++)
+            if (c->moe_idx[s] == e) {
+                c->moe_rows[n] = s / K;
+                c->moe_rw[n++] = c->moe_wh[s];
+            }
     }
-}
-
-/* Gemma 3n activation sparsity (gelu_topk): keep the part of each gate row above
- * mean + mult * std (population std), shifted down to the cutoff. */
-static void sparsify(float *g, int T, int n, float mult) {
-    for (int t = 0; t < T; t++) {
-        float *r = g + (size_t)t * n;
-        double mean = 0, var = 0;
-        for (int i = 0; i < n; i++)
-            mean += r[i];
-        mean /= n;
-        for (int i = 0; i < n; i++)
-            var += (r[i] - mean) * (r[i] - mean);
-        float cut = (float)(mean + sqrt(var / n) * mult);
-        for (int i = 0; i < n; i++)
-            r[i] = r[i] > cut ? r[i] - cut : 0.0f;
+    start[E] = n;
+    op->upload(be, c->moe_rows_d, c->moe_rows, (size_t)n * sizeof(int32_t));
+    op->upload(be, c->moe_rw_d, c->moe_rw, (size_t)n * sizeof(float));
+    op->zero(be, c->o, (size_t)T * H * sizeof(float));
+    for (int e = 0; e < E; e++) {
+        int r0 = start[e], nr = start[e + 1] - r0;
+        if (!nr)
+            continue;
+        op->gather_rows(be, c->h, c->moe_rows_d + r0, nr, H, c->moe_x);
+        op->linear(be, &moe->gate[e], c->moe_x, nr, c->gate);
+        op->linear(be, &moe->up[e], c->moe_x, nr, c->up);
+        op->glu(be, c->gate, c->up, I, nr, I, m->cfg.act, (float)m->cfg.swiglu_limit, c->act);
+        op->linear(be, &moe->down[e], c->act, nr, c->moe_y);
+        op->scatter_add_rows(be, c->o, c->moe_y, c->moe_rows_d + r0, c->moe_rw_d + r0, nr, H);
     }
 }
 
@@ -222,8 +186,8 @@ void lm_mlp(lm_ctx *c, int l, int T) {
         return;
     }
     op->linear(be, &L->gate, c->h, T, c->gate);
-    if (L->sparsity_mult > 0)
-        sparsify(c->gate, T, I, L->sparsity_mult); /* host memory: CPU backend */
+    if (L->sparsity_mult > 0) /* Gemma 3n gelu_topk */
+        op->sparsify(be, c->gate, T, I, L->sparsity_mult);
     op->linear(be, &L->up, c->h, T, c->up);
     op->glu(be, c->gate, c->up, I, T, I, m->cfg.act, 0.0f, c->act);
     op->linear(be, &L->down, c->act, T, c->o);
@@ -251,12 +215,46 @@ static lm_status residual_layer(lm_ctx *c, int l, int T) {
 
 /* --- the forward pass ---------------------------------------------------------------------------- */
 
-lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits, int all_logits) {
+/* Upload this call's ids, positions and rope tables (full and sliding layers may differ). */
+static void upload_inputs(lm_ctx *c, const int32_t *ids, int T) {
+    lm_model *m = c->m;
+    lm_backend *be = m->be;
+    int rot = m->rope_full.rot_dim, seq_len = c->n_past + T;
+    for (int t = 0; t < T; t++)
+        c->pos[t] = c->n_past + t;
+    lm_rope_table(&m->rope_full, c->pos, T, seq_len, c->cs_host);
+    lm_rope_table(&m->rope_sliding, c->pos, T, seq_len, c->cs_host + (size_t)T * rot);
+    c->cs_full = c->cs;
+    c->cs_slide = c->cs + (size_t)T * rot;
+    be->ops->upload(be, c->cs, c->cs_host, 2 * (size_t)T * rot * sizeof(float));
+    be->ops->upload(be, c->ids_d, ids, (size_t)T * sizeof(int32_t));
+    be->ops->upload(be, c->pos_d, c->pos, (size_t)T * sizeof(int32_t));
+}
+
+/* Final norm and the head for n_out rows of c->x from `first`, in blocks of LM_LOGIT_ROWS rows
+ * computed in backend memory and downloaded into the caller's logits. */
+static void head(lm_ctx *c, int first, int n_out, float *logits) {
     lm_model *m = c->m;
     const lm_config *cfg = &m->cfg;
     lm_backend *be = m->be;
     const lm_backend_ops *op = be->ops;
     int H = cfg->hidden, V = cfg->vocab;
+    op->rmsnorm(be, c->x + (size_t)first * H, m->final_norm, n_out, H, (float)cfg->norm_eps, c->h);
+    for (int r0 = 0; r0 < n_out; r0 += LM_LOGIT_ROWS) {
+        int nr = n_out - r0 < LM_LOGIT_ROWS ? n_out - r0 : LM_LOGIT_ROWS;
+        op->linear(be, &m->head, c->h + (size_t)r0 * H, nr, c->logits);
+        if (cfg->final_softcap > 0)
+            op->softcap(be, c->logits, (float)cfg->final_softcap, (size_t)nr * V);
+        op->download(be, logits + (size_t)r0 * V, c->logits, (size_t)nr * V * sizeof(float));
+    }
+}
+
+lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits, int all_logits) {
+    lm_model *m = c->m;
+    const lm_config *cfg = &m->cfg;
+    lm_backend *be = m->be;
+    const lm_backend_ops *op = be->ops;
+    int V = cfg->vocab;
     if (T <= 0)
         return lm_err(LM_ERR_INVALID_ARG, "no tokens to evaluate");
     for (int t = 0; t < T; t++)
@@ -266,20 +264,12 @@ lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits
         return lm_err(LM_ERR_CONTEXT, "%d tokens after %d exceed the context of %d tokens", T, c->n_past,
                       c->max_tokens);
     LM_TRY(reserve(c, T));
-    for (int t = 0; t < T; t++)
-        c->pos[t] = c->n_past + t;
+    upload_inputs(c, ids, T);
 
-    /* rope tables for this call (full and sliding layers may differ) */
-    int seq_len = c->n_past + T;
-    c->cs_full = c->cs;
-    c->cs_slide = c->cs + (size_t)T * m->rope_full.rot_dim;
-    lm_rope_table(&m->rope_full, c->pos, T, seq_len, c->cs_full);
-    lm_rope_table(&m->rope_sliding, c->pos, T, seq_len, c->cs_slide);
-
-    op->embed(be, &m->embed, ids, T, m->embed_scale, c->x);
+    op->embed(be, &m->embed, c->ids_d, T, m->embed_scale, c->x);
     int altup = m->altup_proj != NULL;
     if (altup)
-        lm_altup_embed(c, ids, T);
+        lm_altup_embed(c, c->ids_d, T);
     for (int l = 0; l < cfg->n_layers; l++) {
         lm_status st = altup ? lm_altup_layer_forward(c, l, T) : residual_layer(c, l, T);
         if (st != LM_OK) { /* only allocation can fail here: the sequence cannot continue */
@@ -289,21 +279,20 @@ lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits
     }
     if (altup)
         lm_altup_unembed(c, T);
+
+    /* final norm and the head, for every token or the last one */
+    if (logits) {
+        int first = all_logits ? 0 : T - 1;
+        head(c, first, T - first, logits);
+    }
+    lm_status st = backend_status(be);
+    if (st != LM_OK) { /* a device failure: the cache may hold partial rows */
+        lm_ctx_reset(c);
+        return lm_err_prefix(st, "the sequence was reset");
+    }
     c->n_past += T;
     /* mlx-lm quantizes the cache after the step that passes quantized_kv_start */
     if (c->params.kv_bits && !c->kv.bits && c->n_past > c->params.quantized_kv_start)
         LM_TRY(lm_kv_quantize(&c->kv, c->params.kv_bits, c->params.kv_group_size));
-
-    /* final norm and the head, for every token or the last one */
-    int first = all_logits ? 0 : T - 1, n_out = T - first;
-    op->rmsnorm(be, c->x + (size_t)first * H, m->final_norm, n_out, H, (float)cfg->norm_eps, c->h);
-    if (!logits)
-        return LM_OK;
-    op->linear(be, &m->head, c->h, n_out, logits);
-    if (cfg->final_softcap > 0) {
-        float cap = (float)cfg->final_softcap;
-        for (size_t i = 0; i < (size_t)n_out * V; i++)
-            logits[i] = cap * tanhf(logits[i] / cap);
-    }
     return LM_OK;
 }

@@ -2,31 +2,12 @@
  * from the active one, runs attention (with a Laurel low-rank residual) and the MLP on the
  * active prediction, corrects every stream with the innovation, and feeds a per-layer input
  * (token embedding + projection) back into the inactive streams. Semantics follow
- * transformers' Gemma3nTextModel. The small per-token mixing runs on host memory (CPU). */
+ * transformers' Gemma3nTextModel. Every step runs through the backend's ops. */
 #include <math.h>
-#include <string.h>
 
 #include "models/model.h"
 
 /* --- helpers --------------------------------------------------------------------------------------- */
-
-static float rms(const float *x, int n) {
-    double s = 0;
-    for (int i = 0; i < n; i++)
-        s += (double)x[i] * x[i];
-    return (float)sqrt(s / n);
-}
-
-/* Scale each row of y to the RMS of the matching row of ref (floor 1e-5 on y's mean square). */
-static void match_magnitude(float *y, const float *ref, int T, int H) {
-    for (int t = 0; t < T; t++) {
-        float *yr = y + (size_t)t * H;
-        float target = rms(ref + (size_t)t * H, H), cur = rms(yr, H);
-        float den = sqrtf(fmaxf(cur * cur, 1e-5f));
-        for (int i = 0; i < H; i++)
-            yr[i] = yr[i] * target / den;
-    }
-}
 
 /* modalities[t, n] = tanh(router(router_norm(x) / H)) */
 static void router_modalities(lm_ctx *c, const lm_altup_layer *A, const float *x, int T, float *tmp, float *mod) {
@@ -36,8 +17,7 @@ static void router_modalities(lm_ctx *c, const lm_altup_layer *A, const float *x
     be->ops->rmsnorm(be, x, A->router_norm, T, H, (float)m->cfg.norm_eps, tmp);
     be->ops->scale(be, tmp, 1.0f / (float)H, (size_t)T * H);
     be->ops->linear(be, &A->router, tmp, T, mod);
-    for (int i = 0; i < T * n; i++)
-        mod[i] = tanhf(mod[i]);
+    be->ops->softcap(be, mod, 1.0f, (size_t)T * n); /* tanh */
 }
 
 /* --- embedding and unembedding --------------------------------------------------------------------- */
@@ -50,11 +30,11 @@ void lm_altup_embed(lm_ctx *c, const int32_t *ids, int T) {
     int H = cfg->hidden, n = cfg->altup_num_inputs, L = cfg->n_layers, P = cfg->hidden_per_layer_input;
     size_t TH = (size_t)T * H;
     /* stream 0: the embeddings; streams 1..n-1: projections rescaled to their magnitude */
-    memcpy(c->streams, c->x, TH * sizeof(float));
+    op->copy(be, c->streams, c->x, TH * sizeof(float));
     for (int i = 1; i < n; i++) {
         float *s = c->streams + (size_t)i * TH;
         op->linear(be, &m->altup_proj[i - 1], c->x, T, s);
-        match_magnitude(s, c->x, T, H);
+        op->rms_match(be, s, c->x, T, H);
     }
     /* per-layer inputs: (norm(proj(embeds) / sqrt(H)) + embed_per_layer(ids) * sqrt(P)) / sqrt(2) */
     size_t n_ple = (size_t)T * L * P;
@@ -72,10 +52,10 @@ void lm_altup_unembed(lm_ctx *c, int T) {
     int H = m->cfg.hidden, n = m->cfg.altup_num_inputs;
     size_t TH = (size_t)T * H;
     /* x = mean(stream 0, unembed_i(stream i) rescaled to stream 0's magnitude) */
-    memcpy(c->x, c->streams, TH * sizeof(float));
+    be->ops->copy(be, c->x, c->streams, TH * sizeof(float));
     for (int i = 1; i < n; i++) {
         be->ops->linear(be, &m->altup_unembed[i - 1], c->streams + (size_t)i * TH, T, c->h);
-        match_magnitude(c->h, c->streams, T, H);
+        be->ops->rms_match(be, c->h, c->streams, T, H);
         be->ops->add(be, c->x, c->h, TH);
     }
     be->ops->scale(be, c->x, 1.0f / (float)n, TH);
@@ -99,29 +79,14 @@ lm_status lm_altup_layer_forward(lm_ctx *c, int l, int T) {
     float *laurel = coef + (size_t)T * n * n; /* [T, H] */
     float *tmp = laurel + TH;                 /* [T, H] */
     float *active = tmp + TH;                 /* [T, H] */
-    float *rbuf = active + TH;                /* [T, max(R, P)] */
+    float *rbuf = active + TH;                /* [T, R + P] */
+    float *pl_in = rbuf + (size_t)T * (cfg->laurel_rank + P); /* [T, P] */
 
     /* predict: pred[b] = x[b] + sum_a C[t][b][a] x[a], C = reshape(pred_coefs(modalities)) */
     router_modalities(c, A, c->streams + (size_t)act * TH, T, tmp, mod);
-    for (int t = 0; t < T; t++)
-        for (int j = 0; j < n * n; j++) {
-            float s = 0;
-            for (int k = 0; k < n; k++)
-                s += A->pred_coefs[(size_t)j * n + k] * mod[(size_t)t * n + k];
-            coef[(size_t)t * n * n + j] = s;
-        }
-    for (int b = 0; b < n; b++)
-        for (int t = 0; t < T; t++) {
-            float *dst = c->pred + (size_t)b * TH + (size_t)t * H;
-            const float *cb = coef + (size_t)t * n * n + (size_t)b * n;
-            for (int i = 0; i < H; i++) {
-                float s = c->streams[(size_t)b * TH + (size_t)t * H + i];
-                for (int a = 0; a < n; a++)
-                    s += cb[a] * c->streams[(size_t)a * TH + (size_t)t * H + i];
-                dst[i] = s;
-            }
-        }
-    memcpy(active, c->pred + (size_t)act * TH, TH * sizeof(float));
+    op->linear(be, &A->pred, mod, T, coef);
+    op->altup_predict(be, c->streams, coef, n, T, H, c->pred);
+    op->copy(be, active, c->pred + (size_t)act * TH, TH * sizeof(float));
 
     /* attention on the normed active prediction, with the Laurel residual beside it */
     op->rmsnorm(be, active, Ly->attn_norm, T, H, eps, c->h);
@@ -130,8 +95,10 @@ lm_status lm_altup_layer_forward(lm_ctx *c, int l, int T) {
     op->rmsnorm(be, laurel, A->laurel_norm, T, H, eps, laurel);
     op->add(be, laurel, c->h, TH);
     LM_TRY(lm_attention(c, l, T)); /* c->o = post_attention_norm(attn) */
-    for (size_t i = 0; i < TH; i++)  /* (active + attn + laurel) / sqrt(2) */
-        c->x[i] = (active[i] + c->o[i] + laurel[i]) * (float)M_SQRT1_2;
+    op->copy(be, c->x, active, TH * sizeof(float)); /* (active + attn + laurel) / sqrt(2) */
+    op->add(be, c->x, c->o, TH);
+    op->add(be, c->x, laurel, TH);
+    op->scale(be, c->x, (float)M_SQRT1_2, TH);
 
     /* MLP */
     op->rmsnorm(be, c->x, Ly->ffn_norm, T, H, eps, c->h);
@@ -141,41 +108,17 @@ lm_status lm_altup_layer_forward(lm_ctx *c, int l, int T) {
 
     /* correct: stream[i] = pred[i] + (activated - pred[active]) * (corr_coefs(modalities) + 1)[i] */
     router_modalities(c, A, c->x, T, tmp, mod);
-    for (int t = 0; t < T; t++) {
-        float w[16];
-        for (int i = 0; i < n; i++) {
-            float s = 1.0f;
-            for (int k = 0; k < n; k++)
-                s += A->corr_coefs[(size_t)i * n + k] * mod[(size_t)t * n + k];
-            w[i] = s;
-        }
-        for (int i = 0; i < n; i++) {
-            float *dst = c->streams + (size_t)i * TH + (size_t)t * H;
-            const float *p = c->pred + (size_t)i * TH + (size_t)t * H;
-            const float *x = c->x + (size_t)t * H, *pa = active + (size_t)t * H;
-            for (int h = 0; h < H; h++)
-                dst[h] = p[h] + (x[h] - pa[h]) * w[i];
-        }
-    }
+    op->linear(be, &A->corr, mod, T, coef); /* [T, n] */
+    op->altup_correct(be, c->streams, c->pred, c->x, active, coef, n, T, H);
 
     /* per-layer input: gate the (scaled) active stream, multiply by this layer's input, project,
      * norm, and add to every inactive stream */
-    memcpy(tmp, c->streams + (size_t)act * TH, TH * sizeof(float));
+    op->copy(be, tmp, c->streams + (size_t)act * TH, TH * sizeof(float));
     if (cfg->altup_correct_scale)
-        for (int t = 0; t < T; t++)
-            for (int h = 0; h < H; h++)
-                tmp[(size_t)t * H + h] *= A->correct_scale[h];
+        op->mul_rows(be, tmp, A->correct_scale, T, H);
     op->linear(be, &A->pli_gate, tmp, T, rbuf);
-    for (int t = 0; t < T; t++) {
-        float *g = rbuf + (size_t)t * P;
-        const float *in = c->ple + ((size_t)t * L + l) * P;
-        for (int j = 0; j < P; j++) {
-            float v = cfg->act == LM_ACT_GELU_TANH ? 0.5f * g[j] * (1.0f + tanhf(0.7978845608028654f *
-                                                                               (g[j] + 0.044715f * g[j] * g[j] * g[j])))
-                                                   : g[j] / (1.0f + expf(-g[j]));
-            g[j] = v * in[j];
-        }
-    }
+    op->copy_rows(be, pl_in, (size_t)P, c->ple + (size_t)l * P, (size_t)L * P, T, P);
+    op->glu(be, rbuf, pl_in, P, T, P, cfg->act, 0.0f, rbuf);
     op->linear(be, &A->pli_proj, rbuf, T, tmp);
     op->rmsnorm(be, tmp, A->pli_norm, T, H, eps, tmp);
     for (int i = 1; i < n; i++) /* transformers adds to streams 1.. (the active one is 0) */

@@ -23,6 +23,7 @@ typedef struct lm_altup_layer {
     const float *correct_scale;   /* [H] */
     float *pred_coefs;            /* [n*n, n] */
     float *corr_coefs;            /* [n, n], clipped to altup_coef_clip */
+    lm_linear pred, corr;         /* the two above as f32 linears: [n*n, n], [n, n] */
     lm_linear router;             /* [n, H] */
     const float *router_norm;     /* [H] */
     lm_linear laurel_left, laurel_right; /* [r, H], [H, r] */
@@ -71,7 +72,11 @@ struct lm_model {
     const float *ple_norm;        /* [hpl] */
     /* small f32 tensors converted at load (norms, biases) */
     float **owned;
+    size_t *owned_bytes;          /* [n_owned] */
     int n_owned, cap_owned;
+    /* backend copies of the weights (device backends): the files' mappings, then owned[] */
+    void **dev_regions;
+    int n_dev_regions;
 };
 
 /* Per-sequence state: the KV cache and activation buffers for up to cap_T tokens per call. */
@@ -81,18 +86,30 @@ struct lm_ctx {
     lm_kv_cache kv;
     int n_past, max_tokens;
     int cap_T;
-    float *x, *h, *q, *k, *v, *att, *o, *gate, *up, *act, *logits; /* activations */
-    float *cs;                    /* rope table [cap_T, rot_dim] */
+    /* backend memory */
+    float *x, *h, *q, *k, *v, *att, *o, *gate, *up, *act; /* activations */
+    float *logits;                /* [LM_LOGIT_ROWS, V] a block of head outputs */
+    float *cs;                    /* rope tables [2, cap_T, rot_dim] */
     float *moe_logits, *moe_x, *moe_y; /* [cap_T, E], [cap_T, H], [cap_T, H] */
-    int32_t *moe_idx;             /* [cap_T, top_k] chosen experts */
+    int32_t *moe_idx_d;           /* [cap_T, top_k] chosen experts */
     float *moe_w;                 /* [cap_T, top_k] their weights */
-    int32_t *moe_rows;            /* [cap_T * top_k] (token, slot) pairs grouped by expert */
+    int32_t *moe_rows_d;          /* [cap_T * top_k] token of each routed row, grouped by expert */
+    float *moe_rw_d;              /* [cap_T * top_k] weight of each routed row */
     float *cs_full, *cs_slide;    /* this call's rope tables (inside cs) */
     float *streams, *pred;        /* Gemma 3n: [n, cap_T, H] each */
     float *ple, *ple_emb;         /* Gemma 3n: [cap_T, L*hpl] per-layer inputs, per-layer embeddings */
-    float *small;                 /* Gemma 3n: [cap_T, n*n + n] router outputs and coefficients */
+    float *small;                 /* Gemma 3n: router outputs, coefficients and row scratch */
+    int32_t *ids_d, *pos_d;       /* [cap_T] token ids and positions */
+    /* host memory */
     int32_t *pos;                 /* [cap_T] */
+    float *cs_host;               /* [2, cap_T, rot_dim] rope tables before upload */
+    int32_t *moe_idx;             /* [cap_T, top_k] */
+    float *moe_wh;                /* [cap_T, top_k] */
+    int32_t *moe_rows;            /* [cap_T * top_k] as moe_rows_d */
+    float *moe_rw;                /* [cap_T * top_k] as moe_rw_d */
 };
+
+#define LM_LOGIT_ROWS 64
 
 lm_status lm_model_resolve(lm_model *m);    /* model_load.c */
 lm_status lm_decoder_forward(struct lm_ctx *ctx, const int32_t *ids, int T, float *logits, int all_logits);
@@ -101,6 +118,9 @@ lm_status lm_decoder_forward(struct lm_ctx *ctx, const int32_t *ids, int T, floa
 lm_status lm_attention(struct lm_ctx *c, int l, int T);
 /* decoder.c: the MLP (dense or experts) of layer l on c->h into c->o, no norms, no residual. */
 void lm_mlp(struct lm_ctx *c, int l, int T);
+/* model_device.c: give a device backend its copies of the weights (a no-op for host backends). */
+lm_status lm_model_upload(lm_model *m);
+void lm_model_release_device(lm_model *m);
 /* decoder_altup.c (Gemma 3n) */
 void lm_altup_embed(struct lm_ctx *c, const int32_t *ids, int T);
 lm_status lm_altup_layer_forward(struct lm_ctx *c, int l, int T);

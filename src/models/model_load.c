@@ -26,11 +26,17 @@ static float *own(lm_model *m, size_t n) {
         if (!no)
             return NULL;
         m->owned = no;
+        size_t *nb = realloc(m->owned_bytes, (size_t)nc * sizeof *nb);
+        if (!nb)
+            return NULL;
+        m->owned_bytes = nb;
         m->cap_owned = nc;
     }
     float *p = lm_malloc(n * sizeof(float));
-    if (p)
+    if (p) {
+        m->owned_bytes[m->n_owned] = n * sizeof(float);
         m->owned[m->n_owned++] = p;
+    }
     return p;
 }
 
@@ -462,6 +468,12 @@ static lm_status load_altup_layer(lm_model *m, const char *p, lm_layer *L) {
     LM_TRY(load_small_matrix(m, NAME("altup.prediction_coefs.weight"), n * n, n, 0, &A->pred_coefs));
     /* transformers clamps the correction coefficients at inference too */
     LM_TRY(load_small_matrix(m, NAME("altup.correction_coefs.weight"), n, n, c->altup_coef_clip, &A->corr_coefs));
+    lm_linear coefs = {.kind = LM_W_DENSE, .dtype = LM_DT_F32, .in = n, .w_row_bytes = (size_t)n * sizeof(float)};
+    A->pred = A->corr = coefs;
+    A->pred.out = n * n;
+    A->pred.w = A->pred_coefs;
+    A->corr.out = n;
+    A->corr.w = A->corr_coefs;
     LM_TRY(load_linear(m, NAME("altup.modality_router"), n, H, BIAS_NONE, &A->router));
     LM_TRY(load_vec(m, NAME("altup.router_norm.weight"), H, 0, &A->router_norm));
     LM_TRY(load_linear(m, NAME("laurel.linear_left"), R, H, BIAS_NONE, &A->laurel_left));

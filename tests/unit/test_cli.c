@@ -81,6 +81,13 @@ int main(void) {
     CHECK(run(cmd, out, sizeof out) != 0 && strstr(out, "config.json"));
     snprintf(cmd, sizeof cmd, "%s logits -m %s --ids 1,99999 -o /tmp/never.safetensors", cli(), dir);
     CHECK(run(cmd, out, sizeof out) != 0 && strstr(out, "99999"));
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --ids 1 --device tpu -o /tmp/never.safetensors", cli(), dir);
+    CHECK(run(cmd, out, sizeof out) != 0 && strstr(out, "--device"));
+    /* --device cuda: works on a GPU machine, else one line naming CUDA */
+    snprintf(cmd, sizeof cmd, "%s logits -m %s --ids 1 --device cuda -o /tmp/lmcore_cli_cuda.safetensors", cli(), dir);
+    int rc = run(cmd, out, sizeof out);
+    CHECKF(rc == 0 || (strstr(out, "CUDA") && strchr(out, '\n') == out + strlen(out) - 1), "--device cuda: %s", out);
+    unlink("/tmp/lmcore_cli_cuda.safetensors");
     snprintf(cmd, sizeof cmd, "%s frobnicate", cli());
     CHECK(run(cmd, out, sizeof out) != 0 && strstr(out, "unknown command"));
     snprintf(cmd, sizeof cmd, "%s logits --help", cli());

@@ -9,7 +9,7 @@
 #include "lmcore.h"
 
 static const char LOGITS_USAGE[] =
-    "usage: lmcore logits -m DIR --ids 1,2,3 [--decode N] -o OUT.safetensors [--threads N]\n"
+    "usage: lmcore logits -m DIR --ids 1,2,3 [--decode N] -o OUT.safetensors [--threads N] [--device cpu|cuda]\n"
     "  Runs the ids through the model in one prefill forward and writes `logits` [T,V] f32 and\n"
     "  `input_ids` [T] i64. With --decode N it then decodes N tokens greedily, one at a time\n"
     "  through the KV cache, and also writes `greedy_ids` [N] i64 and `decode_logits` [N,V] f32.\n";
@@ -69,6 +69,7 @@ static int argmax(const float *x, int n) {
 int cmd_logits(int argc, char **argv) {
     const char *dir = NULL, *ids_s = NULL, *outp = NULL;
     long n_decode = 0, threads = 0;
+    lm_device device = LM_DEVICE_CPU;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is(a, "--help", "-h")) {
@@ -86,6 +87,14 @@ int cmd_logits(int argc, char **argv) {
         else if (cli_is(a, "--decode", NULL)) {
             if (!parse_int(argv[++i], 0, 1 << 20, &n_decode))
                 return cli_fail("logits", "--decode takes a number of tokens (0 to 1048576)");
+        } else if (cli_is(a, "--device", NULL)) {
+            const char *d = argv[++i];
+            if (strcmp(d, "cpu") == 0)
+                device = LM_DEVICE_CPU;
+            else if (strcmp(d, "cuda") == 0)
+                device = LM_DEVICE_CUDA;
+            else
+                return cli_fail("logits", "--device takes cpu or cuda");
         } else if (cli_is(a, "-t", "--threads")) {
             if (!parse_int(argv[++i], 0, 1024, &threads))
                 return cli_fail("logits", "--threads takes a number from 0 (auto) to 1024");
@@ -103,6 +112,7 @@ int cmd_logits(int argc, char **argv) {
 
     lm_model_params mp = lm_model_default_params();
     mp.n_threads = (int)threads;
+    mp.device = device;
     lm_model *model = NULL;
     lm_ctx *ctx = NULL;
     float *logits = NULL, *dlog = NULL;

@@ -5,6 +5,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_ops_extra.h"
 #include "core/threadpool.h"
 #include "core/util.h"
 
@@ -254,6 +255,19 @@ static const lm_backend_ops CPU_OPS = {
     .glu = cpu_glu,
     .add = cpu_add,
     .scale = cpu_scale,
+    .upload = lm_cpu_upload,
+    .download = lm_cpu_download,
+    .zero = lm_cpu_zero,
+    .softcap = lm_cpu_softcap,
+    .mul_rows = lm_cpu_mul_rows,
+    .copy_rows = lm_cpu_copy_rows,
+    .moe_route = lm_cpu_moe_route,
+    .gather_rows = lm_cpu_gather_rows,
+    .scatter_add_rows = lm_cpu_scatter_add_rows,
+    .sparsify = lm_cpu_sparsify,
+    .rms_match = lm_cpu_rms_match,
+    .altup_predict = lm_cpu_altup_predict,
+    .altup_correct = lm_cpu_altup_correct,
 };
 
 lm_status lm_backend_cpu_new(int n_threads, lm_backend **out) {

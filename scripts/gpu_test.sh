@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build lmcore with the CUDA backend and run the GPU test suite on a machine with an NVIDIA GPU,
+# in one command:   scripts/gpu_test.sh [BUILD_DIR]
+#
+# Environment:
+#   LMCORE_FIXTURES  fixtures directory holding models/<name>/ (default ../shared/fixtures)
+#   LMCORE_DEBS      optional folder of Debian .deb files (libcjson-dev, libpcre2-dev,
+#                    libutf8proc-dev and their runtime libraries) unpacked into a private prefix
+#                    when the machine lacks those development packages
+#   LMCORE_GPU_TESTS ctest -R pattern (default: the CUDA test and the CPU fixture tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build-gpu}
+jobs=$(nproc 2>/dev/null || echo 4)
+
+echo "=== machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "nvidia-smi: none"
+command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
+nvcc --version | tail -n 2
+
+if [ -n "${LMCORE_DEBS:-}" ]; then
+  echo "=== unpacking $(ls "$LMCORE_DEBS"/*.deb | wc -l) .deb files from $LMCORE_DEBS"
+  prefix=$(mktemp -d /tmp/lmcore-deps.XXXXXX)
+  for f in "$LMCORE_DEBS"/*.deb; do dpkg -x "$f" "$prefix"; done
+  # the .pc files name /usr: point them at the private prefix
+  find "$prefix" -name '*.pc' -exec sed -i "s|^prefix=/usr|prefix=$prefix/usr|; s|=/usr/|=$prefix/usr/|g" {} +
+  libdir=$(dirname "$(find "$prefix" -name 'libcjson.so*' | head -n 1)")
+  export PKG_CONFIG_PATH="$libdir/pkgconfig:$prefix/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+  export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LIBRARY_PATH="$libdir${LIBRARY_PATH:+:$LIBRARY_PATH}"
+  if ! command -v pkg-config >/dev/null && [ -x "$prefix/usr/bin/pkgconf" ]; then
+    mkdir -p "$prefix/bin" && ln -sf "$prefix/usr/bin/pkgconf" "$prefix/bin/pkg-config"
+    export PATH="$prefix/bin:$PATH"
+  fi
+fi
+
+echo "=== build ($build, CUDA required, warnings are errors)"
+cmake -S . -B "$build" -DLMCORE_CUDA=ON -DLMCORE_WERROR=ON >/dev/null
+cmake --build "$build" -j"$jobs"
+
+echo "=== tests"
+ctest --test-dir "$build" --output-on-failure -V -R "${LMCORE_GPU_TESTS:-test_cuda|test_fixtures}"
+
+echo "=== CLI: lmcore logits --device cuda"
+fx=${LMCORE_FIXTURES:-../shared/fixtures}
+out=$(mktemp /tmp/lmcore-logits.XXXXXX.safetensors)
+"$build"/lmcore logits -m "$fx/models/llama" --ids 1,2,3,4 --decode 4 --device cuda -o "$out"
+echo "wrote $out ($(stat -c %s "$out") bytes)"

@@ -1,0 +1,183 @@
+/* CUDA backend: lifetime, device memory, host<->device copies, deferred errors, and the op
+ * table. All work is queued on the backend's own stream; download waits for it. Kernels live
+ * in one .cu per op family (linear.cu, norm.cu, rope.cu, attention.cu, elementwise.cu, moe.cu,
+ * altup.cu). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "backend/cuda/cuda_internal.cuh"
+
+/* --- errors ------------------------------------------------------------------------------------- */
+
+int lm_cuda_check(cuda_backend *c, cudaError_t e, const char *what) {
+    if (e == cudaSuccess)
+        return 1;
+    (void)cudaGetLastError(); /* clear it, so that the next launch check does not see it again */
+    if (c->err == LM_OK) {
+        c->err = LM_ERR_DEVICE;
+        snprintf(c->msg, sizeof c->msg, "CUDA device %d: %s failed: %s (%s)", c->device, what, cudaGetErrorString(e),
+                 cudaGetErrorName(e));
+    }
+    return 0;
+}
+
+void lm_cuda_fail(cuda_backend *c, lm_status code, const char *what) {
+    if (c->err == LM_OK) {
+        c->err = code;
+        snprintf(c->msg, sizeof c->msg, "CUDA device %d: %s", c->device, what);
+    }
+}
+
+/* Wait for queued work; report and clear the first error since the last call. */
+static lm_status cu_status(lm_backend *be) {
+    cuda_backend *c = cu_be(be);
+    lm_cuda_check(c, cudaStreamSynchronize(c->stream), "cudaStreamSynchronize");
+    if (c->err == LM_OK)
+        return LM_OK;
+    lm_status st = c->err;
+    c->err = LM_OK;
+    return lm_err(st, "%s", c->msg);
+}
+
+/* --- memory -------------------------------------------------------------------------------------- */
+
+static void *cu_alloc(lm_backend *be, size_t bytes) {
+    cuda_backend *c = cu_be(be);
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        char what[96];
+        snprintf(what, sizeof what, "cudaMalloc of %zu bytes (out of device memory?)", bytes);
+        lm_cuda_check(c, e, what);
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_release(lm_backend *be, void *p) {
+    if (p)
+        lm_cuda_check(cu_be(be), cudaFree(p), "cudaFree");
+}
+
+static void cu_copy(lm_backend *be, void *dst, const void *src, size_t bytes) {
+    cuda_backend *c = cu_be(be);
+    if (bytes && !lm_cuda_skip(c)) /* default: either side may be host memory (prompt caches) */
+        lm_cuda_check(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, c->stream), "cudaMemcpyAsync");
+}
+
+static void cu_upload(lm_backend *be, void *dst, const void *src, size_t bytes) {
+    cuda_backend *c = cu_be(be);
+    if (bytes && !lm_cuda_skip(c)) /* from pageable memory: returns once src has been read */
+        lm_cuda_check(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+}
+
+static void cu_download(lm_backend *be, void *dst, const void *src, size_t bytes) {
+    cuda_backend *c = cu_be(be);
+    if (!bytes || lm_cuda_skip(c))
+        return;
+    if (lm_cuda_check(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download"))
+        lm_cuda_check(c, cudaStreamSynchronize(c->stream), "kernels before a download");
+}
+
+static void *cu_upload_weights(lm_backend *be, const void *src, size_t bytes) {
+    cuda_backend *c = cu_be(be);
+    void *p = cu_alloc(be, bytes);
+    if (!p)
+        return NULL;
+    if (!lm_cuda_check(c, cudaMemcpy(p, src, bytes, cudaMemcpyHostToDevice), "uploading weights")) {
+        cudaFree(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_zero(lm_backend *be, void *p, size_t bytes) {
+    cuda_backend *c = cu_be(be);
+    if (bytes && !lm_cuda_skip(c))
+        lm_cuda_check(c, cudaMemsetAsync(p, 0, bytes, c->stream), "cudaMemsetAsync");
+}
+
+static void cu_copy_rows(lm_backend *be, float *dst, size_t dst_ld, const float *src, size_t src_ld, int rows, int n) {
+    cuda_backend *c = cu_be(be);
+    if (rows <= 0 || n <= 0 || lm_cuda_skip(c))
+        return;
+    lm_cuda_check(c, cudaMemcpy2DAsync(dst, dst_ld * sizeof(float), src, src_ld * sizeof(float), (size_t)n * sizeof(float),
+                                       (size_t)rows, cudaMemcpyDeviceToDevice, c->stream), "cudaMemcpy2DAsync");
+}
+
+/* Attention keeps no scratch: nothing to reserve. */
+static lm_status cu_reserve(lm_backend *be, int max_in, int max_rows) { return cu_status(be); }
+
+static void cu_destroy(lm_backend *be) {
+    cuda_backend *c = cu_be(be);
+    if (!c)
+        return;
+    if (c->stream) {
+        cudaStreamSynchronize(c->stream);
+        cudaStreamDestroy(c->stream);
+    }
+    free(c);
+}
+
+/* --- the table ------------------------------------------------------------------------------------- */
+
+static const lm_backend_ops CUDA_OPS = {
+    .version = LM_BACKEND_OPS_VERSION,
+    .name = "cuda",
+    .destroy = cu_destroy,
+    .alloc = cu_alloc,
+    .release = cu_release,
+    .copy = cu_copy,
+    .reserve = cu_reserve,
+    .linear = lm_cuda_linear,
+    .embed = lm_cuda_embed,
+    .rmsnorm = lm_cuda_rmsnorm,
+    .rope = lm_cuda_rope,
+    .attention = lm_cuda_attention,
+    .glu = lm_cuda_glu,
+    .add = lm_cuda_add,
+    .scale = lm_cuda_scale,
+    .upload = cu_upload,
+    .download = cu_download,
+    .upload_weights = cu_upload_weights,
+    .status = cu_status,
+    .zero = cu_zero,
+    .softcap = lm_cuda_softcap,
+    .mul_rows = lm_cuda_mul_rows,
+    .copy_rows = cu_copy_rows,
+    .moe_route = lm_cuda_moe_route,
+    .gather_rows = lm_cuda_gather_rows,
+    .scatter_add_rows = lm_cuda_scatter_add_rows,
+    .sparsify = lm_cuda_sparsify,
+    .rms_match = lm_cuda_rms_match,
+    .altup_predict = lm_cuda_altup_predict,
+    .altup_correct = lm_cuda_altup_correct,
+};
+
+extern "C" int lm_backend_cuda_available(void) {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+extern "C" lm_status lm_backend_cuda_new(int device, lm_backend **out) {
+    *out = NULL;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0)
+        return lm_err(LM_ERR_DEVICE, "no CUDA device: %s", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    if (device < 0 || device >= n)
+        return lm_err(LM_ERR_DEVICE, "CUDA device %d does not exist (%d found)", device, n);
+    cuda_backend *c = (cuda_backend *)calloc(1, sizeof *c);
+    if (!c)
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    c->base.ops = &CUDA_OPS;
+    c->device = device;
+    c->err = LM_OK;
+    if ((e = cudaSetDevice(device)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        free(c);
+        return lm_err(LM_ERR_DEVICE, "CUDA device %d: cannot start: %s", device, cudaGetErrorString(e));
+    }
+    *out = &c->base;
+    return LM_OK;
+}

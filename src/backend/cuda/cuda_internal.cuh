@@ -1,0 +1,147 @@
+/* CUDA backend internals shared by the op files: the backend struct, error recording (every
+ * CUDA call checked; the first failure is kept and reported by the status op), launch helpers
+ * and device-side readers of stored weights. */
+#ifndef LM_CUDA_INTERNAL_CUH
+#define LM_CUDA_INTERNAL_CUH
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "backend/backend.h"
+}
+
+typedef struct cuda_backend {
+    lm_backend base;
+    int device;
+    cudaStream_t stream;
+    lm_status err;   /* first deferred error (LM_OK: none) */
+    char msg[512];   /* its message */
+} cuda_backend;
+
+static inline cuda_backend *cu_be(lm_backend *be) { return (cuda_backend *)be; }
+
+/* Record the first failure; returns 1 when e is cudaSuccess. */
+int lm_cuda_check(cuda_backend *c, cudaError_t e, const char *what);
+/* Record a failure that is not a CUDA error (an unsupported shape, say). */
+void lm_cuda_fail(cuda_backend *c, lm_status code, const char *what);
+/* Check the last launch (named `kernel`). */
+static inline void lm_cuda_launched(cuda_backend *c, const char *kernel) {
+    lm_cuda_check(c, cudaGetLastError(), kernel);
+}
+/* Work is skipped once an error is pending (the status op clears it). */
+static inline int lm_cuda_skip(cuda_backend *c) { return c->err != LM_OK; }
+
+static inline unsigned lm_cuda_blocks(size_t n, unsigned per) { return (unsigned)((n + per - 1) / per); }
+
+/* --- device helpers ------------------------------------------------------------------------- */
+
+static __device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over a block of up to 1024 threads (every thread gets the result). */
+static __device__ __forceinline__ double block_sum(double v) {
+    __shared__ double part[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads(); /* part[] may still be read by a previous call */
+    if (lane == 0)
+        part[w] = v;
+    __syncthreads();
+    double s = 0;
+    for (int i = 0; i < nw; i++)
+        s += part[i];
+    return s;
+}
+
+static __device__ __forceinline__ float bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+
+static __device__ __forceinline__ float f16_to_f32(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+
+/* Element i of a float array of dtype dt starting at byte address p (any alignment for f32). */
+static __device__ __forceinline__ float scalar_at(const uint8_t *p, int dt, size_t i) {
+    if (dt == LM_DT_BF16)
+        return bf16_to_f32(((const uint16_t *)p)[i]);
+    if (dt == LM_DT_F16)
+        return f16_to_f32(((const uint16_t *)p)[i]);
+    const uint8_t *b = p + 4 * i;
+    if (((uintptr_t)b & 3) == 0)
+        return *(const float *)b;
+    uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    return __uint_as_float(u);
+}
+
+/* The k-th `bits`-wide value of an LSB-first little-endian bit stream (quant.h's lm_bits_get). */
+static __device__ __forceinline__ uint32_t bits_at(const uint8_t *s, int bits, size_t k) {
+    size_t bit = k * (size_t)bits, byte = bit >> 3;
+    unsigned sh = (unsigned)(bit & 7);
+    uint32_t v = s[byte];
+    if (sh + (unsigned)bits > 8)
+        v |= (uint32_t)s[byte + 1] << 8;
+    if (sh + (unsigned)bits > 16)
+        v |= (uint32_t)s[byte + 2] << 16;
+    return (v >> sh) & ((1u << bits) - 1);
+}
+
+static __device__ __forceinline__ float e2m1_to_f32(unsigned nib) {
+    const float mag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    float v = mag[nib & 7];
+    return (nib & 8) ? -v : v;
+}
+
+static __device__ __forceinline__ float e8m0_to_f32(uint8_t e) {
+    return e == 0xff ? __int_as_float(0x7fc00000) : ldexpf(1.0f, (int)e - 127);
+}
+
+/* W[r][i] of a weight as stored (dense, MLX affine, MXFP4), in f32. */
+static __device__ __forceinline__ float weight_at(const lm_linear &w, int r, int i) {
+    const uint8_t *row = (const uint8_t *)w.w + (size_t)r * w.w_row_bytes;
+    if (w.kind == LM_W_DENSE)
+        return scalar_at(row, w.dtype, (size_t)i * (w.in_step > 1 ? w.in_step : 1));
+    if (w.kind == LM_W_AFFINE) {
+        const uint8_t *s = (const uint8_t *)w.scales + (size_t)r * w.s_row_bytes;
+        const uint8_t *b = (const uint8_t *)w.biases + (size_t)r * w.s_row_bytes;
+        int g = i / w.group;
+        return (float)bits_at(row, w.bits, (size_t)i) * scalar_at(s, w.dtype, (size_t)g) + scalar_at(b, w.dtype, (size_t)g);
+    }
+    uint8_t byte = row[i >> 1];
+    unsigned nib = (i & 1) ? byte >> 4 : byte & 15;
+    const uint8_t *s = (const uint8_t *)w.scales + (size_t)r * w.s_row_bytes;
+    return e2m1_to_f32(nib) * e8m0_to_f32(s[i / 32]);
+}
+
+/* --- ops (one .cu per family) ------------------------------------------------------------------ */
+
+void lm_cuda_linear(lm_backend *be, const lm_linear *w, const float *x, int T, float *y);
+void lm_cuda_embed(lm_backend *be, const lm_linear *table, const int32_t *ids, int T, float scale, float *out);
+void lm_cuda_rmsnorm(lm_backend *be, const float *x, const float *w, int rows, int n, float eps, float *y);
+void lm_cuda_rms_match(lm_backend *be, float *y, const float *ref, int T, int n);
+void lm_cuda_sparsify(lm_backend *be, float *x, int T, int n, float mult);
+void lm_cuda_rope(lm_backend *be, float *x, int T, int n_heads, int head_dim, int rot_dim, const float *cs);
+void lm_cuda_attention(lm_backend *be, const lm_attn_args *a);
+void lm_cuda_glu(lm_backend *be, const float *gate, const float *up, int ld, int T, int n, lm_act act, float limit,
+                 float *out);
+void lm_cuda_add(lm_backend *be, float *x, const float *y, size_t n);
+void lm_cuda_scale(lm_backend *be, float *x, float s, size_t n);
+void lm_cuda_softcap(lm_backend *be, float *x, float cap, size_t n);
+void lm_cuda_mul_rows(lm_backend *be, float *x, const float *w, int rows, int n);
+void lm_cuda_moe_route(lm_backend *be, const float *logits, int T, int E, int K, int topk_softmax, int norm_topk,
+                       int32_t *idx, float *w);
+void lm_cuda_gather_rows(lm_backend *be, const float *src, const int32_t *rows, int n, int dim, float *dst);
+void lm_cuda_scatter_add_rows(lm_backend *be, float *dst, const float *src, const int32_t *rows, const float *w, int n,
+                              int dim);
+void lm_cuda_altup_predict(lm_backend *be, const float *streams, const float *coef, int ns, int T, int H, float *pred);
+void lm_cuda_altup_correct(lm_backend *be, float *streams, const float *pred, const float *x, const float *active,
+                           const float *w, int ns, int T, int H);
+
+#endif

@@ -1,0 +1,348 @@
+/* Every CUDA op against the CPU op (the scalar reference) on random and ragged shapes: linear
+ * over every stored format (dense f32/f16/bf16 and strided, MLX affine 2-8 bit with groups
+ * 32/64/128, MXFP4), embedding, norms, rope, attention (GQA, empty rows, out-of-order rows,
+ * window, softcap, sinks, head_dim not a multiple of 32), activations, MoE routing and row
+ * moves, Gemma 3n ops. Tolerance: |gpu - cpu| <= 1e-4 * max(1, |cpu|) (fp32, other summation
+ * order). Exits 77 (skipped) without a GPU. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "core/util.h"
+#include "test_util.h"
+
+static lm_backend *cpu, *gpu;
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static uint32_t rnd32(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+static float rndf(void) { return (float)(rnd32() % 20001) / 10000.0f - 1.0f; } /* [-1, 1] */
+
+/* A host array mirrored into both backends. */
+typedef struct { size_t bytes; void *h, *c, *g; } buf;
+
+static buf mk(size_t bytes) {
+    buf b = {bytes, calloc(1, bytes + 4), cpu->ops->alloc(cpu, bytes + 4), gpu->ops->alloc(gpu, bytes + 4)};
+    return b;
+}
+static buf mkf(size_t n, float lo_hi) { /* random floats in [-lo_hi, lo_hi] */
+    buf b = mk(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        ((float *)b.h)[i] = rndf() * lo_hi;
+    memcpy(b.c, b.h, n * sizeof(float));
+    gpu->ops->upload(gpu, b.g, b.h, n * sizeof(float));
+    return b;
+}
+static buf mki(const int32_t *v, size_t n) {
+    buf b = mk(n * sizeof(int32_t));
+    memcpy(b.h, v, n * sizeof *v);
+    memcpy(b.c, v, n * sizeof *v);
+    gpu->ops->upload(gpu, b.g, v, n * sizeof *v);
+    return b;
+}
+static void drop(buf *b) {
+    free(b->h);
+    cpu->ops->release(cpu, b->c);
+    gpu->ops->release(gpu, b->g);
+}
+
+/* Compare n floats of the CPU result with the GPU's; returns the worst relative error. */
+static double cmp(const char *what, const buf *b, size_t n) {
+    float *g = malloc(n * sizeof *g);
+    gpu->ops->download(gpu, g, b->g, n * sizeof *g);
+    const float *c = b->c;
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)g[i] - c[i]) / fmax(1.0, fabs(c[i]));
+        if (!(d <= worst))
+            worst = isnan(d) ? INFINITY : d;
+    }
+    free(g);
+    CHECKF(worst <= 1e-4, "%s: worst relative |gpu - cpu| %.3g", what, worst);
+    CHECKF(gpu->ops->status(gpu) == LM_OK, "%s: %s", what, lm_last_error());
+    return worst;
+}
+
+/* --- linear ------------------------------------------------------------------------------------ */
+
+typedef struct { lm_linear c, g; void *gw, *gs, *gb, *gbias; void *hw, *hs, *hb; float *hbias; } wpair;
+
+static void *dev_copy(const void *h, size_t n) { return h ? gpu->ops->upload_weights(gpu, h, n) : NULL; }
+
+/* kind: dense (dt, step), affine (bits, group, dt of scales), mxfp4 */
+static wpair mkw(lm_wkind kind, lm_dtype dt, int out, int in, int bits, int group, int step, int bias) {
+    wpair p;
+    memset(&p, 0, sizeof p);
+    lm_linear w = {.kind = kind, .dtype = dt, .out = out, .in = in, .bits = bits, .group = group};
+    size_t wb, sb = 0;
+    if (kind == LM_W_DENSE) {
+        w.in_step = (size_t)step;
+        w.w_row_bytes = (size_t)in * step * LM_DTYPES[dt].size;
+        wb = (size_t)out * w.w_row_bytes;
+        p.hw = malloc(wb);
+        size_t ne = wb / LM_DTYPES[dt].size;
+        for (size_t i = 0; i < ne; i++) {
+            float v = rndf();
+            if (dt == LM_DT_F32)
+                ((float *)p.hw)[i] = v;
+            else if (dt == LM_DT_BF16)
+                ((uint16_t *)p.hw)[i] = lm_f32_to_bf16(v);
+            else
+                ((uint16_t *)p.hw)[i] = lm_f32_to_f16(v);
+        }
+    } else {
+        if (kind == LM_W_MXFP4) {
+            w.bits = 4;
+            w.group = 32;
+            w.dtype = LM_DT_U8;
+        }
+        w.w_row_bytes = (size_t)in * w.bits / 8;
+        int ng = in / w.group;
+        w.s_row_bytes = kind == LM_W_MXFP4 ? (size_t)ng : (size_t)ng * LM_DTYPES[dt].size;
+        wb = (size_t)out * w.w_row_bytes;
+        sb = (size_t)out * w.s_row_bytes;
+        p.hw = malloc(wb);
+        for (size_t i = 0; i < wb; i++)
+            ((uint8_t *)p.hw)[i] = (uint8_t)rnd32();
+        p.hs = malloc(sb);
+        if (kind == LM_W_MXFP4) {
+            for (size_t i = 0; i < sb; i++)
+                ((uint8_t *)p.hs)[i] = (uint8_t)(120 + rnd32() % 10);
+        } else {
+            p.hb = malloc(sb);
+            for (size_t i = 0; i < sb / 2; i++) {
+                float s = 0.5f / (float)(1 << w.bits), b = rndf();
+                ((uint16_t *)p.hs)[i] = dt == LM_DT_BF16 ? lm_f32_to_bf16(s) : lm_f32_to_f16(s);
+                ((uint16_t *)p.hb)[i] = dt == LM_DT_BF16 ? lm_f32_to_bf16(b) : lm_f32_to_f16(b);
+            }
+        }
+    }
+    if (bias) {
+        p.hbias = malloc((size_t)out * sizeof(float));
+        for (int i = 0; i < out; i++)
+            p.hbias[i] = rndf();
+    }
+    p.c = w;
+    p.c.w = p.hw;
+    p.c.scales = p.hs;
+    p.c.biases = p.hb;
+    p.c.bias = p.hbias;
+    p.g = w;
+    p.g.w = p.gw = dev_copy(p.hw, wb);
+    p.g.scales = p.gs = dev_copy(p.hs, sb);
+    p.g.biases = p.gb = dev_copy(p.hb, sb);
+    p.g.bias = p.gbias = dev_copy(p.hbias, (size_t)out * sizeof(float));
+    return p;
+}
+
+static void dropw(wpair *p) {
+    void *g[] = {p->gw, p->gs, p->gb, p->gbias};
+    for (int i = 0; i < 4; i++)
+        gpu->ops->release(gpu, g[i]);
+    free(p->hw);
+    free(p->hs);
+    free(p->hb);
+    free(p->hbias);
+}
+
+static void check_linear(const char *what, wpair *w, int T) {
+    buf x = mkf((size_t)T * w->c.in, 1.0f), y = mk((size_t)T * w->c.out * sizeof(float));
+    cpu->ops->linear(cpu, &w->c, x.c, T, y.c);
+    gpu->ops->linear(gpu, &w->g, x.g, T, y.g);
+    char name[128];
+    snprintf(name, sizeof name, "linear %s out %d in %d T %d", what, w->c.out, w->c.in, T);
+    cmp(name, &y, (size_t)T * w->c.out);
+    drop(&x);
+    drop(&y);
+}
+
+static void test_linear(void) {
+    static const int TS[] = {1, 3, 8, 17};
+    lm_dtype dts[] = {LM_DT_F32, LM_DT_F16, LM_DT_BF16};
+    for (int d = 0; d < 3; d++)
+        for (int step = 1; step <= 3; step += 2) {
+            wpair w = mkw(LM_W_DENSE, dts[d], 37, 70, 0, 0, step, d == 1);
+            for (int t = 0; t < 4; t++)
+                check_linear(LM_DTYPES[dts[d]].short_name, &w, TS[t]);
+            dropw(&w);
+        }
+    static const int BITS[] = {2, 3, 4, 5, 6, 8}, GROUPS[] = {32, 64, 128};
+    for (int b = 0; b < 6; b++)
+        for (int g = 0; g < 3; g++) {
+            char what[32];
+            snprintf(what, sizeof what, "q%d/g%d", BITS[b], GROUPS[g]);
+            wpair w = mkw(LM_W_AFFINE, g == 1 ? LM_DT_F16 : LM_DT_BF16, 33, 256, BITS[b], GROUPS[g], 1, b == 2);
+            check_linear(what, &w, 1);
+            check_linear(what, &w, 11);
+            dropw(&w);
+        }
+    wpair w = mkw(LM_W_MXFP4, LM_DT_U8, 29, 96, 0, 0, 1, 1);
+    check_linear("mxfp4", &w, 1);
+    check_linear("mxfp4", &w, 9);
+    /* embedding rows of a packed table */
+    int32_t ids[4] = {3, 0, 28, 3};
+    buf id = mki(ids, 4), out = mk(4 * 96 * sizeof(float));
+    cpu->ops->embed(cpu, &w.c, id.c, 4, 1.5f, out.c);
+    gpu->ops->embed(gpu, &w.g, id.g, 4, 1.5f, out.g);
+    cmp("embed mxfp4", &out, 4 * 96);
+    drop(&id);
+    drop(&out);
+    dropw(&w);
+}
+
+/* --- attention ---------------------------------------------------------------------------------- */
+
+static void check_attention(int T, int nh, int nkv, int hd, int rows, int window, float softcap, int sinks) {
+    buf q = mkf((size_t)T * nh * hd, 1.0f), k = mkf((size_t)rows * nkv * hd, 1.0f), v = mkf((size_t)rows * nkv * hd, 1.0f);
+    buf s = mkf((size_t)nh, 2.0f), out = mk((size_t)T * nh * hd * sizeof(float));
+    int32_t *kp = malloc((size_t)rows * sizeof *kp), qp[64];
+    for (int r = 0; r < rows; r++) /* rows out of order (a rotating cache), some empty */
+        kp[r] = r % 7 == 3 ? -1 : (r * 5) % rows;
+    for (int t = 0; t < T; t++)
+        qp[t] = rows - T + t;
+    buf kpos = mki(kp, (size_t)rows), qpos = mki(qp, (size_t)T);
+    lm_attn_args a = {.n_rows = rows, .T = T, .n_heads = nh, .n_kv = nkv, .head_dim = hd, .window = window,
+                      .scale = 1.0f / sqrtf((float)hd), .softcap = softcap};
+    lm_attn_args ac = a, ag = a;
+    ac.q = q.c, ac.k = k.c, ac.v = v.c, ac.kpos = kpos.c, ac.qpos = qpos.c, ac.out = out.c;
+    ac.sinks = sinks ? s.c : NULL;
+    ag.q = q.g, ag.k = k.g, ag.v = v.g, ag.kpos = kpos.g, ag.qpos = qpos.g, ag.out = out.g;
+    ag.sinks = sinks ? s.g : NULL;
+    CHECK(cpu->ops->reserve(cpu, 64, rows) == LM_OK);
+    cpu->ops->attention(cpu, &ac);
+    gpu->ops->attention(gpu, &ag);
+    char name[128];
+    snprintf(name, sizeof name, "attention T %d heads %d/%d hd %d rows %d window %d cap %g sinks %d", T, nh, nkv, hd,
+             rows, window, softcap, sinks);
+    cmp(name, &out, (size_t)T * nh * hd);
+    free(kp);
+    buf *all[] = {&q, &k, &v, &s, &out, &kpos, &qpos};
+    for (int i = 0; i < 7; i++)
+        drop(all[i]);
+}
+
+/* --- the rest ------------------------------------------------------------------------------------- */
+
+static void test_small_ops(void) {
+    int T = 5, n = 300;
+    buf x = mkf((size_t)T * n, 3.0f), w = mkf((size_t)n, 1.0f), y = mk((size_t)T * n * sizeof(float));
+    cpu->ops->rmsnorm(cpu, x.c, w.c, T, n, 1e-6f, y.c);
+    gpu->ops->rmsnorm(gpu, x.g, w.g, T, n, 1e-6f, y.g);
+    cmp("rmsnorm", &y, (size_t)T * n);
+    cpu->ops->rmsnorm(cpu, y.c, NULL, T * 3, n / 3, 1e-5f, y.c); /* in place, no weight */
+    gpu->ops->rmsnorm(gpu, y.g, NULL, T * 3, n / 3, 1e-5f, y.g);
+    cmp("rmsnorm in place", &y, (size_t)T * n);
+    buf cs = mkf((size_t)T * 20, 1.0f);
+    cpu->ops->rope(cpu, y.c, T, 6, 50, 20, cs.c);
+    gpu->ops->rope(gpu, y.g, T, 6, 50, 20, cs.g);
+    cmp("rope", &y, (size_t)T * n);
+    for (int act = 0; act < LM_ACT_COUNT; act++) {
+        buf o = mk((size_t)T * 100 * sizeof(float));
+        cpu->ops->glu(cpu, x.c, (float *)x.c + 100, n, T, 100, (lm_act)act, 0.9f, o.c);
+        gpu->ops->glu(gpu, x.g, (float *)x.g + 100, n, T, 100, (lm_act)act, 0.9f, o.g);
+        char name[32];
+        snprintf(name, sizeof name, "glu act %d", act);
+        cmp(name, &o, (size_t)T * 100);
+        drop(&o);
+    }
+    cpu->ops->add(cpu, y.c, x.c, (size_t)T * n);
+    gpu->ops->add(gpu, y.g, x.g, (size_t)T * n);
+    cpu->ops->scale(cpu, y.c, 0.7f, (size_t)T * n);
+    gpu->ops->scale(gpu, y.g, 0.7f, (size_t)T * n);
+    cpu->ops->softcap(cpu, y.c, 2.5f, (size_t)T * n);
+    gpu->ops->softcap(gpu, y.g, 2.5f, (size_t)T * n);
+    cpu->ops->mul_rows(cpu, y.c, w.c, T, n);
+    gpu->ops->mul_rows(gpu, y.g, w.g, T, n);
+    cmp("add, scale, softcap, mul_rows", &y, (size_t)T * n);
+    cpu->ops->copy_rows(cpu, y.c, 60, (float *)x.c + 7, n, T, 50);
+    gpu->ops->copy_rows(gpu, y.g, 60, (float *)x.g + 7, n, T, 50);
+    cpu->ops->zero(cpu, (float *)y.c + 1000, 40 * sizeof(float));
+    gpu->ops->zero(gpu, (float *)y.g + 1000, 40 * sizeof(float));
+    cmp("copy_rows, zero", &y, (size_t)T * n);
+    cpu->ops->sparsify(cpu, y.c, T, n, 1.6448536f);
+    gpu->ops->sparsify(gpu, y.g, T, n, 1.6448536f);
+    cmp("sparsify", &y, (size_t)T * n);
+    cpu->ops->rms_match(cpu, x.c, w.c, 1, n);
+    gpu->ops->rms_match(gpu, x.g, w.g, 1, n);
+    cmp("rms_match", &x, (size_t)T * n);
+    /* AltUp: 4 streams of [T, 75] */
+    int ns = 4, H = 75;
+    buf st = mkf((size_t)ns * T * H, 1.0f), coef = mkf((size_t)T * ns * ns, 1.0f), pred = mk((size_t)ns * T * H * 4);
+    cpu->ops->altup_predict(cpu, st.c, coef.c, ns, T, H, pred.c);
+    gpu->ops->altup_predict(gpu, st.g, coef.g, ns, T, H, pred.g);
+    cmp("altup_predict", &pred, (size_t)ns * T * H);
+    cpu->ops->altup_correct(cpu, st.c, pred.c, x.c, (float *)x.c + 3, coef.c, ns, T, H);
+    gpu->ops->altup_correct(gpu, st.g, pred.g, x.g, (float *)x.g + 3, coef.g, ns, T, H);
+    cmp("altup_correct", &st, (size_t)ns * T * H);
+    buf *all[] = {&x, &w, &y, &cs, &st, &coef, &pred};
+    for (int i = 0; i < 7; i++)
+        drop(all[i]);
+}
+
+static void test_moe(void) {
+    int T = 7, E = 8, K = 3, H = 40;
+    buf lg = mkf((size_t)T * E, 2.0f), idx = mk((size_t)T * K * 4), w = mk((size_t)T * K * 4);
+    for (int mode = 0; mode < 3; mode++) {
+        int topk_softmax = mode == 0, norm = mode == 2;
+        cpu->ops->moe_route(cpu, lg.c, T, E, K, topk_softmax, norm, idx.c, w.c);
+        gpu->ops->moe_route(gpu, lg.g, T, E, K, topk_softmax, norm, idx.g, w.g);
+        int32_t gi[21];
+        gpu->ops->download(gpu, gi, idx.g, sizeof gi);
+        CHECKF(memcmp(gi, idx.c, sizeof gi) == 0, "moe_route mode %d: experts differ", mode);
+        cmp("moe_route weights", &w, (size_t)T * K);
+    }
+    int32_t rows[4] = {6, 0, 3, 5};
+    buf r = mki(rows, 4), src = mkf((size_t)T * H, 1.0f), g = mk(4 * (size_t)H * 4), rw = mkf(4, 1.0f);
+    cpu->ops->gather_rows(cpu, src.c, r.c, 4, H, g.c);
+    gpu->ops->gather_rows(gpu, src.g, r.g, 4, H, g.g);
+    cmp("gather_rows", &g, 4 * (size_t)H);
+    cpu->ops->scatter_add_rows(cpu, src.c, g.c, r.c, rw.c, 4, H);
+    gpu->ops->scatter_add_rows(gpu, src.g, g.g, r.g, rw.g, 4, H);
+    cmp("scatter_add_rows", &src, (size_t)T * H);
+    buf *all[] = {&lg, &idx, &w, &r, &src, &g, &rw};
+    for (int i = 0; i < 7; i++)
+        drop(all[i]);
+}
+
+/* Errors are values: an impossible allocation and an unsupported shape report LM_ERR_DEVICE /
+ * LM_ERR_UNSUPPORTED through the status op, and the backend keeps working afterwards. */
+static void test_errors(void) {
+    void *p = gpu->ops->alloc(gpu, (size_t)1 << 50);
+    CHECK(p == NULL);
+    CHECK(gpu->ops->status(gpu) == LM_ERR_DEVICE && strstr(lm_last_error(), "cudaMalloc") != NULL);
+    lm_attn_args a = {.T = 1, .n_heads = 1, .n_kv = 1, .head_dim = 1024};
+    gpu->ops->attention(gpu, &a);
+    CHECK(gpu->ops->status(gpu) == LM_ERR_UNSUPPORTED);
+    CHECK(gpu->ops->status(gpu) == LM_OK);
+}
+
+int main(void) {
+    if (!lm_backend_cuda_available()) {
+        printf("test_cuda_ops: SKIP: no CUDA device\n");
+        return 77;
+    }
+    if (lm_backend_cpu_new(2, &cpu) != LM_OK || lm_backend_cuda_new(0, &gpu) != LM_OK) {
+        fprintf(stderr, "backends: %s\n", lm_last_error());
+        return 1;
+    }
+    CHECK(cpu->ops->reserve(cpu, 512, 512) == LM_OK);
+    test_linear();
+    check_attention(1, 4, 2, 64, 70, 0, 0, 0);
+    check_attention(5, 4, 2, 40, 70, 0, 0, 0);
+    check_attention(5, 8, 1, 96, 130, 16, 0, 1);
+    check_attention(3, 4, 4, 256, 45, 0, 20.0f, 0);
+    check_attention(2, 6, 3, 32, 33, 5, 30.0f, 1);
+    test_small_ops();
+    test_moe();
+    test_errors();
+    cpu->ops->destroy(cpu);
+    gpu->ops->destroy(gpu);
+    return test_done("cuda_ops");
+}

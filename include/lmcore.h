@@ -316,11 +316,11 @@ typedef struct lm_session_params {
     size_t size;            /* sizeof(lm_session_params) */
     int n_ctx;              /* tokens the cache holds; 0: the model's context length */
     /* KV-cache options (mlx-lm's --max-kv-size, --kv-bits, --kv-group-size,
-     * --quantized-kv-start). TODO(issue 6, cache part): a value other than the default fails
-     * with LM_ERR_UNSUPPORTED until the rotating/quantized caches are wired in. */
-    int max_kv_size;        /* 0: no limit (the cache holds n_ctx); N: rotating, keeps 4 first */
-    int kv_bits;            /* 0: unquantized; 4 or 8 */
-    int kv_group_size;      /* 64 */
+     * --quantized-kv-start; see lm_ctx_params) */
+    int max_kv_size;        /* 0: no limit (the cache holds n_ctx); N: rotating, keeps the 4 first
+                               tokens and the latest; the conversation may then outgrow n_ctx */
+    int kv_bits;            /* 0: unquantized; 2-6 or 8 (CPU) */
+    int kv_group_size;      /* 64; must divide the head size */
     int quantized_kv_start; /* 5000 */
 } lm_session_params;
 
@@ -332,6 +332,11 @@ void lm_session_reset(lm_session *s); /* forget the conversation (keeps allocati
  * last sampled token of a generation is not evaluated and not included). *n receives the
  * count; the array belongs to the session and changes with the next generate/reset. */
 const int32_t *lm_session_tokens(const lm_session *s, int *n);
+/* Prompt caches (mlx-lm's cache_prompt): save the session's KV cache and tokens to a file; load
+ * one into a session of the same model and KV-cache settings, replacing its conversation (a
+ * later prompt that starts with the cached tokens evaluates only the rest). */
+lm_status lm_session_save(const lm_session *s, const char *path);
+lm_status lm_session_load(lm_session *s, const char *path);
 
 typedef enum {
     LM_FINISH_NONE = 0,

@@ -13,8 +13,9 @@ struct lm_session {
     lm_llm *llm;
     lm_ctx *ctx;
     int n_ctx;
-    int32_t *hist;   /* [n_ctx] the tokens in the cache */
-    int n_hist;
+    int32_t *hist;   /* [hist_cap] the tokens in the cache */
+    int n_hist, hist_cap;
+    int rotating;    /* max_kv_size: the sequence may outgrow n_ctx */
     float *logits;   /* [vocab] */
     lm_detok *detok;
 };
@@ -63,25 +64,24 @@ lm_status lm_session_new(lm_llm *llm, const lm_session_params *params, lm_sessio
         return lm_err(LM_ERR_INVALID_ARG, "n_ctx must be >= 0 (0: the model's context of %d)", llm->ctx_len);
     if (p.max_kv_size < 0)
         return lm_err(LM_ERR_INVALID_ARG, "max_kv_size must be >= 0 (0: no limit)");
-    if (p.kv_bits != 0 && p.kv_bits != 4 && p.kv_bits != 8)
-        return lm_err(LM_ERR_INVALID_ARG, "kv_bits must be 0 (off), 4 or 8 (got %d)", p.kv_bits);
-    /* TODO(issue 6, cache part): rotating cache of max_kv_size tokens keeping 4, quantized cache. */
-    if (p.max_kv_size)
-        return lm_err(LM_ERR_UNSUPPORTED, "max_kv_size (a rotating KV cache) is not yet supported");
-    if (p.kv_bits)
-        return lm_err(LM_ERR_UNSUPPORTED, "kv_bits (a quantized KV cache) is not yet supported");
     lm_session *s = calloc(1, sizeof *s);
     if (!s)
         return lm_err(LM_ERR_NOMEM, "out of memory");
     s->llm = llm;
     s->n_ctx = p.n_ctx ? p.n_ctx : llm->ctx_len;
+    s->rotating = p.max_kv_size > 0;
     lm_ctx_params cp = lm_ctx_default_params();
     cp.max_tokens = s->n_ctx;
+    cp.max_kv_size = p.max_kv_size; /* keeps mlx-lm's 4 first tokens */
+    cp.kv_bits = p.kv_bits;
+    cp.kv_group_size = p.kv_group_size;
+    cp.quantized_kv_start = p.quantized_kv_start;
     lm_status st = lm_ctx_new(llm->model, &cp, &s->ctx);
     if (st == LM_OK)
         st = lm_detok_new(llm->tok, 0, &s->detok);
     if (st == LM_OK) {
-        s->hist = malloc((size_t)s->n_ctx * sizeof *s->hist);
+        s->hist_cap = s->n_ctx;
+        s->hist = malloc((size_t)s->hist_cap * sizeof *s->hist);
         s->logits = malloc((size_t)llm->vocab * sizeof *s->logits);
         if (!s->hist || !s->logits)
             st = lm_err(LM_ERR_NOMEM, "out of memory (a session of %d tokens)", s->n_ctx);
@@ -138,8 +138,21 @@ static double peak_rss_gb(void) {
     return kb * 1024.0 / 1e9;
 }
 
+static lm_status hist_reserve(lm_session *s, int n) {
+    if (n <= s->hist_cap)
+        return LM_OK;
+    int cap = s->hist_cap * 2 > n ? s->hist_cap * 2 : n;
+    int32_t *h = realloc(s->hist, (size_t)cap * sizeof *h);
+    if (!h)
+        return lm_err(LM_ERR_NOMEM, "out of memory");
+    s->hist = h;
+    s->hist_cap = cap;
+    return LM_OK;
+}
+
 /* Evaluate ids, appending them to the history; logits of the last one when `logits`. */
 static lm_status eval(lm_session *s, const int32_t *ids, int n, float *logits) {
+    LM_TRY(hist_reserve(s, s->n_hist + n));
     LM_TRY(lm_ctx_eval(s->ctx, ids, n, logits, 0));
     memcpy(s->hist + s->n_hist, ids, (size_t)n * sizeof *ids);
     s->n_hist += n;
@@ -158,10 +171,10 @@ static lm_status validate(const lm_session *s, const lm_gen_params *p, int n_pro
             return lm_err(LM_ERR_INVALID_ARG, "stop_strings[%d] is empty", i);
     if (n_prompt < 1)
         return lm_err(LM_ERR_INVALID_ARG, "the prompt has no tokens");
-    if (n_prompt > s->n_ctx)
+    if (n_prompt > s->n_ctx && !s->rotating)
         return lm_err(LM_ERR_CONTEXT,
                       "the prompt has %d tokens but the context holds %d (the model's max_position_embeddings "
-                      "is %d; a rotating cache, --max-kv-size, is not yet supported)",
+                      "is %d; a rotating cache, --max-kv-size N, keeps only the last N tokens)",
                       n_prompt, s->n_ctx, s->llm->ctx_len);
     return LM_OK;
 }
@@ -227,7 +240,7 @@ static lm_status take_token(gen_state *g, int32_t tok, float lp) {
         g->finish = LM_FINISH_STOP;
     else if (g->p->max_tokens >= 0 && g->n_gen >= g->p->max_tokens)
         g->finish = LM_FINISH_LENGTH;
-    else if (lm_ctx_n_past(s->ctx) >= s->n_ctx)
+    else if (!s->rotating && lm_ctx_n_past(s->ctx) >= s->n_ctx)
         g->finish = LM_FINISH_LENGTH;
     g->stop_string = matched;
     return LM_OK;
@@ -286,12 +299,16 @@ lm_status lm_session_generate(lm_session *s, const int32_t *prompt, int n_prompt
     lm_stop_init(&g.stop, p.stop_strings, p.n_stop_strings);
     lm_detok_reset(s->detok);
 
-    /* reuse the cache when it holds a prefix of the prompt (at least one token must be new) */
+    /* reuse the cached tokens the prompt starts with (at least one token must be new); the cache
+     * is cut back to them, which a rotating cache that has dropped tokens cannot do */
     int reuse = 0;
-    if (s->n_hist < n_prompt && memcmp(s->hist, prompt, (size_t)s->n_hist * sizeof *prompt) == 0)
-        reuse = s->n_hist;
-    else
+    while (reuse < s->n_hist && reuse < n_prompt - 1 && s->hist[reuse] == prompt[reuse])
+        reuse++;
+    if (reuse < s->n_hist && lm_ctx_truncate(s->ctx, reuse) != LM_OK)
+        reuse = 0;
+    if (reuse == 0)
         lm_session_reset(s);
+    s->n_hist = reuse;
 
     double t0 = lm_time_s(), t1 = t0;
     int cancelled = 0;
@@ -334,5 +351,31 @@ lm_status lm_session_generate(lm_session *s, const int32_t *prompt, int n_prompt
     }
     lm_stop_free(&g.stop);
     lm_sampler_free(&g.samp);
+    return st;
+}
+
+/* --- prompt caches --------------------------------------------------------------------------------- */
+
+lm_status lm_session_save(const lm_session *s, const char *path) {
+    if (!s || !path)
+        return lm_err(LM_ERR_INVALID_ARG, "lm_session_save: NULL argument");
+    return lm_ctx_save(s->ctx, path, s->hist, s->n_hist);
+}
+
+lm_status lm_session_load(lm_session *s, const char *path) {
+    if (!s || !path)
+        return lm_err(LM_ERR_INVALID_ARG, "lm_session_load: NULL argument");
+    int32_t *tok = NULL;
+    int n = 0;
+    lm_status st = lm_ctx_load(s->ctx, path, &tok, &n);
+    if (st == LM_OK)
+        st = hist_reserve(s, n);
+    if (st == LM_OK) {
+        memcpy(s->hist, tok, (size_t)n * sizeof *tok);
+        s->n_hist = n;
+    } else {
+        lm_session_reset(s);
+    }
+    lm_free_tokens(tok);
     return st;
 }

@@ -33,8 +33,11 @@ static const char GENERATE_USAGE[] =
     "      --prefill-step-size N   prompt tokens per forward (2048)\n"
     "  -t, --threads N             CPU threads (0: one per core)\n"
     "  -v, --verbose               print a stats line on stderr (tokens, tokens/s, peak memory)\n"
-    "      --max-kv-size N, --kv-bits 4|8, --kv-group-size G, --quantized-kv-start S,\n"
-    "      --prompt-cache-file F   KV-cache options (not yet supported)\n";
+    "      --max-kv-size N         keep at most N tokens in the KV cache (the first 4 and the latest)\n"
+    "      --kv-bits B             quantize the KV cache to B bits (2-6, 8) once it holds more than\n"
+    "      --quantized-kv-start S  S tokens (5000), in groups of --kv-group-size G (64) per head\n"
+    "      --prompt-cache-file F   start from a cache written by `lmcore cache-prompt`; PROMPT is\n"
+    "                              appended to the cached prompt as raw text\n";
 
 /* mlx-lm replaces the two-character escapes \n and \t in -p. */
 static void unescape(char *s) {
@@ -58,6 +61,29 @@ static int print_text(void *user, const char *text, size_t len, int32_t token, f
         fwrite(text, 1, len, stdout);
         fflush(stdout);
     }
+    return 0;
+}
+
+/* The session's cached tokens followed by `text` encoded without special tokens. 0 or 1. */
+static int cached_plus_raw(lm_llm *llm, lm_session *sess, const char *text, int32_t **ids, int *n_ids) {
+    int n_c = 0, n_t = 0;
+    const int32_t *cached = lm_session_tokens(sess, &n_c);
+    const lm_tokenizer *tok = lm_llm_tokenizer(llm);
+    size_t len = strlen(text);
+    if (lm_tokenizer_encode(tok, text, len, 0, NULL, 0, &n_t) != LM_OK)
+        return 1;
+    n_t = n_t < 0 ? -n_t : n_t;
+    int32_t *out = malloc(((size_t)n_c + (size_t)n_t + 1) * sizeof *out);
+    if (!out)
+        return 1;
+    memcpy(out, cached, (size_t)n_c * sizeof *out);
+    int32_t got = 0;
+    if (lm_tokenizer_encode(tok, text, len, 0, out + n_c, n_t, &got) != LM_OK) {
+        free(out);
+        return 1;
+    }
+    *ids = out;
+    *n_ids = n_c + got;
     return 0;
 }
 
@@ -85,8 +111,20 @@ int cmd_generate(int argc, char **argv) {
     if (use_template && o.system_prompt)
         msgs[n_msgs++] = (lm_chat_message){"system", o.system_prompt};
     msgs[n_msgs++] = (lm_chat_message){"user", prompt};
-    if (lm_llm_encode_chat(llm, msgs, n_msgs, use_template, o.chat_template_config, &ids, &n_ids) != LM_OK ||
-        lm_session_new(llm, &o.sess, &sess) != LM_OK) {
+    if (lm_session_new(llm, &o.sess, &sess) != LM_OK) {
+        cli_fail("generate", NULL);
+        goto done;
+    }
+    if (o.prompt_cache_file) { /* cached tokens, then the prompt as a raw continuation */
+        if (lm_session_load(sess, o.prompt_cache_file) != LM_OK) {
+            cli_fail("generate", NULL);
+            goto done;
+        }
+        if (cached_plus_raw(llm, sess, prompt, &ids, &n_ids)) {
+            cli_fail("generate", n_ids ? NULL : "cannot encode the prompt");
+            goto done;
+        }
+    } else if (lm_llm_encode_chat(llm, msgs, n_msgs, use_template, o.chat_template_config, &ids, &n_ids) != LM_OK) {
         cli_fail("generate", NULL);
         goto done;
     }
@@ -235,15 +273,57 @@ int cmd_perplexity(int argc, char **argv) {
 
 /* --- cache-prompt ---------------------------------------------------------------------------------- */
 
-/* TODO(issue 6, cache part): run the prompt and save the session's KV cache (mlx-lm
- * cache_prompt.py); generate --prompt-cache-file then reuses it. */
+/* mlx-lm's cache_prompt: evaluate the prompt (chat template applied as in generate) and save
+ * the session's KV cache; `generate --prompt-cache-file` continues from it. */
+static const char CACHE_PROMPT_USAGE[] =
+    "usage: lmcore cache-prompt [-m DIR] -p PROMPT --prompt-cache-file FILE [options]\n"
+    "  Runs PROMPT through the model (as `generate` builds it: chat template, --system-prompt) and\n"
+    "  saves the KV cache and its tokens to FILE. `lmcore generate --prompt-cache-file FILE -p TEXT`\n"
+    "  then continues from it without evaluating the cached prompt again. The KV-cache options\n"
+    "  (--max-kv-size, --kv-bits, --kv-group-size, --quantized-kv-start) must match between the two.\n";
+
 int cmd_cache_prompt(int argc, char **argv) {
-    for (int i = 1; i < argc; i++)
-        if (cli_is(argv[i], "--help", "-h")) {
-            fputs("usage: lmcore cache-prompt [-m DIR] -p PROMPT --prompt-cache-file FILE\n"
-                  "  Not yet supported: prompt caches are being added.\n",
-                  stdout);
-            return 0;
-        }
-    return cli_fail("cache-prompt", "not yet supported (prompt caches are being added)");
+    gen_opts o;
+    int r = gen_parse("cache-prompt", argc, argv, CACHE_PROMPT_USAGE, &o);
+    if (r)
+        return r == 2 ? 0 : 1;
+    if (!o.prompt || !o.prompt_cache_file)
+        return cli_fail("cache-prompt", "needs -p PROMPT and --prompt-cache-file FILE (see --help)");
+    char *prompt = strcmp(o.prompt, "-") == 0 ? cli_read_stdin(NULL) : strdup(o.prompt);
+    if (!prompt)
+        return cli_fail("cache-prompt", "cannot read the prompt");
+    if (strcmp(o.prompt, "-") != 0)
+        unescape(prompt);
+    lm_llm *llm = NULL;
+    lm_session *sess = NULL;
+    int32_t *ids = NULL;
+    int n_ids = 0, rc = 1;
+    if (gen_load("cache-prompt", &o, &llm))
+        goto done;
+    lm_chat_message msgs[2];
+    int n_msgs = 0;
+    int use_template = !o.ignore_chat_template && lm_llm_chat_template(llm);
+    if (use_template && o.system_prompt)
+        msgs[n_msgs++] = (lm_chat_message){"system", o.system_prompt};
+    msgs[n_msgs++] = (lm_chat_message){"user", prompt};
+    gen_progress prog = {.enabled = isatty(2)};
+    o.gen.max_tokens = 0; /* prefill only */
+    o.gen.on_progress = gen_progress_cb;
+    o.gen.progress_user = &prog;
+    lm_gen_result res = {.size = sizeof res};
+    if (lm_llm_encode_chat(llm, msgs, n_msgs, use_template, o.chat_template_config, &ids, &n_ids) != LM_OK ||
+        lm_session_new(llm, &o.sess, &sess) != LM_OK || lm_session_generate(sess, ids, n_ids, &o.gen, &res) != LM_OK ||
+        lm_session_save(sess, o.prompt_cache_file) != LM_OK) {
+        cli_fail("cache-prompt", NULL);
+        goto done;
+    }
+    if (o.verbose)
+        fprintf(stderr, "cached %d prompt tokens (%.1f tokens/s) in %s\n", n_ids, res.prompt_tps, o.prompt_cache_file);
+    rc = 0;
+done:
+    lm_free_tokens(ids);
+    lm_session_free(sess);
+    lm_llm_free(llm);
+    free(prompt);
+    return rc;
 }

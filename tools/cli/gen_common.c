@@ -168,12 +168,12 @@ int gen_parse(const char *cmd, int argc, char **argv, const char *help, gen_opts
                 return bad(cmd, a, "a number of tokens >= 1", v);
             o->sess.max_kv_size = (int)l;
         } else if (cli_is(a, "--kv-bits", NULL)) {
-            if (!parse_long(v, 4, 8, &l) || (l != 4 && l != 8))
-                return bad(cmd, a, "4 or 8", v);
+            if (!parse_long(v, 2, 8, &l) || l == 7)
+                return bad(cmd, a, "2, 3, 4, 5, 6 or 8", v);
             o->sess.kv_bits = (int)l;
         } else if (cli_is(a, "--kv-group-size", NULL)) {
-            if (!parse_long(v, 1, 1 << 16, &l))
-                return bad(cmd, a, "a group size from 1 to 65536", v);
+            if (!parse_long(v, 32, 128, &l) || (l != 32 && l != 64 && l != 128))
+                return bad(cmd, a, "32, 64 or 128", v);
             o->sess.kv_group_size = (int)l;
         } else if (cli_is(a, "--quantized-kv-start", NULL)) {
             if (!parse_long(v, 0, INT_MAX, &l))
@@ -184,9 +184,6 @@ int gen_parse(const char *cmd, int argc, char **argv, const char *help, gen_opts
             return 1;
         }
     }
-    /* TODO(issue 6, cache part): load a prompt cache written by `lmcore cache-prompt`. */
-    if (o->prompt_cache_file)
-        return cli_fail(cmd, "--prompt-cache-file is not yet supported (prompt caches are being added)");
     return 0;
 }
 

@@ -300,9 +300,12 @@ int main(void) {
     p = lm_gen_default_params();
     CHECK(lm_session_generate(s, &bad_id, 1, &p, NULL) == LM_ERR_INVALID_ARG);
     lm_session_params sp = lm_session_default_params();
-    sp.max_kv_size = 256;
+    sp.max_kv_size = 1; /* must exceed the 4 kept tokens + 1 */
     lm_session *s2;
-    CHECK(lm_session_new(llm, &sp, &s2) == LM_ERR_UNSUPPORTED && s2 == NULL);
+    CHECK(lm_session_new(llm, &sp, &s2) == LM_ERR_INVALID_ARG && s2 == NULL && strstr(lm_last_error(), "max_kv_size"));
+    sp = lm_session_default_params();
+    sp.kv_bits = 8; /* the default group of 64 does not divide the head size 32 */
+    CHECK(lm_session_new(llm, &sp, &s2) == LM_ERR_INVALID_ARG && s2 == NULL && strstr(lm_last_error(), "kv_group_size"));
     CHECK(strcmp(lm_finish_reason_str(LM_FINISH_STOP), "stop") == 0 &&
           strcmp(lm_finish_reason_str(LM_FINISH_CANCELLED), "cancelled") == 0);
 

@@ -94,9 +94,10 @@ int main(void) {
         {"--top-k x", "--top-k"},
         {"--xtc-threshold 0.9", "[0, 0.5]"},
         {"-n -5", "-1"},
-        {"--kv-bits 3", "4 or 8"},
-        {"--max-kv-size 64", "not yet supported"},
-        {"--prompt-cache-file /tmp/x", "not yet supported"},
+        {"--kv-bits 7", "2, 3, 4, 5, 6 or 8"},
+        {"--kv-group-size 48", "32, 64 or 128"},
+        {"--max-kv-size 0", ">= 1"},
+        {"--prompt-cache-file /nonexistent/pc.safetensors", "/nonexistent/pc.safetensors"},
         {"--top-k 9000", "top_k must be in [0, 8191]"},
         {"--bogus 1", "unknown option"},
         {"--logit-bias 5", "ID:BIAS"},
@@ -110,7 +111,22 @@ int main(void) {
     snprintf(cmd, sizeof cmd, "%s generate -m %s", cli(), dir);
     CHECK(run(cmd, 1, out, sizeof out) == 1 && strstr(out, "-p"));
     snprintf(cmd, sizeof cmd, "%s cache-prompt -m %s -p hi", cli(), dir);
-    CHECK(run(cmd, 1, out, sizeof out) == 1 && strstr(out, "not yet supported"));
+    CHECK(run(cmd, 1, out, sizeof out) == 1 && strstr(out, "--prompt-cache-file"));
+    /* cache-prompt + generate --prompt-cache-file prints what the whole prompt would */
+    {
+        char pc[128], whole[4096];
+        snprintf(pc, sizeof pc, "/tmp/lmcore_cli_pc_%d.safetensors", (int)getpid());
+        snprintf(cmd, sizeof cmd, "%s generate -m %s -p 'Once upon a time there' -n 20", cli(), dir);
+        CHECK(run(cmd, 0, whole, sizeof whole) == 0);
+        snprintf(cmd, sizeof cmd, "%s cache-prompt -m %s -p 'Once upon a time' --prompt-cache-file %s", cli(), dir, pc);
+        CHECK(run(cmd, 0, out, sizeof out) == 0);
+        snprintf(cmd, sizeof cmd, "%s generate -m %s --prompt-cache-file %s -p ' there' -n 20", cli(), dir, pc);
+        CHECKF(run(cmd, 0, out, sizeof out) == 0 && strcmp(out, whole) == 0, "cached: '%s' whole: '%s'", out, whole);
+        /* a cache made with other KV settings is refused */
+        snprintf(cmd, sizeof cmd, "%s generate -m %s --prompt-cache-file %s --max-kv-size 64 -p x", cli(), dir, pc);
+        CHECK(run(cmd, 1, out, sizeof out) == 1 && strstr(out, "cache setting"));
+        unlink(pc);
+    }
     snprintf(cmd, sizeof cmd, "%s generate --help", cli());
     CHECK(run(cmd, 0, out, sizeof out) == 0 && strstr(out, "--max-tokens") && strstr(out, "--top-p"));
 

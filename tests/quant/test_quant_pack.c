@@ -28,10 +28,8 @@ static void test_round_trip(void) {
             size_t n = (size_t)GROUPS[gi] * 3;
             uint8_t q[384], back[384], stream[400];
             memset(stream, 0xAA, sizeof stream);
-            for (size_t k = 0; k < n; k++)
-                q[k] = (uint8_t)(rng() & ((1u << bits) - 1));
-            q[0] = (uint8_t)((1u << bits) - 1); /* all ones and zero included */
-            q[n - 1] = 0;
+            for (size_t k = 0; k < n; k++) /* all ones first and zero last included */
+                q[k] = k == 0 ? (uint8_t)((1u << bits) - 1) : k + 1 == n ? 0 : (uint8_t)(rng() & ((1u << bits) - 1));
             lm_bits_pack(stream, bits, q, n);
             lm_bits_unpack(stream, bits, n, back);
             for (size_t k = 0; k < n; k++)

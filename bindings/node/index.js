@@ -46,11 +46,26 @@ async function call(fn) {
   }
 }
 
-/** {mode, bits, groupSize} from the engine's weight format ("q4/g64", "bf16, experts mxfp4"), or null. */
-function quantizationOf(format) {
+/**
+ * {mode, bits, groupSize, overrides} from config.json's MLX `quantization` block (overrides:
+ * per-module entries) or Hugging Face `quantization_config` (mxfp4), else from the engine's
+ * weight format ("q4/g64", "bf16, experts mxfp4"); null for float weights.
+ */
+async function quantizationOf(dir, format) {
+  try {
+    const cfg = JSON.parse(await fs.promises.readFile(path.join(dir, 'config.json'), 'utf8'));
+    const q = cfg.quantization;
+    if (q && typeof q === 'object' && Number.isInteger(q.bits)) {
+      const overrides = Object.values(q).filter((v) => v && typeof v === 'object').length;
+      return { mode: typeof q.mode === 'string' ? q.mode : 'affine', bits: q.bits, groupSize: q.group_size, overrides };
+    }
+    if (cfg.quantization_config?.quant_method === 'mxfp4') return { mode: 'mxfp4', bits: 4, groupSize: 32, overrides: 0 };
+  } catch {
+    // the engine read it already; fall back to what it reports
+  }
   const affine = /q(\d+)\/g(\d+)/.exec(format);
-  if (affine) return { mode: 'affine', bits: Number(affine[1]), groupSize: Number(affine[2]) };
-  if (/mxfp4/.test(format)) return { mode: 'mxfp4', bits: 4, groupSize: 32 };
+  if (affine) return { mode: 'affine', bits: Number(affine[1]), groupSize: Number(affine[2]), overrides: 0 };
+  if (/mxfp4/.test(format)) return { mode: 'mxfp4', bits: 4, groupSize: 32, overrides: 0 };
   return null;
 }
 
@@ -371,7 +386,7 @@ async function loadModel(dir, options) {
     family: raw.family,
     parameters: raw.parameters,
     contextLength: raw.contextLength,
-    quantization: quantizationOf(raw.weightFormat),
+    quantization: Object.freeze(await quantizationOf(resolved, raw.weightFormat)),
     weightFormat: raw.weightFormat,
     layers: raw.layers,
     hiddenSize: raw.hiddenSize,

@@ -231,31 +231,32 @@ class Model {
     params.stream = Boolean(onChunk);
     params.progress = Boolean(js.onProgress);
     const withLogprobs = Boolean(params.logprobs);
+    const token = native.createCancelToken();
+    await this.#lock.acquire(signal);
+    const stop = () => native.cancel(token);
+    let callbackError = null;
     const onEvent = (kind, a, b, c) => {
-      if (kind === 0) {
-        const chunk = { text: a, tokens: b >= 0 ? [b] : [] };
-        if (withLogprobs) chunk.logprobs = b >= 0 ? [c] : [];
-        onChunk(chunk);
-      } else {
-        try {
+      try {
+        if (kind === 0) {
+          const chunk = { text: a, tokens: b >= 0 ? [b] : [] };
+          if (withLogprobs) chunk.logprobs = b >= 0 ? [c] : [];
+          onChunk(chunk);
+        } else {
           js.onProgress({ done: a, total: b });
-        } catch (e) {
-          process.nextTick(() => {
-            throw e;
-          });
         }
+      } catch (e) {
+        // a throwing onProgress stops the generation, which then rejects with its error
+        callbackError ??= e;
+        stop();
       }
     };
-    await this.#lock.acquire(signal);
-    const token = native.createCancelToken();
-    const stop = () => native.cancel(token);
     try {
-      this.#live('generate');
       if (signal?.aborted) throw new AbortError(signal);
       if (cancel?.aborted) stop();
       signal?.addEventListener('abort', stop, { once: true });
       cancel?.addEventListener('abort', stop, { once: true });
       const raw = await call(() => native.generate(this.#handle, nativePrompt, params, token, onEvent));
+      if (callbackError) throw callbackError;
       const result = shapeResult(raw);
       if (signal?.aborted) throw new AbortError(signal, result);
       return result;
@@ -328,7 +329,6 @@ class Model {
     const run = async () => {
       await this.#lock.acquire();
       try {
-        this.#live('evaluate');
         return await call(() => native.evaluate(this.#handle, arr, p));
       } finally {
         this.#lock.release();
@@ -338,9 +338,10 @@ class Model {
   }
 
   /**
-   * Free the model. New calls fail with ERR_LMCORE_DISPOSED at once; operations already
-   * started or queued finish first (abort their signals to stop them sooner). Calling it
-   * again returns the same promise.
+   * Free the model. Calls made after it fail with ERR_LMCORE_DISPOSED; calls made before it
+   * (running or queued) finish first (abort their signals to stop them sooner). Calling it
+   * again returns the same promise. Without dispose(), the memory is
+   * freed when the Model is garbage-collected.
    * @returns {Promise<void>}
    */
   dispose() {

@@ -19,14 +19,16 @@ const char *nm_status_code(lm_status st) {
     return i >= 0 && i < (int)(sizeof STATUS_CODES / sizeof STATUS_CODES[0]) ? STATUS_CODES[i] : "LM_ERR_UNKNOWN";
 }
 
-/* Throw `Error(message)` with .code; `kind` 1 makes it a TypeError. Returns false when even
- * that failed (an exception is then pending anyway or the env is going away). */
+/* Throw `Error(message)` with .code; `kind` 1 makes it a TypeError, 2 a RangeError. Does
+ * nothing when even that fails (the env is going away). */
 static void throw_with_code(napi_env env, int kind, const char *code, const char *msg) {
     napi_value jcode, jmsg, err;
     if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &jcode) != napi_ok ||
         napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &jmsg) != napi_ok)
         return;
-    napi_status s = kind ? napi_create_type_error(env, jcode, jmsg, &err) : napi_create_error(env, jcode, jmsg, &err);
+    napi_status s = kind == 1   ? napi_create_type_error(env, jcode, jmsg, &err)
+                    : kind == 2 ? napi_create_range_error(env, jcode, jmsg, &err)
+                                : napi_create_error(env, jcode, jmsg, &err);
     if (s == napi_ok)
         napi_throw(env, err);
 }
@@ -57,7 +59,7 @@ static napi_value vthrow(napi_env env, int kind, const char *code, const char *f
 napi_value nm_throw(napi_env env, const char *code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vthrow(env, 0, code, fmt, ap);
+    vthrow(env, strcmp(code, "ERR_OUT_OF_RANGE") == 0 ? 2 : 0, code, fmt, ap);
     va_end(ap);
     return NULL;
 }

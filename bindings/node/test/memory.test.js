@@ -30,7 +30,7 @@ async function cycle(dispose) {
 }
 
 test('load + generate + dispose 20 times keeps RSS flat', async (t) => {
-  for (let i = 0; i < 3; i++) await cycle(true); // warm up allocator pools and code
+  for (let i = 0; i < 10; i++) await cycle(true); // warm up to the allocator's plateau
   await settle();
   const before = process.memoryUsage.rss();
   for (let i = 0; i < 20; i++) await cycle(true);

@@ -9,7 +9,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { loadModel, LmcoreError } = require('..');
 const { defaultModel, fixturesDir } = require('./helpers');
-const native = require('../build/lmcore.node');
+const native = require(process.env.LMCORE_NODE_ADDON || '../build/lmcore.node');
 
 let model;
 test.before(async () => {

@@ -198,3 +198,28 @@ test('the native addon rejects garbage without crashing', async () => {
   assert.throws(() => native.info(h), { code: 'ERR_LMCORE_DISPOSED' });
   assert.throws(() => native.generate(h, 'x', {}, tok), { code: 'ERR_LMCORE_DISPOSED' });
 });
+
+test('a worker thread terminated mid-generation does not crash the process', async () => {
+  const { Worker } = require('node:worker_threads');
+  const index = require.resolve('..');
+  const code = `
+    const { loadModel } = require(${JSON.stringify(index)});
+    const { parentPort } = require('node:worker_threads');
+    (async () => {
+      const m = await loadModel(undefined, { threads: 1 });
+      for await (const c of m.stream('Once upon a time', { maxTokens: -1 })) parentPort.postMessage(c.tokens.length);
+    })();`;
+  for (let i = 0; i < 2; i++) {
+    const w = new Worker(code, { eval: true });
+    let n = 0;
+    await new Promise((resolve, reject) => {
+      w.on('error', reject);
+      w.on('message', () => {
+        if (++n === 10) resolve();
+      });
+    });
+    assert.equal(await w.terminate(), 1); // exit code of a terminated worker
+  }
+  const r = await model.generate('Once upon a time', { maxTokens: 3 }); // this thread is fine
+  assert.equal(r.usage.completionTokens, 3);
+});

@@ -138,11 +138,14 @@ function generateOptions(options, info) {
   set('prefillStepSize', (k) => int(o, k, 1, I32, 'an integer >= 1'));
   set('contextSize', (k) => int(o, k, 1, I32, 'a number of tokens >= 1'));
   set('maxKvSize', (k) => int(o, k, 1, I32, 'a number of tokens >= 1'));
-  set('kvGroupSize', (k) => int(o, k, 1, 65536, 'an integer from 1 to 65536'));
+  if (o.kvGroupSize !== undefined && ![32, 64, 128].includes(o.kvGroupSize)) {
+    throw rangeErr(`options.kvGroupSize must be 32, 64 or 128 (got ${show(o.kvGroupSize)})`);
+  }
+  if (o.kvGroupSize !== undefined) p.kvGroupSize = o.kvGroupSize;
   set('quantizedKvStart', (k) => int(o, k, 0, I32, 'a number of tokens >= 0'));
   set('logprobs', (k) => bool(o, k));
-  if (o.kvBits !== undefined && o.kvBits !== 4 && o.kvBits !== 8) {
-    throw rangeErr(`options.kvBits must be 4 or 8 (got ${show(o.kvBits)})`);
+  if (o.kvBits !== undefined && ![2, 3, 4, 5, 6, 8].includes(o.kvBits)) {
+    throw rangeErr(`options.kvBits must be 2, 3, 4, 5, 6 or 8 (got ${show(o.kvBits)})`);
   }
   if (o.kvBits !== undefined) p.kvBits = o.kvBits;
   if (o.seed !== undefined) {

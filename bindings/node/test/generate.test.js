@@ -247,8 +247,23 @@ test('onProgress reports the prompt prefill', async () => {
   const events = [];
   const long = 'The quick brown fox jumps over the lazy dog. '.repeat(20);
   const r = await model.generate(long, { maxTokens: 1, prefillStepSize: 64, onProgress: (p) => events.push(p) });
-  const total = r.usage.promptTokens;
+  // the tokens to evaluate: the prompt less what the model's cached session shares with it
+  const total = r.usage.promptTokens - r.usage.cachedPromptTokens;
   assert.deepEqual(events[0], { done: 0, total });
   assert.deepEqual(events.at(-1), { done: total, total });
   assert.ok(events.length >= Math.floor((total - 1) / 64) + 2);
+});
+
+test('KV-cache options: a large maxKvSize and an 8-bit cache keep the greedy text', async () => {
+  const plain = await model.generate(ONCE, { maxTokens: 24 });
+  const rotating = await model.generate(ONCE, { maxTokens: 24, maxKvSize: 64 });
+  assert.equal(rotating.text, plain.text);
+  // past a small rotating cache generation goes on to maxTokens
+  const small = await model.generate(ONCE, { maxTokens: 40, maxKvSize: 12, contextSize: 12 });
+  assert.equal(small.usage.completionTokens, 40);
+  assert.equal(small.finishReason, 'length');
+  const q8 = await model.generate(ONCE, { maxTokens: 24, kvBits: 8, kvGroupSize: 32, quantizedKvStart: 0 });
+  assert.equal(q8.text, plain.text);
+  // a group size that does not divide the head size (32) is an engine error naming it
+  await assert.rejects(model.generate(ONCE, { maxTokens: 4, kvBits: 8, kvGroupSize: 64 }), /kv_group_size/);
 });

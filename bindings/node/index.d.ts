@@ -106,8 +106,8 @@ export interface GenerateOptions {
   contextSize?: number;
   /** KV-cache options (mlx-lm's --max-kv-size, --kv-bits, --kv-group-size, --quantized-kv-start). */
   maxKvSize?: number;
-  kvBits?: 4 | 8;
-  kvGroupSize?: number;
+  kvBits?: 2 | 3 | 4 | 5 | 6 | 8;
+  kvGroupSize?: 32 | 64 | 128;
   quantizedKvStart?: number;
   /** Cancels the generation (it rejects with an AbortError carrying the partial result). */
   signal?: AbortSignal;

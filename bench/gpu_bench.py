@@ -343,6 +343,7 @@ def main():
     ap.add_argument("--torch-timeout", type=int, default=240)
     ap.add_argument("--lmcore-timeout", type=int, default=300)
     ap.add_argument("--tag", default="", help="a label for this run (written into the report)")
+    ap.add_argument("--torch-from", help="reuse the PyTorch results of an earlier gpu_bench.json")
     ap.add_argument("--torch-child")
     args = ap.parse_args()
     args.ctx = [int(x) for x in args.ctx.split(",")]
@@ -379,9 +380,15 @@ def main():
     for name, d in fmts:
         lm[name] = run_lmcore(args.build, d, args)
         log(name, json.dumps(lm[name]))
-    pt = {} if args.no_torch else run_torch(bf16, args)
+    if args.torch_from:
+        with open(args.torch_from) as f:
+            prev = json.load(f)
+        pt, ptc0 = prev.get("pytorch", {}), prev.get("pytorch_compile", {})
+        pt["from"] = "%s (%s)" % (args.torch_from, prev.get("date", "?"))
+    else:
+        pt = {} if args.no_torch else run_torch(bf16, args)
     log("pytorch", json.dumps(pt))
-    ptc = run_torch(bf16, args, compile_=True) if args.compile else {}
+    ptc = run_torch(bf16, args, compile_=True) if args.compile else (ptc0 if args.torch_from else {})
     if ptc:
         log("pytorch compile", json.dumps(ptc))
     date = datetime.date.today().isoformat()
@@ -390,6 +397,8 @@ def main():
            "logits downloaded per token; bounds: bandwidth ÷ (weights + f32 KV cache) per token, prefill: GEMM rate ÷ "
            "FLOPs per token\n" % (date, P["gpu"], P.get("driver", "cuda"), P["torch"], P["read_bw"] / 1e9,
                                   P["gemm_flops"] / 1e12, (" — " + args.tag) if args.tag else "", args.decode))
+    if pt.get("from"):
+        hdr += "PyTorch %s eager numbers from %s\n" % (pt.get("transformers", ""), pt["from"])
     tab = table(P, fmts, lm, pt, ptc, args)
     print(hdr)
     print(tab)

@@ -9,6 +9,6 @@ build=${1:-build-gpu}
 shift || true
 . scripts/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader || true
-cmake -S . -B "$build" -DLMCORE_CUDA=ON -DLMCORE_WERROR=ON -DLMCORE_TESTS=OFF >/dev/null
+cmake -S . -B "$build" -DLMCORE_CUDA=ON -DLMCORE_WERROR=ON >/dev/null
 cmake --build "$build" -j"$(nproc)" --target lmcore_cli gpu_bench
 PYTHONUNBUFFERED=1 python3 bench/gpu_bench.py --build "$build" --out "${OUT:-.}" "$@"

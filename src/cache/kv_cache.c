@@ -209,8 +209,15 @@ lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v
                       c->max_rows);
     if (L->n + T > L->cap)
         LM_TRY(grow(c, L, L->n + T));
-    for (int t = 0; t < T; t++)
-        put_row(c, L, L->n + t, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos[t]);
+    if (!c->bits) { /* f32 rows: one copy per plane and one upload of the positions */
+        size_t rb = lm_kv_row_bytes(c, L);
+        c->be->ops->copy(c->be, L->k + (size_t)L->n * rb, k, (size_t)T * rb);
+        c->be->ops->copy(c->be, L->v + (size_t)L->n * rb, v, (size_t)T * rb);
+        set_pos(c, L, L->n, pos, T);
+    } else {
+        for (int t = 0; t < T; t++)
+            put_row(c, L, L->n + t, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos[t]);
+    }
     L->n += T;
     return LM_OK;
 }

@@ -2,7 +2,8 @@
  * over every stored format (dense f32/f16/bf16 and strided, MLX affine 2-8 bit with groups
  * 32/64/128, MXFP4), embedding, norms, rope, attention (GQA, empty rows, out-of-order rows,
  * window, softcap, sinks, head_dim not a multiple of 32), activations, MoE routing and row
- * moves, Gemma 3n ops. Tolerance: |gpu - cpu| <= 1e-4 * max(1, |cpu|) (fp32, other summation
+ * moves, Gemma 3n ops; the decode (matvec), cuBLAS (many tokens) and split-attention paths.
+ * Tolerance: |gpu - cpu| <= 1e-4 * max(1, |cpu|) (fp32, other summation
  * order). Exits 77 (skipped) without a GPU. */
 #include <math.h>
 #include <stdint.h>
@@ -197,6 +198,50 @@ static void test_linear(void) {
     dropw(&w);
 }
 
+/* Many tokens go through cuBLAS with bf16 operands: the reference rounds x and the dequantized
+ * weight to bf16 and sums in double, so only the summation order differs (same tolerance). */
+static void check_linear_gemm(const char *what, wpair *w, int T) {
+    int in = w->c.in, out = w->c.out;
+    buf x = mkf((size_t)T * in, 1.0f), y = mk((size_t)T * out * sizeof(float));
+    float *row = malloc((size_t)in * sizeof *row);
+    for (int r = 0; r < out; r++) {
+        lm_linear_row_f32(&w->c, r, row);
+        for (int t = 0; t < T; t++) {
+            double acc = w->c.bias ? w->c.bias[r] : 0.0;
+            for (int i = 0; i < in; i++)
+                acc += (double)lm_bf16_to_f32(lm_f32_to_bf16(row[i])) *
+                       lm_bf16_to_f32(lm_f32_to_bf16(((const float *)x.h)[(size_t)t * in + i]));
+            ((float *)y.c)[(size_t)t * out + r] = (float)acc;
+        }
+    }
+    gpu->ops->linear(gpu, &w->g, x.g, T, y.g);
+    char name[128];
+    snprintf(name, sizeof name, "linear (GEMM) %s out %d in %d T %d", what, out, in, T);
+    cmp(name, &y, (size_t)T * out);
+    free(row);
+    drop(&x);
+    drop(&y);
+}
+
+static void test_linear_gemm(void) {
+    wpair w = mkw(LM_W_DENSE, LM_DT_BF16, 67, 96, 0, 0, 1, 1);
+    check_linear_gemm("bf16", &w, 64);
+    check_linear_gemm("bf16", &w, 131);
+    dropw(&w);
+    w = mkw(LM_W_DENSE, LM_DT_F16, 40, 70, 0, 0, 3, 0); /* strided f16: dequantized first */
+    check_linear_gemm("f16 step 3", &w, 70);
+    dropw(&w);
+    w = mkw(LM_W_AFFINE, LM_DT_BF16, 45, 256, 4, 64, 1, 1);
+    check_linear_gemm("q4/g64", &w, 100);
+    dropw(&w);
+    w = mkw(LM_W_AFFINE, LM_DT_F16, 33, 128, 8, 32, 1, 0);
+    check_linear_gemm("q8/g32", &w, 65);
+    dropw(&w);
+    w = mkw(LM_W_MXFP4, LM_DT_U8, 29, 96, 0, 0, 1, 0);
+    check_linear_gemm("mxfp4", &w, 64);
+    dropw(&w);
+}
+
 /* --- attention ---------------------------------------------------------------------------------- */
 
 static void check_attention(int T, int nh, int nkv, int hd, int rows, int window, float softcap, int sinks) {
@@ -334,11 +379,17 @@ int main(void) {
     }
     CHECK(cpu->ops->reserve(cpu, 512, 512) == LM_OK);
     test_linear();
+    test_linear_gemm();
     check_attention(1, 4, 2, 64, 70, 0, 0, 0);
     check_attention(5, 4, 2, 40, 70, 0, 0, 0);
     check_attention(5, 8, 1, 96, 130, 16, 0, 1);
     check_attention(3, 4, 4, 256, 45, 0, 20.0f, 0);
     check_attention(2, 6, 3, 32, 33, 5, 30.0f, 1);
+    /* the split kernel: many chunks (flash-decoding), GQA 4 and 8, and one chunk per block */
+    check_attention(1, 32, 8, 128, 700, 0, 0, 1);
+    check_attention(1, 16, 2, 128, 1000, 100, 0, 0);
+    check_attention(40, 8, 2, 128, 300, 0, 0, 0);
+    check_attention(64, 16, 8, 64, 200, 0, 0, 1);
     test_small_ops();
     test_moe();
     test_errors();

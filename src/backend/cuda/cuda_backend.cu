@@ -4,6 +4,7 @@
  * altup.cu). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda/cuda_internal.cuh"
 
@@ -65,10 +66,46 @@ static void cu_copy(lm_backend *be, void *dst, const void *src, size_t bytes) {
         lm_cuda_check(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, c->stream), "cudaMemcpyAsync");
 }
 
+/* Small uploads go through the pinned staging ring, so they queue without waiting for the
+ * stream (a copy from pageable memory waits for every queued kernel first); when the ring
+ * wraps, the stream is drained once so its old contents are no longer read. Large uploads, or
+ * any without a ring, copy from pageable memory: returns once src has been read. */
 static void cu_upload(lm_backend *be, void *dst, const void *src, size_t bytes) {
     cuda_backend *c = cu_be(be);
-    if (bytes && !lm_cuda_skip(c)) /* from pageable memory: returns once src has been read */
-        lm_cuda_check(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+    if (!bytes || lm_cuda_skip(c))
+        return;
+    size_t need = (bytes + 15) & ~(size_t)15;
+    if (c->stage && need <= LM_CUDA_STAGE_BYTES / 4) {
+        if (c->stage_off + need > LM_CUDA_STAGE_BYTES) {
+            if (!lm_cuda_check(c, cudaStreamSynchronize(c->stream), "upload (staging ring)"))
+                return;
+            c->stage_off = 0;
+        }
+        uint8_t *p = c->stage + c->stage_off;
+        memcpy(p, src, bytes);
+        c->stage_off += need;
+        lm_cuda_check(c, cudaMemcpyAsync(dst, p, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+        return;
+    }
+    lm_cuda_check(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+}
+
+void *lm_cuda_scratch(cuda_backend *c, int slot, size_t bytes) {
+    if (lm_cuda_skip(c))
+        return NULL;
+    if (bytes <= c->scratch_bytes[slot])
+        return c->scratch[slot];
+    if (c->scratch[slot]) /* cudaFree waits for the work that may still read it */
+        lm_cuda_check(c, cudaFree(c->scratch[slot]), "cudaFree");
+    c->scratch[slot] = NULL;
+    c->scratch_bytes[slot] = 0;
+    size_t want = bytes + bytes / 4; /* some headroom: sizes grow with the context */
+    void *p = NULL;
+    if (!lm_cuda_check(c, cudaMalloc(&p, want), "cudaMalloc of scratch (out of device memory?)"))
+        return NULL;
+    c->scratch[slot] = p;
+    c->scratch_bytes[slot] = want;
+    return p;
 }
 
 static void cu_download(lm_backend *be, void *dst, const void *src, size_t bytes) {
@@ -105,17 +142,23 @@ static void cu_copy_rows(lm_backend *be, float *dst, size_t dst_ld, const float 
                                        (size_t)rows, cudaMemcpyDeviceToDevice, c->stream), "cudaMemcpy2DAsync");
 }
 
-/* Attention keeps no scratch: nothing to reserve. */
+/* Scratch grows on demand (lm_cuda_scratch): nothing to reserve. */
 static lm_status cu_reserve(lm_backend *be, int max_in, int max_rows) { return cu_status(be); }
 
 static void cu_destroy(lm_backend *be) {
     cuda_backend *c = cu_be(be);
     if (!c)
         return;
-    if (c->stream) {
+    if (c->stream)
         cudaStreamSynchronize(c->stream);
+    lm_cuda_gemm_free(c);
+    for (int i = 0; i < LM_CUDA_SCR_COUNT; i++)
+        if (c->scratch[i])
+            cudaFree(c->scratch[i]);
+    if (c->stage)
+        cudaFreeHost(c->stage);
+    if (c->stream)
         cudaStreamDestroy(c->stream);
-    }
     free(c);
 }
 
@@ -178,6 +221,11 @@ extern "C" lm_status lm_backend_cuda_new(int device, lm_backend **out) {
         free(c);
         return lm_err(LM_ERR_DEVICE, "CUDA device %d: cannot start: %s", device, cudaGetErrorString(e));
     }
+    void *stage = NULL; /* without pinned memory, uploads still work (blocking) */
+    if (cudaMallocHost(&stage, LM_CUDA_STAGE_BYTES) == cudaSuccess)
+        c->stage = (uint8_t *)stage;
+    else
+        (void)cudaGetLastError();
     *out = &c->base;
     return LM_OK;
 }

@@ -11,12 +11,22 @@ extern "C" {
 #include "backend/backend.h"
 }
 
+/* Device scratch buffers, grown on demand (lm_cuda_scratch). */
+enum { LM_CUDA_SCR_XB, LM_CUDA_SCR_WB, LM_CUDA_SCR_ATTN, LM_CUDA_SCR_COUNT };
+
+#define LM_CUDA_STAGE_BYTES (1u << 20) /* pinned staging ring for small uploads */
+
 typedef struct cuda_backend {
     lm_backend base;
     int device;
     cudaStream_t stream;
     lm_status err;   /* first deferred error (LM_OK: none) */
     char msg[512];   /* its message */
+    void *scratch[LM_CUDA_SCR_COUNT];       /* device memory */
+    size_t scratch_bytes[LM_CUDA_SCR_COUNT];
+    void *cublas;    /* cublasHandle_t, created at the first GEMM (gemm.cu) */
+    uint8_t *stage;  /* [LM_CUDA_STAGE_BYTES] pinned host memory, or NULL (uploads then block) */
+    size_t stage_off;
 } cuda_backend;
 
 static inline cuda_backend *cu_be(lm_backend *be) { return (cuda_backend *)be; }
@@ -33,6 +43,9 @@ static inline void lm_cuda_launched(cuda_backend *c, const char *kernel) {
 static inline int lm_cuda_skip(cuda_backend *c) { return c->err != LM_OK; }
 
 static inline unsigned lm_cuda_blocks(size_t n, unsigned per) { return (unsigned)((n + per - 1) / per); }
+
+/* Scratch slot `slot` with at least `bytes` bytes (grown on demand; NULL after an error). */
+void *lm_cuda_scratch(cuda_backend *c, int slot, size_t bytes);
 
 /* --- device helpers ------------------------------------------------------------------------- */
 
@@ -121,6 +134,12 @@ static __device__ __forceinline__ float weight_at(const lm_linear &w, int r, int
 }
 
 /* --- ops (one .cu per family) ------------------------------------------------------------------ */
+
+/* Fast paths of lm_cuda_linear; each returns 0 when it does not handle the weight. */
+int lm_cuda_matvec(cuda_backend *c, const lm_linear *w, const float *x, float *y);         /* T == 1 */
+int lm_cuda_gemm(cuda_backend *c, const lm_linear *w, const float *x, int T, float *y);    /* T large */
+void lm_cuda_gemm_free(cuda_backend *c);
+#define LM_CUDA_GEMM_MIN_T 64 /* tokens from which linear goes through cuBLAS */
 
 void lm_cuda_linear(lm_backend *be, const lm_linear *w, const float *x, int T, float *y);
 void lm_cuda_embed(lm_backend *be, const lm_linear *table, const int32_t *ids, int T, float scale, float *out);

@@ -185,12 +185,16 @@ def prefill_flops_per_token(T):
 
 # --- lmcore ------------------------------------------------------------------------------------------
 
-def run_lmcore(build, d, args):
+def run_lmcore(build, d, args, env=None):
     cmd = [os.path.join(build, "bench", "gpu_bench"), d, "--device", "cuda", "--prefill", str(args.prefill),
            "--ctx", ",".join(map(str, args.ctx)), "--decode", str(args.decode)]
     log("+", " ".join(cmd))
     t = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.lmcore_timeout)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.lmcore_timeout,
+                           env=dict(os.environ, **(env or {})))
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out after %d s" % args.lmcore_timeout}
     log(p.stderr.strip())
     if p.returncode != 0:
         return {"error": (p.stderr.strip() or "exit %d" % p.returncode)[-400:]}
@@ -310,7 +314,7 @@ def table(P, fmts, lm, pt, ptc, args):
             v = dec.get(c)
             ptv = pt_dec.get(c)
             rows.append("| %s | decode @%d | %s | %s | %s | %.0f | %s | %.2f GB |" % (
-                name, c, fmt(v), fmt(ptv) + ("" if name == "bf16" or ptv is None else " (bf16)"),
+                name, c, fmt(v), fmt(ptv) + ("" if name.startswith("bf16") or ptv is None else " (bf16)"),
                 fmt(v / ptv if v and ptv else None, "%.1f×"), bound, fmt(100 * v / bound if v else None, "%.0f%%"),
                 (w + kv) / 1e9))
         fl = prefill_flops_per_token(args.prefill)
@@ -318,7 +322,7 @@ def table(P, fmts, lm, pt, ptc, args):
         v = r.get("prefill", {}).get("tok_s")
         ptv = pt.get("prefill", {}).get("tok_s")
         rows.append("| %s | prefill %d | %s | %s | %s | %.0f | %s | %.1f GFLOP |" % (
-            name, args.prefill, fmt(v, "%.0f"), fmt(ptv, "%.0f") + ("" if name == "bf16" or ptv is None else " (bf16)"),
+            name, args.prefill, fmt(v, "%.0f"), fmt(ptv, "%.0f") + ("" if name.startswith("bf16") or ptv is None else " (bf16)"),
             fmt(v / ptv if v and ptv else None, "%.2f×"), bound, fmt(100 * v / bound if v else None, "%.0f%%"),
             fl / 1e9))
     for c in ptc.get("decode", []):
@@ -343,6 +347,7 @@ def main():
     ap.add_argument("--torch-timeout", type=int, default=240)
     ap.add_argument("--lmcore-timeout", type=int, default=300)
     ap.add_argument("--tag", default="", help="a label for this run (written into the report)")
+    ap.add_argument("--no-graphs-too", action="store_true", help="also time lmcore with LMCORE_CUDA_GRAPHS=0")
     ap.add_argument("--torch-from", help="reuse the PyTorch results of an earlier gpu_bench.json")
     ap.add_argument("--torch-child")
     args = ap.parse_args()
@@ -377,9 +382,14 @@ def main():
             log("converted %s (%.1f s)" % (d, time.time() - t))
         fmts.append((f, d))
     lm = {}
-    for name, d in fmts:
+    for name, d in list(fmts):
         lm[name] = run_lmcore(args.build, d, args)
         log(name, json.dumps(lm[name]))
+        if args.no_graphs_too:  # the same run with the decode step's CUDA graph turned off
+            alt = name + " (no graph)"
+            lm[alt] = run_lmcore(args.build, d, args, env={"LMCORE_CUDA_GRAPHS": "0"})
+            log(alt, json.dumps(lm[alt]))
+            fmts.append((alt, d))
     if args.torch_from:
         with open(args.torch_from) as f:
             prev = json.load(f)

@@ -10,7 +10,7 @@
 #include "io/config.h"
 #include "layers/linear.h"
 
-#define LM_BACKEND_OPS_VERSION 2
+#define LM_BACKEND_OPS_VERSION 3
 
 typedef struct lm_backend lm_backend;
 
@@ -97,6 +97,15 @@ typedef struct lm_backend_ops {
     /* AltUp correct: streams[i][t] = pred[i][t] + (x[t] - active[t]) * (w[t][i] + 1); w [T, ns] */
     void (*altup_correct)(lm_backend *be, float *streams, const float *pred, const float *x, const float *active,
                           const float *w, int ns, int T, int H);
+
+    /* --- version 3: whole steps recorded and replayed (CUDA graphs) --- */
+    /* Start recording the ops that follow instead of running them; returns LM_OK when recording
+     * (else nothing changes and ops run as called). Between the two calls no op may wait for
+     * queued work (download, status) or allocate/release backend memory. NULL: never records. */
+    lm_status (*record_begin)(lm_backend *be);
+    /* Stop recording and run what was recorded (run != 0), or drop it (run == 0). Errors are
+     * reported by the status op. NULL when record_begin is NULL. */
+    void (*record_end)(lm_backend *be, int run);
 } lm_backend_ops;
 
 #define LM_MOE_MAX_EXPERTS 4096

@@ -149,6 +149,22 @@ static lm_status grow(lm_kv_cache *c, lm_kv_layer *L, int need) {
     return resize(c, L, cap);
 }
 
+lm_status lm_kv_prepare_append(lm_kv_cache *c, int T) {
+    if (c->bits)
+        return LM_ERR_UNSUPPORTED;
+    for (int l = 0; l < c->n_layers; l++)
+        if (c->layers[l].span > 0)
+            return LM_ERR_UNSUPPORTED;
+    for (int l = 0; l < c->n_layers; l++) {
+        lm_kv_layer *L = &c->layers[l];
+        if (L->n + T > c->max_rows)
+            return LM_ERR_UNSUPPORTED; /* the append reports the error */
+        if (L->n + T > L->cap)
+            LM_TRY(grow(c, L, L->n + T));
+    }
+    return LM_OK;
+}
+
 lm_status lm_kv_reserve(lm_kv_cache *c, int layer, int n) {
     lm_kv_layer *L = &c->layers[layer];
     return n > L->cap ? resize(c, L, n) : LM_OK;

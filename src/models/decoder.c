@@ -231,9 +231,26 @@ static void upload_inputs(lm_ctx *c, const int32_t *ids, int T) {
     be->ops->upload(be, c->pos_d, c->pos, (size_t)T * sizeof(int32_t));
 }
 
+/* A one-token step of a plain decoder (no MoE routing on the host, no AltUp, a cache that
+ * appends without allocating) is recorded and replayed as one graph where the backend can. */
+static int record_step(lm_ctx *c, int T) {
+    lm_model *m = c->m;
+    lm_backend *be = m->be;
+    if (T != 1 || !be->ops->record_begin || m->max_experts > 0 || m->altup_proj)
+        return 0;
+    if (c->params.kv_bits && c->n_past + 1 > c->params.quantized_kv_start)
+        return 0;
+    if (lm_kv_prepare_append(&c->kv, T) != LM_OK) {
+        lm_err_clear();
+        return 0;
+    }
+    return be->ops->record_begin(be) == LM_OK;
+}
+
 /* Final norm and the head for n_out rows of c->x from `first`, in blocks of LM_LOGIT_ROWS rows
- * computed in backend memory and downloaded into the caller's logits. */
-static void head(lm_ctx *c, int first, int n_out, float *logits) {
+ * computed in backend memory and downloaded into the caller's logits. A recorded step ends
+ * before the first download. */
+static void head(lm_ctx *c, int first, int n_out, float *logits, int recording) {
     lm_model *m = c->m;
     const lm_config *cfg = &m->cfg;
     lm_backend *be = m->be;
@@ -245,6 +262,8 @@ static void head(lm_ctx *c, int first, int n_out, float *logits) {
         op->linear(be, &m->head, c->h + (size_t)r0 * H, nr, c->logits);
         if (cfg->final_softcap > 0)
             op->softcap(be, c->logits, (float)cfg->final_softcap, (size_t)nr * V);
+        if (recording && r0 == 0)
+            op->record_end(be, 1);
         op->download(be, logits + (size_t)r0 * V, c->logits, (size_t)nr * V * sizeof(float));
     }
 }
@@ -264,6 +283,7 @@ lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits
         return lm_err(LM_ERR_CONTEXT, "%d tokens after %d exceed the context of %d tokens", T, c->n_past,
                       c->max_tokens);
     LM_TRY(reserve(c, T));
+    int recording = record_step(c, T);
     upload_inputs(c, ids, T);
 
     op->embed(be, &m->embed, c->ids_d, T, m->embed_scale, c->x);
@@ -273,6 +293,8 @@ lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits
     for (int l = 0; l < cfg->n_layers; l++) {
         lm_status st = altup ? lm_altup_layer_forward(c, l, T) : residual_layer(c, l, T);
         if (st != LM_OK) { /* only allocation can fail here: the sequence cannot continue */
+            if (recording)
+                op->record_end(be, 0);
             lm_ctx_reset(c);
             return lm_err_prefix(st, "the sequence was reset");
         }
@@ -283,7 +305,9 @@ lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits
     /* final norm and the head, for every token or the last one */
     if (logits) {
         int first = all_logits ? 0 : T - 1;
-        head(c, first, T - first, logits);
+        head(c, first, T - first, logits, recording);
+    } else if (recording) {
+        op->record_end(be, 1);
     }
     lm_status st = backend_status(be);
     if (st != LM_OK) { /* a device failure: the cache may hold partial rows */

@@ -198,8 +198,8 @@ static void test_linear(void) {
     dropw(&w);
 }
 
-/* Many tokens go through cuBLAS with bf16 operands: the reference rounds x and the dequantized
- * weight to bf16 and sums in double, so only the summation order differs (same tolerance). */
+/* Many tokens go through cuBLAS with bf16 weights and x split into two bf16 halves: the
+ * reference rounds the dequantized weight to bf16 and sums in double (same tolerance). */
 static void check_linear_gemm(const char *what, wpair *w, int T) {
     int in = w->c.in, out = w->c.out;
     buf x = mkf((size_t)T * in, 1.0f), y = mk((size_t)T * out * sizeof(float));
@@ -209,8 +209,7 @@ static void check_linear_gemm(const char *what, wpair *w, int T) {
         for (int t = 0; t < T; t++) {
             double acc = w->c.bias ? w->c.bias[r] : 0.0;
             for (int i = 0; i < in; i++)
-                acc += (double)lm_bf16_to_f32(lm_f32_to_bf16(row[i])) *
-                       lm_bf16_to_f32(lm_f32_to_bf16(((const float *)x.h)[(size_t)t * in + i]));
+                acc += (double)lm_bf16_to_f32(lm_f32_to_bf16(row[i])) * ((const float *)x.h)[(size_t)t * in + i];
             ((float *)y.c)[(size_t)t * out + r] = (float)acc;
         }
     }

@@ -27,6 +27,9 @@ typedef struct cuda_backend {
     void *cublas;    /* cublasHandle_t, created at the first GEMM (gemm.cu) */
     uint8_t *stage;  /* [LM_CUDA_STAGE_BYTES] pinned host memory, or NULL (uploads then block) */
     size_t stage_off;
+    int graphs;      /* record_begin may capture (LMCORE_CUDA_GRAPHS=0 at creation turns it off) */
+    int capturing;   /* between record_begin and record_end */
+    cudaGraphExec_t exec; /* the last step's executable graph, updated in place while its shape holds */
 } cuda_backend;
 
 static inline cuda_backend *cu_be(lm_backend *be) { return (cuda_backend *)be; }

@@ -347,7 +347,9 @@ def main():
     ap.add_argument("--torch-timeout", type=int, default=240)
     ap.add_argument("--lmcore-timeout", type=int, default=300)
     ap.add_argument("--tag", default="", help="a label for this run (written into the report)")
-    ap.add_argument("--no-graphs-too", action="store_true", help="also time lmcore with LMCORE_CUDA_GRAPHS=0")
+    ap.add_argument("--variants", default="",
+                    help="extra lmcore runs, LABEL:VAR=VALUE;VAR=VALUE,... e.g. 'no fusion:LMCORE_CUDA_FUSE=0'")
+    ap.add_argument("--variant-formats", default="bf16,q4", help="formats the variants run on")
     ap.add_argument("--torch-from", help="reuse the PyTorch results of an earlier gpu_bench.json")
     ap.add_argument("--torch-child")
     args = ap.parse_args()
@@ -385,9 +387,10 @@ def main():
     for name, d in list(fmts):
         lm[name] = run_lmcore(args.build, d, args)
         log(name, json.dumps(lm[name]))
-        if args.no_graphs_too:  # the same run with the decode step's CUDA graph turned off
-            alt = name + " (no graph)"
-            lm[alt] = run_lmcore(args.build, d, args, env={"LMCORE_CUDA_GRAPHS": "0"})
+        for v in args.variants.split(",") if args.variants and name in args.variant_formats.split(",") else []:
+            label, _, env = v.partition(":")  # the same run with the backend's switches set otherwise
+            alt = "%s (%s)" % (name, label)
+            lm[alt] = run_lmcore(args.build, d, args, env=dict(kv.split("=", 1) for kv in env.split(";") if kv))
             log(alt, json.dumps(lm[alt]))
             fmts.append((alt, d))
     if args.torch_from:

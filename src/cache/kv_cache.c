@@ -225,8 +225,16 @@ lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v
                       c->max_rows);
     if (L->n + T > L->cap)
         LM_TRY(grow(c, L, L->n + T));
-    if (!c->bits) { /* f32 rows: one copy per plane and one upload of the positions */
-        size_t rb = lm_kv_row_bytes(c, L);
+    int consecutive = 1;
+    for (int t = 1; t < T && consecutive; t++)
+        consecutive = pos[t] == pos[0] + t;
+    lm_backend *be = c->be;
+    size_t rb = lm_kv_row_bytes(c, L);
+    if (!c->bits && consecutive && be->ops->kv_put &&
+        be->ops->kv_put(be, (float *)(L->k + (size_t)L->n * rb), (float *)(L->v + (size_t)L->n * rb), k, v, T, L->dim,
+                        L->pos_d + L->n, pos[0])) { /* one kernel: rows and positions */
+        memcpy(L->pos + L->n, pos, (size_t)T * sizeof *pos);
+    } else if (!c->bits) { /* f32 rows: one copy per plane and one upload of the positions */
         c->be->ops->copy(c->be, L->k + (size_t)L->n * rb, k, (size_t)T * rb);
         c->be->ops->copy(c->be, L->v + (size_t)L->n * rb, v, (size_t)T * rb);
         set_pos(c, L, L->n, pos, T);

@@ -261,6 +261,10 @@ static const lm_backend_ops CUDA_OPS = {
     .altup_correct = lm_cuda_altup_correct,
     .record_begin = cu_record_begin,
     .record_end = cu_record_end,
+    .linear_n = lm_cuda_linear_n,
+    .linear_glu = lm_cuda_linear_glu,
+    .add_rmsnorm = lm_cuda_add_rmsnorm,
+    .kv_put = lm_cuda_kv_put,
 };
 
 extern "C" int lm_backend_cuda_available(void) {
@@ -282,8 +286,12 @@ extern "C" lm_status lm_backend_cuda_new(int device, lm_backend **out) {
     c->base.ops = &CUDA_OPS;
     c->device = device;
     c->err = LM_OK;
-    const char *g = getenv("LMCORE_CUDA_GRAPHS"); /* read once, into this backend */
-    c->graphs = !(g && g[0] == '0');
+    /* read once, into this backend: LMCORE_CUDA_GRAPHS=1 records one-token steps as graphs (off by
+     * default: re-capturing each step cost as much as launching on the H200 machine, 2026-11-28);
+     * LMCORE_CUDA_FUSE=0 runs the fused decode ops as separate kernels (for comparisons) */
+    const char *g = getenv("LMCORE_CUDA_GRAPHS"), *f = getenv("LMCORE_CUDA_FUSE");
+    c->graphs = g && g[0] == '1';
+    c->fuse = !(f && f[0] == '0');
     if ((e = cudaSetDevice(device)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
         free(c);

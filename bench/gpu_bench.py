@@ -15,7 +15,10 @@ Steps (each skipped when its output exists):
     of 2048 tokens);
  4. PyTorch eager on the bf16 checkpoint (forward loop with a dynamic cache: decode at the same
     contexts, prefill of 2048 tokens); optionally static cache + torch.compile (--compile).
-Prints one table and writes gpu_bench.md / gpu_bench.json to --out.
+Prints one table and writes gpu_bench.md / gpu_bench.json to --out. --torch-from FILE reuses the
+PyTorch numbers of an earlier gpu_bench.json (device time is scarce); --variants runs lmcore again
+with backend switches (e.g. "no fusion:LMCORE_CUDA_FUSE=0,graphs:LMCORE_CUDA_GRAPHS=1").
+bench/gpu_bench_baseline.json and bench/gpu_bench_results.json hold the runs in bench/GPU-NOTES.md.
 
 Bounds: decode reads every weight once per token (the embedding: one row) plus the KV cache up to
 the context (lmcore stores it in f32: layers * 2 * ctx * kv_dim * 4 bytes); bound = bandwidth /

@@ -10,7 +10,7 @@
 #include "io/config.h"
 #include "layers/linear.h"
 
-#define LM_BACKEND_OPS_VERSION 2
+#define LM_BACKEND_OPS_VERSION 3
 
 typedef struct lm_backend lm_backend;
 
@@ -97,6 +97,29 @@ typedef struct lm_backend_ops {
     /* AltUp correct: streams[i][t] = pred[i][t] + (x[t] - active[t]) * (w[t][i] + 1); w [T, ns] */
     void (*altup_correct)(lm_backend *be, float *streams, const float *pred, const float *x, const float *active,
                           const float *w, int ns, int T, int H);
+
+    /* --- version 3: whole steps recorded and replayed (CUDA graphs) --- */
+    /* Start recording the ops that follow instead of running them; returns LM_OK when recording
+     * (else nothing changes and ops run as called). Between the two calls no op may wait for
+     * queued work (download, status) or allocate/release backend memory. NULL: never records. */
+    lm_status (*record_begin)(lm_backend *be);
+    /* Stop recording and run what was recorded (run != 0), or drop it (run == 0). Errors are
+     * reported by the status op. NULL when record_begin is NULL. */
+    void (*record_end)(lm_backend *be, int run);
+    /* --- version 3: fused steps (fewer launches per layer on a device) --- */
+    /* y[i][T, w[i]->out] = x W[i]^T for n <= 3 weights sharing x (q, k, v). NULL: linear each. */
+    void (*linear_n)(lm_backend *be, int n, const lm_linear *const *w, const float *x, int T, float *const *y);
+    /* out[T, I] = act(x Wg^T) * (x Wu^T) (no sparsity); g_buf/u_buf [T, I] are scratch the backend
+     * may use. NULL: two linears and glu. */
+    void (*linear_glu)(lm_backend *be, const lm_linear *gate, const lm_linear *up, const float *x, int T, lm_act act,
+                       float limit, float *g_buf, float *u_buf, float *out);
+    /* x += y, then h = rmsnorm(x) * w over `rows` rows of n (w NULL: no weight). NULL: add, rmsnorm. */
+    void (*add_rmsnorm)(lm_backend *be, float *x, const float *y, const float *w, int rows, int n, float eps,
+                        float *h);
+    /* f32 KV rows: kd/vd [T, dim] = k/v and pos_d[t] = p0 + t (all backend memory); returns 0 when
+     * it did nothing (the caller copies and uploads). NULL: the same as returning 0. */
+    int (*kv_put)(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,
+                  int32_t *pos_d, int32_t p0);
 } lm_backend_ops;
 
 #define LM_MOE_MAX_EXPERTS 4096

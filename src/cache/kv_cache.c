@@ -149,6 +149,22 @@ static lm_status grow(lm_kv_cache *c, lm_kv_layer *L, int need) {
     return resize(c, L, cap);
 }
 
+lm_status lm_kv_prepare_append(lm_kv_cache *c, int T) {
+    if (c->bits)
+        return LM_ERR_UNSUPPORTED;
+    for (int l = 0; l < c->n_layers; l++)
+        if (c->layers[l].span > 0)
+            return LM_ERR_UNSUPPORTED;
+    for (int l = 0; l < c->n_layers; l++) {
+        lm_kv_layer *L = &c->layers[l];
+        if (L->n + T > c->max_rows)
+            return LM_ERR_UNSUPPORTED; /* the append reports the error */
+        if (L->n + T > L->cap)
+            LM_TRY(grow(c, L, L->n + T));
+    }
+    return LM_OK;
+}
+
 lm_status lm_kv_reserve(lm_kv_cache *c, int layer, int n) {
     lm_kv_layer *L = &c->layers[layer];
     return n > L->cap ? resize(c, L, n) : LM_OK;
@@ -209,8 +225,23 @@ lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v
                       c->max_rows);
     if (L->n + T > L->cap)
         LM_TRY(grow(c, L, L->n + T));
-    for (int t = 0; t < T; t++)
-        put_row(c, L, L->n + t, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos[t]);
+    int consecutive = 1;
+    for (int t = 1; t < T && consecutive; t++)
+        consecutive = pos[t] == pos[0] + t;
+    lm_backend *be = c->be;
+    size_t rb = lm_kv_row_bytes(c, L);
+    if (!c->bits && consecutive && be->ops->kv_put &&
+        be->ops->kv_put(be, (float *)(L->k + (size_t)L->n * rb), (float *)(L->v + (size_t)L->n * rb), k, v, T, L->dim,
+                        L->pos_d + L->n, pos[0])) { /* one kernel: rows and positions */
+        memcpy(L->pos + L->n, pos, (size_t)T * sizeof *pos);
+    } else if (!c->bits) { /* f32 rows: one copy per plane and one upload of the positions */
+        c->be->ops->copy(c->be, L->k + (size_t)L->n * rb, k, (size_t)T * rb);
+        c->be->ops->copy(c->be, L->v + (size_t)L->n * rb, v, (size_t)T * rb);
+        set_pos(c, L, L->n, pos, T);
+    } else {
+        for (int t = 0; t < T; t++)
+            put_row(c, L, L->n + t, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos[t]);
+    }
     L->n += T;
     return LM_OK;
 }

@@ -50,6 +50,10 @@ lm_status lm_kv_quantize(lm_kv_cache *c, int bits, int group);
 /* Bytes of one stored row of k (or v) and the number of scale groups per row (0: f32 rows). */
 size_t lm_kv_row_bytes(const lm_kv_cache *c, const lm_kv_layer *L);
 int lm_kv_groups(const lm_kv_cache *c, const lm_kv_layer *L);
+/* Make room in every layer for the next T appended rows, so that lm_kv_append allocates nothing
+ * (recorded steps). Returns LM_ERR_UNSUPPORTED when an append could still allocate or quantize
+ * (rotating layers, quantized rows): the caller then runs the step as usual. */
+lm_status lm_kv_prepare_append(lm_kv_cache *c, int T);
 /* Make room for n rows (raw restores by the prompt cache). */
 lm_status lm_kv_reserve(lm_kv_cache *c, int layer, int n);
 /* Set the positions of rows [0, n) (host memory) and the layer's row count to n. */

@@ -103,14 +103,22 @@ lm_status lm_attention(lm_ctx *c, int l, int T) {
     int own_kv = L->kv_source == l;
 
     /* queries; keys and values unless this layer reads another layer's cache (Gemma 3n) */
-    op->linear(be, &L->q, c->h, T, c->q);
+    if (own_kv && op->linear_n) {
+        const lm_linear *w[3] = {&L->q, &L->k, &L->v};
+        float *y[3] = {c->q, c->k, c->v};
+        op->linear_n(be, 3, w, c->h, T, y);
+    } else {
+        op->linear(be, &L->q, c->h, T, c->q);
+    }
     if (L->q_norm)
         op->rmsnorm(be, c->q, L->q_norm, T * nh, hd, eps, c->q);
     if (!L->no_rope)
         op->rope(be, c->q, T, nh, hd, r->rot_dim, cs);
     if (own_kv) {
-        op->linear(be, &L->k, c->h, T, c->k);
-        op->linear(be, &L->v, c->h, T, c->v);
+        if (!op->linear_n) {
+            op->linear(be, &L->k, c->h, T, c->k);
+            op->linear(be, &L->v, c->h, T, c->v);
+        }
         if (L->k_norm)
             op->rmsnorm(be, c->k, L->k_norm, T * nkv, hd, eps, c->k);
         if (L->v_norm)
@@ -185,6 +193,11 @@ void lm_mlp(lm_ctx *c, int l, int T) {
         moe_block(c, L->moe, T);
         return;
     }
+    if (op->linear_glu && !(L->sparsity_mult > 0)) {
+        op->linear_glu(be, &L->gate, &L->up, c->h, T, m->cfg.act, 0.0f, c->gate, c->up, c->act);
+        op->linear(be, &L->down, c->act, T, c->o);
+        return;
+    }
     op->linear(be, &L->gate, c->h, T, c->gate);
     if (L->sparsity_mult > 0) /* Gemma 3n gelu_topk */
         op->sparsify(be, c->gate, T, I, L->sparsity_mult);
@@ -193,23 +206,39 @@ void lm_mlp(lm_ctx *c, int l, int T) {
     op->linear(be, &L->down, c->act, T, c->o);
 }
 
+/* x += o (when *pending), then h = rmsnorm(x) * w: one op where the backend fuses them. */
+static void add_norm(lm_ctx *c, int *pending, const float *w, int T, float *h) {
+    lm_backend *be = c->m->be;
+    int H = c->m->cfg.hidden;
+    float eps = (float)c->m->cfg.norm_eps;
+    if (*pending && be->ops->add_rmsnorm) {
+        be->ops->add_rmsnorm(be, c->x, c->o, w, T, H, eps, h);
+    } else {
+        if (*pending)
+            be->ops->add(be, c->x, c->o, (size_t)T * H);
+        be->ops->rmsnorm(be, c->x, w, T, H, eps, h);
+    }
+    *pending = 0;
+}
+
 /* The pre-norm residual block every family but Gemma 3n uses:
- * x += post_attn_norm(attn(attn_norm(x))); x += post_ffn_norm(mlp(ffn_norm(x))) */
-static lm_status residual_layer(lm_ctx *c, int l, int T) {
+ * x += post_attn_norm(attn(attn_norm(x))); x += post_ffn_norm(mlp(ffn_norm(x)))
+ * The last add is left pending (*pending = 1) for the next norm to fuse. */
+static lm_status residual_layer(lm_ctx *c, int l, int T, int *pending) {
     lm_model *m = c->m;
     const lm_layer *L = &m->layers[l];
     lm_backend *be = m->be;
     const lm_backend_ops *op = be->ops;
     int H = m->cfg.hidden;
     float eps = (float)m->cfg.norm_eps;
-    op->rmsnorm(be, c->x, L->attn_norm, T, H, eps, c->h);
+    add_norm(c, pending, L->attn_norm, T, c->h);
     LM_TRY(lm_attention(c, l, T));
-    op->add(be, c->x, c->o, (size_t)T * H);
-    op->rmsnorm(be, c->x, L->ffn_norm, T, H, eps, c->h);
+    *pending = 1;
+    add_norm(c, pending, L->ffn_norm, T, c->h);
     lm_mlp(c, l, T);
     if (L->post_ffn_norm)
         op->rmsnorm(be, c->o, L->post_ffn_norm, T, H, eps, c->o);
-    op->add(be, c->x, c->o, (size_t)T * H);
+    *pending = 1;
     return LM_OK;
 }
 
@@ -231,9 +260,26 @@ static void upload_inputs(lm_ctx *c, const int32_t *ids, int T) {
     be->ops->upload(be, c->pos_d, c->pos, (size_t)T * sizeof(int32_t));
 }
 
+/* A one-token step of a plain decoder (no MoE routing on the host, no AltUp, a cache that
+ * appends without allocating) is recorded and replayed as one graph where the backend can. */
+static int record_step(lm_ctx *c, int T) {
+    lm_model *m = c->m;
+    lm_backend *be = m->be;
+    if (T != 1 || !be->ops->record_begin || m->max_experts > 0 || m->altup_proj)
+        return 0;
+    if (c->params.kv_bits && c->n_past + 1 > c->params.quantized_kv_start)
+        return 0;
+    if (lm_kv_prepare_append(&c->kv, T) != LM_OK) {
+        lm_err_clear();
+        return 0;
+    }
+    return be->ops->record_begin(be) == LM_OK;
+}
+
 /* Final norm and the head for n_out rows of c->x from `first`, in blocks of LM_LOGIT_ROWS rows
- * computed in backend memory and downloaded into the caller's logits. */
-static void head(lm_ctx *c, int first, int n_out, float *logits) {
+ * computed in backend memory and downloaded into the caller's logits. A recorded step ends
+ * before the first download. */
+static void head(lm_ctx *c, int first, int n_out, float *logits, int recording) {
     lm_model *m = c->m;
     const lm_config *cfg = &m->cfg;
     lm_backend *be = m->be;
@@ -245,6 +291,8 @@ static void head(lm_ctx *c, int first, int n_out, float *logits) {
         op->linear(be, &m->head, c->h + (size_t)r0 * H, nr, c->logits);
         if (cfg->final_softcap > 0)
             op->softcap(be, c->logits, (float)cfg->final_softcap, (size_t)nr * V);
+        if (recording && r0 == 0)
+            op->record_end(be, 1);
         op->download(be, logits + (size_t)r0 * V, c->logits, (size_t)nr * V * sizeof(float));
     }
 }
@@ -264,26 +312,34 @@ lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits
         return lm_err(LM_ERR_CONTEXT, "%d tokens after %d exceed the context of %d tokens", T, c->n_past,
                       c->max_tokens);
     LM_TRY(reserve(c, T));
+    int recording = record_step(c, T);
     upload_inputs(c, ids, T);
 
     op->embed(be, &m->embed, c->ids_d, T, m->embed_scale, c->x);
     int altup = m->altup_proj != NULL;
     if (altup)
         lm_altup_embed(c, c->ids_d, T);
+    int pending = 0; /* x += o still to do (residual_layer) */
     for (int l = 0; l < cfg->n_layers; l++) {
-        lm_status st = altup ? lm_altup_layer_forward(c, l, T) : residual_layer(c, l, T);
+        lm_status st = altup ? lm_altup_layer_forward(c, l, T) : residual_layer(c, l, T, &pending);
         if (st != LM_OK) { /* only allocation can fail here: the sequence cannot continue */
+            if (recording)
+                op->record_end(be, 0);
             lm_ctx_reset(c);
             return lm_err_prefix(st, "the sequence was reset");
         }
     }
     if (altup)
         lm_altup_unembed(c, T);
+    if (pending)
+        op->add(be, c->x, c->o, (size_t)T * cfg->hidden);
 
     /* final norm and the head, for every token or the last one */
     if (logits) {
         int first = all_logits ? 0 : T - 1;
-        head(c, first, T - first, logits);
+        head(c, first, T - first, logits, recording);
+    } else if (recording) {
+        op->record_end(be, 1);
     }
     lm_status st = backend_status(be);
     if (st != LM_OK) { /* a device failure: the cache may hold partial rows */

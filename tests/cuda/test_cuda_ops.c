@@ -2,7 +2,9 @@
  * over every stored format (dense f32/f16/bf16 and strided, MLX affine 2-8 bit with groups
  * 32/64/128, MXFP4), embedding, norms, rope, attention (GQA, empty rows, out-of-order rows,
  * window, softcap, sinks, head_dim not a multiple of 32), activations, MoE routing and row
- * moves, Gemma 3n ops. Tolerance: |gpu - cpu| <= 1e-4 * max(1, |cpu|) (fp32, other summation
+ * moves, Gemma 3n ops; the decode (matvec), cuBLAS (many tokens) and split-attention paths;
+ * the fused decode ops (q/k/v, gate/up/activation, add+rmsnorm, KV rows).
+ * Tolerance: |gpu - cpu| <= 1e-4 * max(1, |cpu|) (fp32, other summation
  * order). Exits 77 (skipped) without a GPU. */
 #include <math.h>
 #include <stdint.h>
@@ -197,6 +199,131 @@ static void test_linear(void) {
     dropw(&w);
 }
 
+/* Many tokens go through cuBLAS with bf16 weights and x split into two bf16 halves: the
+ * reference rounds the dequantized weight to bf16 and sums in double; the tolerance scales with
+ * the sum of |terms| (f32 accumulation of large, cancelling products). */
+static void check_linear_gemm(const char *what, wpair *w, int T) {
+    int in = w->c.in, out = w->c.out;
+    buf x = mkf((size_t)T * in, 1.0f), y = mk((size_t)T * out * sizeof(float));
+    float *row = malloc((size_t)in * sizeof *row), *g = malloc((size_t)T * out * sizeof *g);
+    double *mag = malloc((size_t)T * out * sizeof *mag);
+    for (int r = 0; r < out; r++) {
+        lm_linear_row_f32(&w->c, r, row);
+        for (int t = 0; t < T; t++) {
+            double acc = w->c.bias ? w->c.bias[r] : 0.0, m = fabs(acc);
+            for (int i = 0; i < in; i++) {
+                double p = (double)lm_bf16_to_f32(lm_f32_to_bf16(row[i])) * ((const float *)x.h)[(size_t)t * in + i];
+                acc += p;
+                m += fabs(p);
+            }
+            ((float *)y.c)[(size_t)t * out + r] = (float)acc;
+            mag[(size_t)t * out + r] = m;
+        }
+    }
+    gpu->ops->linear(gpu, &w->g, x.g, T, y.g);
+    gpu->ops->download(gpu, g, y.g, (size_t)T * out * sizeof *g);
+    /* f32 accumulation of bf16 products: error within a small multiple of 2^-24 * n * sum |terms|;
+     * one bf16 rounding of x (no lo half) would be ~2^-9 * sum |terms| / sqrt(n), far above */
+    double worst = 0;
+    for (size_t i = 0; i < (size_t)T * out; i++) {
+        double e = fabs((double)g[i] - ((float *)y.c)[i]) / (1e-6 + 2e-5 * mag[i]);
+        if (!(e <= worst))
+            worst = isnan(e) ? INFINITY : e;
+    }
+    CHECKF(worst <= 1.0, "linear (GEMM) %s out %d in %d T %d: error %.3g x the tolerance", what, out, in, T, worst);
+    CHECKF(gpu->ops->status(gpu) == LM_OK, "linear (GEMM) %s: %s", what, lm_last_error());
+    free(g);
+    free(mag);
+    free(row);
+    drop(&x);
+    drop(&y);
+}
+
+static void test_linear_gemm(void) {
+    wpair w = mkw(LM_W_DENSE, LM_DT_BF16, 67, 96, 0, 0, 1, 1);
+    check_linear_gemm("bf16", &w, 64);
+    check_linear_gemm("bf16", &w, 131);
+    dropw(&w);
+    w = mkw(LM_W_DENSE, LM_DT_F16, 40, 70, 0, 0, 3, 0); /* strided f16: dequantized first */
+    check_linear_gemm("f16 step 3", &w, 70);
+    dropw(&w);
+    w = mkw(LM_W_AFFINE, LM_DT_BF16, 45, 256, 4, 64, 1, 1);
+    check_linear_gemm("q4/g64", &w, 100);
+    dropw(&w);
+    w = mkw(LM_W_AFFINE, LM_DT_F16, 33, 128, 8, 32, 1, 0);
+    check_linear_gemm("q8/g32", &w, 65);
+    dropw(&w);
+    w = mkw(LM_W_MXFP4, LM_DT_U8, 29, 96, 0, 0, 1, 0);
+    check_linear_gemm("mxfp4", &w, 64);
+    dropw(&w);
+}
+
+/* The fused decode ops against the CPU's separate ops. */
+static void test_fused(void) {
+    for (int fmt = 0; fmt < 2; fmt++) { /* bf16 rows, then MLX 4-bit */
+        lm_wkind kind = fmt ? LM_W_AFFINE : LM_W_DENSE;
+        int bits = fmt ? 4 : 0, group = fmt ? 64 : 0;
+        wpair q = mkw(kind, LM_DT_BF16, 40, 128, bits, group, 1, 1), k = mkw(kind, LM_DT_BF16, 9, 128, bits, group, 1, 0),
+              v = mkw(kind, LM_DT_BF16, 17, 128, bits, group, 1, 0);
+        for (int T = 1; T <= 2; T++) { /* T 2: the separate kernels behind the same slot */
+            buf x = mkf((size_t)T * 128, 1.0f), yq = mk((size_t)T * 40 * 4), yk = mk((size_t)T * 9 * 4),
+                yv = mk((size_t)T * 17 * 4);
+            cpu->ops->linear(cpu, &q.c, x.c, T, yq.c);
+            cpu->ops->linear(cpu, &k.c, x.c, T, yk.c);
+            cpu->ops->linear(cpu, &v.c, x.c, T, yv.c);
+            const lm_linear *w[3] = {&q.g, &k.g, &v.g};
+            float *y[3] = {yq.g, yk.g, yv.g};
+            gpu->ops->linear_n(gpu, 3, w, x.g, T, y);
+            cmp(fmt ? "linear_n q4 (q)" : "linear_n bf16 (q)", &yq, (size_t)T * 40);
+            cmp(fmt ? "linear_n q4 (k)" : "linear_n bf16 (k)", &yk, (size_t)T * 9);
+            cmp(fmt ? "linear_n q4 (v)" : "linear_n bf16 (v)", &yv, (size_t)T * 17);
+            /* gate/up with each activation */
+            wpair g = mkw(kind, LM_DT_BF16, 33, 128, bits, group, 1, 0), u = mkw(kind, LM_DT_BF16, 33, 128, bits, group, 1, 1);
+            buf gb = mk((size_t)T * 33 * 4), ub = mk((size_t)T * 33 * 4), out = mk((size_t)T * 33 * 4);
+            for (int act = 0; act < LM_ACT_COUNT; act++) {
+                cpu->ops->linear(cpu, &g.c, x.c, T, gb.c);
+                cpu->ops->linear(cpu, &u.c, x.c, T, ub.c);
+                cpu->ops->glu(cpu, gb.c, ub.c, 33, T, 33, (lm_act)act, 0.9f, out.c);
+                gpu->ops->linear_glu(gpu, &g.g, &u.g, x.g, T, (lm_act)act, 0.9f, gb.g, ub.g, out.g);
+                char name[64];
+                snprintf(name, sizeof name, "linear_glu %s T %d act %d", fmt ? "q4" : "bf16", T, act);
+                cmp(name, &out, (size_t)T * 33);
+            }
+            buf *all[] = {&x, &yq, &yk, &yv, &gb, &ub, &out};
+            for (int i = 0; i < 7; i++)
+                drop(all[i]);
+            dropw(&g);
+            dropw(&u);
+        }
+        dropw(&q);
+        dropw(&k);
+        dropw(&v);
+    }
+    /* x += y; h = rmsnorm(x) * w */
+    int T = 3, n = 300;
+    buf x = mkf((size_t)T * n, 2.0f), y = mkf((size_t)T * n, 2.0f), w = mkf((size_t)n, 1.0f), h = mk((size_t)T * n * 4);
+    cpu->ops->add(cpu, x.c, y.c, (size_t)T * n);
+    cpu->ops->rmsnorm(cpu, x.c, w.c, T, n, 1e-5f, h.c);
+    gpu->ops->add_rmsnorm(gpu, x.g, y.g, w.g, T, n, 1e-5f, h.g);
+    cmp("add_rmsnorm (x)", &x, (size_t)T * n);
+    cmp("add_rmsnorm (h)", &h, (size_t)T * n);
+    /* KV rows and positions: rows 2..4 of a [6, 70] plane */
+    buf kd = mkf(6 * 70, 1.0f), vd = mkf(6 * 70, 1.0f), pd = mk(6 * 4);
+    int32_t pos[6] = {0, 1, -1, -1, -1, 5}, want[6] = {0, 1, 7, 8, 9, 5};
+    gpu->ops->upload(gpu, pd.g, pos, sizeof pos);
+    CHECK(gpu->ops->kv_put(gpu, (float *)kd.g + 140, (float *)vd.g + 140, x.g, y.g, 3, 70, (int32_t *)pd.g + 2, 7));
+    memcpy((float *)kd.c + 140, x.c, 210 * sizeof(float));
+    memcpy((float *)vd.c + 140, y.c, 210 * sizeof(float));
+    cmp("kv_put (k)", &kd, 6 * 70);
+    cmp("kv_put (v)", &vd, 6 * 70);
+    int32_t got[6];
+    gpu->ops->download(gpu, got, pd.g, sizeof got);
+    CHECK(memcmp(got, want, sizeof got) == 0);
+    buf *all[] = {&x, &y, &w, &h, &kd, &vd, &pd};
+    for (int i = 0; i < 7; i++)
+        drop(all[i]);
+}
+
 /* --- attention ---------------------------------------------------------------------------------- */
 
 static void check_attention(int T, int nh, int nkv, int hd, int rows, int window, float softcap, int sinks) {
@@ -334,11 +461,18 @@ int main(void) {
     }
     CHECK(cpu->ops->reserve(cpu, 512, 512) == LM_OK);
     test_linear();
+    test_linear_gemm();
+    test_fused();
     check_attention(1, 4, 2, 64, 70, 0, 0, 0);
     check_attention(5, 4, 2, 40, 70, 0, 0, 0);
     check_attention(5, 8, 1, 96, 130, 16, 0, 1);
     check_attention(3, 4, 4, 256, 45, 0, 20.0f, 0);
     check_attention(2, 6, 3, 32, 33, 5, 30.0f, 1);
+    /* the split kernel: many chunks (flash-decoding), GQA 4 and 8, and one chunk per block */
+    check_attention(1, 32, 8, 128, 700, 0, 0, 1);
+    check_attention(1, 16, 2, 128, 1000, 100, 0, 0);
+    check_attention(40, 8, 2, 128, 300, 0, 0, 0);
+    check_attention(64, 16, 8, 64, 200, 0, 0, 1);
     test_small_ops();
     test_moe();
     test_errors();

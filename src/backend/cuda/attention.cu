@@ -1,4 +1,6 @@
-/* Attention over the cached rows: one warp per (query token, head) with an online softmax over
+/* Attention over the cached rows. attention_split (below) serves head dims 32/64/128/256 with up
+ * to 8 query heads per kv head; other shapes take the first kernel: one warp per (query token,
+ * head) with an online softmax over
  * chunks of 32 keys (each lane scores one key, then the warp accumulates the chunk's values,
  * lane j holding output dims j, j+32, ...). Masks: empty rows (kpos < 0), causality by absolute
  * position, the sliding window; scores may be soft-capped; sinks add one logit per head. */
@@ -79,6 +81,206 @@ __global__ void attention_f32(lm_attn_args a) {
     }
 }
 
+/* --- split attention: a block per (kv head, key chunk, query token) ---------------------------------
+ * The block's query heads (those sharing the kv head) are scored together, so each K/V row is read
+ * once per block: a warp takes every ATS_WARPS-th key of the chunk, each lane holding DPL
+ * consecutive dims (hd = 32 * DPL) of K, V, q and the G heads' accumulators; scores are warp
+ * sums. The warps' online-softmax states merge in shared memory. With one chunk the block
+ * writes the output; else each chunk writes (max, sum, acc[hd]) per head and attn_combine
+ * merges the chunks (flash-decoding). */
+
+#define ATS_WARPS 4
+
+template <int DPL> struct ats_vec;
+template <> struct ats_vec<1> { static __device__ __forceinline__ void ld(const float *p, float *o) { o[0] = p[0]; } };
+template <> struct ats_vec<2> {
+    static __device__ __forceinline__ void ld(const float *p, float *o) {
+        float2 v = *(const float2 *)p;
+        o[0] = v.x, o[1] = v.y;
+    }
+};
+template <> struct ats_vec<4> {
+    static __device__ __forceinline__ void ld(const float *p, float *o) {
+        float4 v = *(const float4 *)p;
+        o[0] = v.x, o[1] = v.y, o[2] = v.z, o[3] = v.w;
+    }
+};
+template <> struct ats_vec<8> {
+    static __device__ __forceinline__ void ld(const float *p, float *o) {
+        ats_vec<4>::ld(p, o);
+        ats_vec<4>::ld(p + 4, o + 4);
+    }
+};
+
+template <int DPL, int G>
+__global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int chunk, int n_split, float *part) {
+    const int hd = 32 * DPL;
+    __shared__ float sm_m[ATS_WARPS][G], sm_l[ATS_WARPS][G];
+    __shared__ float sm_acc[ATS_WARPS][G][hd];
+    int g = blockIdx.x, split = blockIdx.y, t = blockIdx.z;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int gq = a.n_heads / a.n_kv;
+    size_t kstride = (size_t)a.n_kv * hd;
+    float q[G][DPL], acc[G][DPL], m[G], l[G];
+#pragma unroll
+    for (int h = 0; h < G; h++) {
+        m[h] = -INFINITY;
+        l[h] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < DPL; j++)
+            acc[h][j] = q[h][j] = 0.0f;
+        if (h < gq)
+            ats_vec<DPL>::ld(a.q + ((size_t)t * a.n_heads + (size_t)g * gq + h) * hd + lane * DPL, q[h]);
+    }
+    int32_t qp = a.qpos[t];
+    int r_end = (split + 1) * chunk < a.n_rows ? (split + 1) * chunk : a.n_rows;
+    for (int r = split * chunk + warp; r < r_end; r += ATS_WARPS) {
+        int32_t kp = a.kpos ? a.kpos[r] : r;
+        if (kp < 0 || kp > qp || (a.window > 0 && qp - kp >= a.window))
+            continue;
+        float k[DPL], v[DPL];
+        const float *kr = a.k + (size_t)r * kstride + (size_t)g * hd + lane * DPL;
+        ats_vec<DPL>::ld(kr, k);
+        ats_vec<DPL>::ld(a.v + (kr - a.k), v);
+#pragma unroll
+        for (int h = 0; h < G; h++) {
+            if (h >= gq)
+                break;
+            float d = 0.0f;
+#pragma unroll
+            for (int j = 0; j < DPL; j++)
+                d += q[h][j] * k[j];
+            float sc = warp_sum(d) * a.scale;
+            if (a.softcap > 0)
+                sc = a.softcap * tanhf(sc / a.softcap);
+            float nm = fmaxf(m[h], sc);
+            float corr = expf(m[h] - nm), p = expf(sc - nm); /* m = -inf: corr 0 */
+            l[h] = l[h] * corr + p;
+            m[h] = nm;
+#pragma unroll
+            for (int j = 0; j < DPL; j++)
+                acc[h][j] = acc[h][j] * corr + p * v[j];
+        }
+    }
+    /* merge the warps */
+#pragma unroll
+    for (int h = 0; h < G; h++) {
+        if (lane == 0)
+            sm_m[warp][h] = m[h], sm_l[warp][h] = l[h];
+#pragma unroll
+        for (int j = 0; j < DPL; j++)
+            sm_acc[warp][h][lane * DPL + j] = acc[h][j];
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < gq * hd; e += blockDim.x) {
+        int h = e / hd, i = e % hd, head = g * gq + h;
+        float M = -INFINITY;
+        for (int w = 0; w < ATS_WARPS; w++)
+            M = fmaxf(M, sm_m[w][h]);
+        if (n_split == 1 && a.sinks)
+            M = fmaxf(M, a.sinks[head]);
+        float L = 0.0f, A = 0.0f;
+        if (M != -INFINITY)
+            for (int w = 0; w < ATS_WARPS; w++) {
+                float f = expf(sm_m[w][h] - M);
+                L += sm_l[w][h] * f;
+                A += sm_acc[w][h][i] * f;
+            }
+        if (n_split == 1) {
+            if (a.sinks && M != -INFINITY)
+                L += expf(a.sinks[head] - M);
+            a.out[((size_t)t * a.n_heads + head) * hd + i] = L > 0 ? A / L : 0.0f;
+        } else {
+            float *pp = part + (((size_t)t * a.n_heads + head) * n_split + split) * (hd + 2);
+            if (i == 0)
+                pp[0] = M, pp[1] = L;
+            pp[2 + i] = A;
+        }
+    }
+}
+
+/* out[t, head] from the chunks' (max, sum, acc) records; one block per (token, head). */
+__global__ void attn_combine(lm_attn_args a, int n_split, const float *__restrict__ part) {
+    int th = blockIdx.x, hd = a.head_dim, head = th % a.n_heads;
+    const float *pp = part + (size_t)th * n_split * (hd + 2);
+    float M = a.sinks ? a.sinks[head] : -INFINITY;
+    for (int s = 0; s < n_split; s++)
+        M = fmaxf(M, pp[(size_t)s * (hd + 2)]);
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        float L = 0.0f, A = 0.0f;
+        if (M != -INFINITY) {
+            for (int s = 0; s < n_split; s++) {
+                const float *r = pp + (size_t)s * (hd + 2);
+                float f = expf(r[0] - M);
+                L += r[1] * f;
+                A += r[2 + i] * f;
+            }
+            if (a.sinks)
+                L += expf(a.sinks[head] - M);
+        }
+        a.out[(size_t)th * hd + i] = L > 0 ? A / L : 0.0f;
+    }
+}
+
+template <int DPL, int G>
+static void attn_split_launch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part) {
+    dim3 grid((unsigned)a->n_kv, (unsigned)n_split, (unsigned)a->T);
+    attn_split<DPL, G><<<grid, ATS_WARPS * 32, 0, c->stream>>>(*a, chunk, n_split, part);
+    lm_cuda_launched(c, "attn_split");
+}
+
+template <int DPL>
+static int attn_split_dispatch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part) {
+    int gq = a->n_heads / a->n_kv;
+    if (gq <= 1)
+        attn_split_launch<DPL, 1>(c, a, chunk, n_split, part);
+    else if (gq <= 2)
+        attn_split_launch<DPL, 2>(c, a, chunk, n_split, part);
+    else if (gq <= 4)
+        attn_split_launch<DPL, 4>(c, a, chunk, n_split, part);
+    else if (gq <= 8)
+        attn_split_launch<DPL, 8>(c, a, chunk, n_split, part);
+    else
+        return 0;
+    return 1;
+}
+
+/* Chunks: one when there are enough (token, kv head) blocks to fill the GPU; else chunks of
+ * ATS_CHUNK keys (at most ATS_MAX_SPLIT of them). Returns 0 when the shape needs the old kernel. */
+#define ATS_CHUNK 32
+#define ATS_MAX_SPLIT 256
+
+static int attention_split(cuda_backend *c, const lm_attn_args *a) {
+    int hd = a->head_dim, dpl = hd / 32;
+    if (hd % 32 || (dpl != 1 && dpl != 2 && dpl != 4 && dpl != 8) || a->n_heads / a->n_kv > 8 || a->n_rows <= 0 ||
+        ((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v) & (size_t)(4 * dpl > 16 ? 15 : 4 * dpl - 1))
+        return 0;
+    int n_split = 1, chunk = a->n_rows;
+    if ((size_t)a->T * a->n_kv < 512) {
+        n_split = (a->n_rows + ATS_CHUNK - 1) / ATS_CHUNK;
+        if (n_split > ATS_MAX_SPLIT)
+            n_split = ATS_MAX_SPLIT;
+        chunk = (a->n_rows + n_split - 1) / n_split;
+        n_split = (a->n_rows + chunk - 1) / chunk;
+    }
+    float *part = NULL;
+    if (n_split > 1) {
+        part = (float *)lm_cuda_scratch(c, LM_CUDA_SCR_ATTN,
+                                        (size_t)a->T * a->n_heads * n_split * (hd + 2) * sizeof(float));
+        if (!part)
+            return 1; /* the error is recorded */
+    }
+    int ok = dpl == 1   ? attn_split_dispatch<1>(c, a, chunk, n_split, part)
+             : dpl == 2 ? attn_split_dispatch<2>(c, a, chunk, n_split, part)
+             : dpl == 4 ? attn_split_dispatch<4>(c, a, chunk, n_split, part)
+                        : attn_split_dispatch<8>(c, a, chunk, n_split, part);
+    if (ok && n_split > 1) {
+        attn_combine<<<(unsigned)(a->T * a->n_heads), 128, 0, c->stream>>>(*a, n_split, part);
+        lm_cuda_launched(c, "attn_combine");
+    }
+    return ok;
+}
+
 static void attention_f32_launch(cuda_backend *c, const lm_attn_args *a) {
     size_t tasks = (size_t)a->T * a->n_heads;
     attention_f32<<<lm_cuda_blocks(tasks, ATT_WARPS), ATT_WARPS * 32, 0, c->stream>>>(*a);
@@ -93,5 +295,6 @@ void lm_cuda_attention(lm_backend *be, const lm_attn_args *a) {
         lm_cuda_fail(c, LM_ERR_UNSUPPORTED, "attention: head_dim above 512 or heads not a multiple of kv heads");
         return;
     }
-    attention_f32_launch(c, a);
+    if (!attention_split(c, a))
+        attention_f32_launch(c, a);
 }

@@ -4,6 +4,7 @@
  * altup.cu). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda/cuda_internal.cuh"
 
@@ -65,10 +66,54 @@ static void cu_copy(lm_backend *be, void *dst, const void *src, size_t bytes) {
         lm_cuda_check(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, c->stream), "cudaMemcpyAsync");
 }
 
+/* Small uploads go through the pinned staging ring, so they queue without waiting for the
+ * stream (a copy from pageable memory waits for every queued kernel first); when the ring
+ * wraps, the stream is drained once so its old contents are no longer read. Large uploads, or
+ * any without a ring, copy from pageable memory: returns once src has been read. */
 static void cu_upload(lm_backend *be, void *dst, const void *src, size_t bytes) {
     cuda_backend *c = cu_be(be);
-    if (bytes && !lm_cuda_skip(c)) /* from pageable memory: returns once src has been read */
-        lm_cuda_check(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+    if (!bytes || lm_cuda_skip(c))
+        return;
+    size_t need = (bytes + 15) & ~(size_t)15;
+    if (c->stage && need <= LM_CUDA_STAGE_BYTES / 4) {
+        if (c->stage_off + need > LM_CUDA_STAGE_BYTES) {
+            if (c->capturing) { /* record_begin leaves room for a step: a step this large is a bug */
+                lm_cuda_fail(c, LM_ERR_INTERNAL, "upload: staging ring full while recording a graph");
+                return;
+            }
+            if (!lm_cuda_check(c, cudaStreamSynchronize(c->stream), "upload (staging ring)"))
+                return;
+            c->stage_off = 0;
+        }
+        uint8_t *p = c->stage + c->stage_off;
+        memcpy(p, src, bytes);
+        c->stage_off += need;
+        lm_cuda_check(c, cudaMemcpyAsync(dst, p, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+        return;
+    }
+    lm_cuda_check(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+}
+
+void *lm_cuda_scratch(cuda_backend *c, int slot, size_t bytes) {
+    if (lm_cuda_skip(c))
+        return NULL;
+    if (bytes <= c->scratch_bytes[slot])
+        return c->scratch[slot];
+    if (c->capturing) { /* record_begin sizes scratch for one token */
+        lm_cuda_fail(c, LM_ERR_INTERNAL, "scratch growth while recording a graph");
+        return NULL;
+    }
+    if (c->scratch[slot]) /* cudaFree waits for the work that may still read it */
+        lm_cuda_check(c, cudaFree(c->scratch[slot]), "cudaFree");
+    c->scratch[slot] = NULL;
+    c->scratch_bytes[slot] = 0;
+    size_t want = bytes + bytes / 4; /* some headroom: sizes grow with the context */
+    void *p = NULL;
+    if (!lm_cuda_check(c, cudaMalloc(&p, want), "cudaMalloc of scratch (out of device memory?)"))
+        return NULL;
+    c->scratch[slot] = p;
+    c->scratch_bytes[slot] = want;
+    return p;
 }
 
 static void cu_download(lm_backend *be, void *dst, const void *src, size_t bytes) {
@@ -105,17 +150,79 @@ static void cu_copy_rows(lm_backend *be, float *dst, size_t dst_ld, const float 
                                        (size_t)rows, cudaMemcpyDeviceToDevice, c->stream), "cudaMemcpy2DAsync");
 }
 
-/* Attention keeps no scratch: nothing to reserve. */
+/* --- graphs: a decode step captured and replayed ----------------------------------------------------
+ * Each step is captured anew (kernel arguments such as the number of cached rows change) and the
+ * executable graph is updated in place; when the shape changed (another kernel count), it is
+ * instantiated again. What the ops need is prepared first: room in the staging ring, scratch. */
+
+#define GRAPH_STAGE_ROOM (64u << 10)  /* uploads of one step stay far below this */
+#define GRAPH_ATTN_SCRATCH (64u << 20) /* split attention of one token: heads * 256 * (hd + 2) floats */
+
+static lm_status cu_record_begin(lm_backend *be) {
+    cuda_backend *c = cu_be(be);
+    if (!c->graphs || !c->stage || c->capturing || lm_cuda_skip(c))
+        return LM_ERR_UNSUPPORTED;
+    if (c->stage_off + GRAPH_STAGE_ROOM > LM_CUDA_STAGE_BYTES) {
+        if (!lm_cuda_check(c, cudaStreamSynchronize(c->stream), "staging ring"))
+            return LM_ERR_DEVICE;
+        c->stage_off = 0;
+    }
+    if (!lm_cuda_scratch(c, LM_CUDA_SCR_ATTN, GRAPH_ATTN_SCRATCH))
+        return LM_ERR_DEVICE;
+    if (!lm_cuda_check(c, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture"))
+        return LM_ERR_DEVICE;
+    c->capturing = 1;
+    return LM_OK;
+}
+
+static void cu_record_end(lm_backend *be, int run) {
+    cuda_backend *c = cu_be(be);
+    if (!c->capturing)
+        return;
+    c->capturing = 0;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    if (!lm_cuda_check(c, e, "cudaStreamEndCapture") || !run || lm_cuda_skip(c)) {
+        if (g)
+            cudaGraphDestroy(g);
+        return;
+    }
+    if (c->exec) {
+        cudaGraphExecUpdateResultInfo info;
+        if (cudaGraphExecUpdate(c->exec, g, &info) != cudaSuccess) { /* another shape: instantiate again */
+            (void)cudaGetLastError();
+            cudaGraphExecDestroy(c->exec);
+            c->exec = NULL;
+        }
+    }
+    if (!c->exec && !lm_cuda_check(c, cudaGraphInstantiate(&c->exec, g, 0), "cudaGraphInstantiate")) {
+        c->exec = NULL;
+        cudaGraphDestroy(g);
+        return;
+    }
+    lm_cuda_check(c, cudaGraphLaunch(c->exec, c->stream), "cudaGraphLaunch");
+    cudaGraphDestroy(g);
+}
+
+/* Scratch grows on demand (lm_cuda_scratch): nothing to reserve. */
 static lm_status cu_reserve(lm_backend *be, int max_in, int max_rows) { return cu_status(be); }
 
 static void cu_destroy(lm_backend *be) {
     cuda_backend *c = cu_be(be);
     if (!c)
         return;
-    if (c->stream) {
+    if (c->stream)
         cudaStreamSynchronize(c->stream);
+    if (c->exec)
+        cudaGraphExecDestroy(c->exec);
+    lm_cuda_gemm_free(c);
+    for (int i = 0; i < LM_CUDA_SCR_COUNT; i++)
+        if (c->scratch[i])
+            cudaFree(c->scratch[i]);
+    if (c->stage)
+        cudaFreeHost(c->stage);
+    if (c->stream)
         cudaStreamDestroy(c->stream);
-    }
     free(c);
 }
 
@@ -152,6 +259,12 @@ static const lm_backend_ops CUDA_OPS = {
     .rms_match = lm_cuda_rms_match,
     .altup_predict = lm_cuda_altup_predict,
     .altup_correct = lm_cuda_altup_correct,
+    .record_begin = cu_record_begin,
+    .record_end = cu_record_end,
+    .linear_n = lm_cuda_linear_n,
+    .linear_glu = lm_cuda_linear_glu,
+    .add_rmsnorm = lm_cuda_add_rmsnorm,
+    .kv_put = lm_cuda_kv_put,
 };
 
 extern "C" int lm_backend_cuda_available(void) {
@@ -173,11 +286,22 @@ extern "C" lm_status lm_backend_cuda_new(int device, lm_backend **out) {
     c->base.ops = &CUDA_OPS;
     c->device = device;
     c->err = LM_OK;
+    /* read once, into this backend: LMCORE_CUDA_GRAPHS=1 records one-token steps as graphs (off by
+     * default: re-capturing each step cost as much as launching on the H200 machine, 2026-11-28);
+     * LMCORE_CUDA_FUSE=0 runs the fused decode ops as separate kernels (for comparisons) */
+    const char *g = getenv("LMCORE_CUDA_GRAPHS"), *f = getenv("LMCORE_CUDA_FUSE");
+    c->graphs = g && g[0] == '1';
+    c->fuse = !(f && f[0] == '0');
     if ((e = cudaSetDevice(device)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
         free(c);
         return lm_err(LM_ERR_DEVICE, "CUDA device %d: cannot start: %s", device, cudaGetErrorString(e));
     }
+    void *stage = NULL; /* without pinned memory, uploads still work (blocking) */
+    if (cudaMallocHost(&stage, LM_CUDA_STAGE_BYTES) == cudaSuccess)
+        c->stage = (uint8_t *)stage;
+    else
+        (void)cudaGetLastError();
     *out = &c->base;
     return LM_OK;
 }

@@ -11,12 +11,26 @@ extern "C" {
 #include "backend/backend.h"
 }
 
+/* Device scratch buffers, grown on demand (lm_cuda_scratch). */
+enum { LM_CUDA_SCR_XB, LM_CUDA_SCR_WB, LM_CUDA_SCR_ATTN, LM_CUDA_SCR_COUNT };
+
+#define LM_CUDA_STAGE_BYTES (1u << 20) /* pinned staging ring for small uploads */
+
 typedef struct cuda_backend {
     lm_backend base;
     int device;
     cudaStream_t stream;
     lm_status err;   /* first deferred error (LM_OK: none) */
     char msg[512];   /* its message */
+    void *scratch[LM_CUDA_SCR_COUNT];       /* device memory */
+    size_t scratch_bytes[LM_CUDA_SCR_COUNT];
+    void *cublas;    /* cublasHandle_t, created at the first GEMM (gemm.cu) */
+    uint8_t *stage;  /* [LM_CUDA_STAGE_BYTES] pinned host memory, or NULL (uploads then block) */
+    size_t stage_off;
+    int graphs;      /* record_begin may capture (LMCORE_CUDA_GRAPHS=1 at creation) */
+    int fuse;        /* fused decode ops run fused (LMCORE_CUDA_FUSE=0 at creation: separately) */
+    int capturing;   /* between record_begin and record_end */
+    cudaGraphExec_t exec; /* the last step's executable graph, updated in place while its shape holds */
 } cuda_backend;
 
 static inline cuda_backend *cu_be(lm_backend *be) { return (cuda_backend *)be; }
@@ -33,6 +47,9 @@ static inline void lm_cuda_launched(cuda_backend *c, const char *kernel) {
 static inline int lm_cuda_skip(cuda_backend *c) { return c->err != LM_OK; }
 
 static inline unsigned lm_cuda_blocks(size_t n, unsigned per) { return (unsigned)((n + per - 1) / per); }
+
+/* Scratch slot `slot` with at least `bytes` bytes (grown on demand; NULL after an error). */
+void *lm_cuda_scratch(cuda_backend *c, int slot, size_t bytes);
 
 /* --- device helpers ------------------------------------------------------------------------- */
 
@@ -120,7 +137,33 @@ static __device__ __forceinline__ float weight_at(const lm_linear &w, int r, int
     return e2m1_to_f32(nib) * e8m0_to_f32(s[i / 32]);
 }
 
+/* The gated activations: act(g) * u (LM_ACT_SWIGLU_OAI clamps at limit). */
+static __device__ __forceinline__ float act_f32(float g, float u, int act, float limit) {
+    switch (act) {
+    case LM_ACT_SILU:
+        return g / (1.0f + expf(-g)) * u;
+    case LM_ACT_GELU_TANH:
+        return 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g))) * u;
+    case LM_ACT_SWIGLU_OAI: { /* GPT-OSS: clamped, alpha 1.702, (up + 1) */
+        float x = g < limit ? g : limit;
+        float y = u < -limit ? -limit : u > limit ? limit : u;
+        return x / (1.0f + expf(-1.702f * x)) * (y + 1.0f);
+    }
+    default:
+        return 0.5f * g * (1.0f + erff(g * 0.7071067811865476f)) * u;
+    }
+}
+
 /* --- ops (one .cu per family) ------------------------------------------------------------------ */
+
+/* Fast paths of lm_cuda_linear; each returns 0 when it does not handle the weight. */
+int lm_cuda_matvec(cuda_backend *c, const lm_linear *w, const float *x, float *y);         /* T == 1 */
+int lm_cuda_gemm(cuda_backend *c, const lm_linear *w, const float *x, int T, float *y);    /* T large */
+void lm_cuda_gemm_free(cuda_backend *c);
+int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const float *x, float *const *y);
+int lm_cuda_matvec_glu(cuda_backend *c, const lm_linear *gate, const lm_linear *up, const float *x, lm_act act,
+                       float limit, float *out);
+#define LM_CUDA_GEMM_MIN_T 64 /* tokens from which linear goes through cuBLAS */
 
 void lm_cuda_linear(lm_backend *be, const lm_linear *w, const float *x, int T, float *y);
 void lm_cuda_embed(lm_backend *be, const lm_linear *table, const int32_t *ids, int T, float scale, float *out);
@@ -141,6 +184,13 @@ void lm_cuda_gather_rows(lm_backend *be, const float *src, const int32_t *rows, 
 void lm_cuda_scatter_add_rows(lm_backend *be, float *dst, const float *src, const int32_t *rows, const float *w, int n,
                               int dim);
 void lm_cuda_altup_predict(lm_backend *be, const float *streams, const float *coef, int ns, int T, int H, float *pred);
+void lm_cuda_linear_n(lm_backend *be, int n, const lm_linear *const *w, const float *x, int T, float *const *y);
+void lm_cuda_linear_glu(lm_backend *be, const lm_linear *gate, const lm_linear *up, const float *x, int T, lm_act act,
+                        float limit, float *g_buf, float *u_buf, float *out);
+void lm_cuda_add_rmsnorm(lm_backend *be, float *x, const float *y, const float *w, int rows, int n, float eps,
+                         float *h);
+int lm_cuda_kv_put(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,
+                   int32_t *pos_d, int32_t p0);
 void lm_cuda_altup_correct(lm_backend *be, float *streams, const float *pred, const float *x, const float *active,
                            const float *w, int ns, int T, int H);
 

@@ -5,22 +5,6 @@
 
 #define EW_THREADS 256
 
-static __device__ __forceinline__ float act_f32(float g, float u, int act, float limit) {
-    switch (act) {
-    case LM_ACT_SILU:
-        return g / (1.0f + expf(-g)) * u;
-    case LM_ACT_GELU_TANH:
-        return 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g))) * u;
-    case LM_ACT_SWIGLU_OAI: { /* GPT-OSS: clamped, alpha 1.702, (up + 1) */
-        float x = g < limit ? g : limit;
-        float y = u < -limit ? -limit : u > limit ? limit : u;
-        return x / (1.0f + expf(-1.702f * x)) * (y + 1.0f);
-    }
-    default:
-        return 0.5f * g * (1.0f + erff(g * 0.7071067811865476f)) * u;
-    }
-}
-
 __global__ void glu_f32(const float *gate, const float *up, int ld, int T, int n, int act, float limit, float *out) {
     size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= (size_t)T * n)

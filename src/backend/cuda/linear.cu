@@ -1,6 +1,8 @@
 /* Linear layers and embeddings over weights as stored (dense f32/f16/bf16 with an optional
- * input stride, MLX affine 2-8 bit, MXFP4), dequantized in the kernel. One warp per output
- * row computes LIN_TT tokens at a time, so the weight row is read once per LIN_TT tokens. */
+ * input stride, MLX affine 2-8 bit, MXFP4), dequantized in the kernel. One token goes to
+ * matvec.cu's streaming kernels, many tokens to gemm.cu (cuBLAS); what they do not handle runs
+ * here: one warp per output row computes LIN_TT tokens at a time, so the weight row is read
+ * once per LIN_TT tokens. */
 #include "backend/cuda/cuda_internal.cuh"
 
 #define LIN_TT 8     /* tokens per warp pass */
@@ -46,6 +48,10 @@ void lm_cuda_linear(lm_backend *be, const lm_linear *w, const float *x, int T, f
         lm_cuda_fail(c, LM_ERR_UNSUPPORTED, "linear: unknown weight format");
         return;
     }
+    if (T == 1 && lm_cuda_matvec(c, w, x, y))
+        return;
+    if (T >= LM_CUDA_GEMM_MIN_T && lm_cuda_gemm(c, w, x, T, y))
+        return;
     linear_f32_launch(c, w, x, T, y);
 }
 

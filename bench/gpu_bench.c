@@ -1,0 +1,177 @@
+/* Decode and prefill speed of one checkpoint on a device (the GPU benchmark's timing program;
+ * bench/gpu_bench.py drives it):
+ *   gpu_bench DIR [--device cuda|cpu] [--prefill N (2048)] [--ctx A,B (128,4096)] [--decode N (64)]
+ * Token ids are fixed pseudo-random values (no tokenizer, no sampling in the timings); decode
+ * steps feed ids one at a time through the KV cache and download the last token's logits, as a
+ * generation loop does. Prints one JSON object on stdout:
+ *   {"load_s", "prefill": {"tokens", "tok_s"}, "decode": [{"ctx", "tokens", "tok_s",
+ *    "ms_median"}...]}
+ * where decode at context C runs after a prompt of C tokens (evaluated in chunks of the prefill
+ * size; the first chunk of the largest context is the prefill timing). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "lmcore.h"
+
+#define MAX_CTX 8
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int fail(const char *what) {
+    fprintf(stderr, "gpu_bench: %s: %s\n", what, lm_last_error());
+    return 1;
+}
+
+typedef struct bench_opts {
+    const char *dir;
+    lm_device device;
+    int prefill, decode, n_ctx;
+    int ctx[MAX_CTX];
+} bench_opts;
+
+static int parse(int argc, char **argv, bench_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->device = LM_DEVICE_CUDA;
+    o->prefill = 2048;
+    o->decode = 64;
+    o->n_ctx = 2;
+    o->ctx[0] = 128;
+    o->ctx[1] = 4096;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (a[0] != '-') {
+            o->dir = a;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "gpu_bench: %s needs a value\n", a);
+            return 0;
+        }
+        i++;
+        if (!strcmp(a, "--device"))
+            o->device = !strcmp(v, "cpu") ? LM_DEVICE_CPU : LM_DEVICE_CUDA;
+        else if (!strcmp(a, "--prefill"))
+            o->prefill = atoi(v);
+        else if (!strcmp(a, "--decode"))
+            o->decode = atoi(v);
+        else if (!strcmp(a, "--ctx")) {
+            o->n_ctx = 0;
+            for (char *s = (char *)v; *s && o->n_ctx < MAX_CTX;) {
+                o->ctx[o->n_ctx++] = (int)strtol(s, &s, 10);
+                if (*s == ',')
+                    s++;
+                else
+                    break;
+            }
+        } else {
+            fprintf(stderr, "gpu_bench: unknown option %s\n", a);
+            return 0;
+        }
+    }
+    if (!o->dir || o->prefill < 1 || o->decode < 1 || o->n_ctx < 1) {
+        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N]\n");
+        return 0;
+    }
+    for (int i = 0; i < o->n_ctx; i++)
+        if (o->ctx[i] < 1) {
+            fprintf(stderr, "gpu_bench: --ctx values must be positive\n");
+            return 0;
+        }
+    return 1;
+}
+
+/* Evaluate ctx prompt tokens in chunks of `chunk`; *first_s receives the first chunk's time. */
+static lm_status prompt(lm_ctx *ctx, const int32_t *ids, int n, int chunk, float *logits, double *first_s) {
+    for (int t0 = 0; t0 < n; t0 += chunk) {
+        int nt = n - t0 < chunk ? n - t0 : chunk;
+        double t = lm_time_s();
+        LM_TRY(lm_ctx_eval(ctx, ids + t0, nt, logits, 0));
+        if (t0 == 0 && first_s)
+            *first_s = lm_time_s() - t;
+    }
+    return LM_OK;
+}
+
+int main(int argc, char **argv) {
+    bench_opts o;
+    if (!parse(argc, argv, &o))
+        return 2;
+    int max_ctx = o.prefill;
+    for (int i = 0; i < o.n_ctx; i++)
+        if (o.ctx[i] > max_ctx)
+            max_ctx = o.ctx[i];
+    lm_model_params mp = lm_model_default_params();
+    mp.device = o.device;
+    lm_model *m;
+    double t0 = lm_time_s();
+    if (lm_model_load(o.dir, &mp, &m) != LM_OK)
+        return fail(o.dir);
+    double load_s = lm_time_s() - t0;
+    lm_model_info info;
+    lm_model_get_info(m, &info);
+    lm_ctx_params cp = lm_ctx_default_params();
+    cp.max_tokens = max_ctx + o.decode + 8;
+    lm_ctx *ctx;
+    if (lm_ctx_new(m, &cp, &ctx) != LM_OK)
+        return fail("context");
+    float *logits = malloc((size_t)info.vocab_size * sizeof *logits);
+    int32_t *ids = malloc((size_t)(max_ctx + o.decode) * sizeof *ids);
+    double *step = malloc((size_t)o.decode * sizeof *step);
+    if (!logits || !ids || !step)
+        return 1;
+    uint64_t r = 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < max_ctx + o.decode; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((r >> 33) % (uint64_t)info.vocab_size);
+    }
+    /* warm-up: module loading, library handles, buffers for the largest chunk */
+    if (lm_ctx_eval(ctx, ids, o.prefill < 256 ? o.prefill : 256, logits, 0) != LM_OK ||
+        lm_ctx_eval(ctx, ids, 1, logits, 0) != LM_OK)
+        return fail("warm-up");
+    lm_ctx_reset(ctx);
+    if (prompt(ctx, ids, o.prefill, o.prefill, logits, NULL) != LM_OK) /* sizes every buffer once */
+        return fail("warm-up prefill");
+
+    printf("{\"model\": \"%s\", \"weights\": \"%s\", \"device\": \"%s\", \"load_s\": %.3f", o.dir, info.weight_dtype,
+           o.device == LM_DEVICE_CUDA ? "cuda" : "cpu", load_s);
+    double prefill_s = 0;
+    printf(", \"decode\": [");
+    for (int c = 0; c < o.n_ctx; c++) {
+        lm_ctx_reset(ctx);
+        double first = 0;
+        if (prompt(ctx, ids, o.ctx[c], o.prefill, logits, &first) != LM_OK)
+            return fail("prompt");
+        if (o.ctx[c] >= o.prefill)
+            prefill_s = first;
+        double d0 = lm_time_s();
+        for (int i = 0; i < o.decode; i++) {
+            double s = lm_time_s();
+            if (lm_ctx_eval(ctx, ids + o.ctx[c] + i, 1, logits, 0) != LM_OK)
+                return fail("decode");
+            step[i] = lm_time_s() - s;
+        }
+        double total = lm_time_s() - d0;
+        qsort(step, (size_t)o.decode, sizeof *step, cmp_d);
+        printf("%s{\"ctx\": %d, \"tokens\": %d, \"tok_s\": %.3f, \"ms_median\": %.4f}", c ? ", " : "", o.ctx[c],
+               o.decode, o.decode / total, 1e3 * step[o.decode / 2]);
+        fflush(stdout);
+    }
+    printf("]");
+    if (prefill_s == 0) { /* no context reached the prefill size: time it alone */
+        lm_ctx_reset(ctx);
+        if (prompt(ctx, ids, o.prefill, o.prefill, logits, &prefill_s) != LM_OK)
+            return fail("prefill");
+    }
+    printf(", \"prefill\": {\"tokens\": %d, \"tok_s\": %.1f}}\n", o.prefill, o.prefill / prefill_s);
+    free(step);
+    free(ids);
+    free(logits);
+    lm_ctx_free(ctx);
+    lm_model_free(m);
+    return 0;
+}

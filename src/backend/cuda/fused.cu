@@ -1,0 +1,84 @@
+/* Fused decode ops (backend slots linear_n, linear_glu, add_rmsnorm, kv_put): fewer launches
+ * per layer. Each falls back to the separate ops for shapes or formats the fused kernels do
+ * not serve, and when the backend was created with LMCORE_CUDA_FUSE=0. */
+#include "backend/cuda/cuda_internal.cuh"
+
+void lm_cuda_linear_n(lm_backend *be, int n, const lm_linear *const *w, const float *x, int T, float *const *y) {
+    cuda_backend *c = cu_be(be);
+    if (lm_cuda_skip(c))
+        return;
+    if (c->fuse && T == 1 && lm_cuda_matvec_n(c, n, w, x, y))
+        return;
+    for (int i = 0; i < n; i++)
+        lm_cuda_linear(be, w[i], x, T, y[i]);
+}
+
+void lm_cuda_linear_glu(lm_backend *be, const lm_linear *gate, const lm_linear *up, const float *x, int T, lm_act act,
+                        float limit, float *g_buf, float *u_buf, float *out) {
+    cuda_backend *c = cu_be(be);
+    if (lm_cuda_skip(c))
+        return;
+    if (c->fuse && T == 1 && lm_cuda_matvec_glu(c, gate, up, x, act, limit, out))
+        return;
+    lm_cuda_linear(be, gate, x, T, g_buf);
+    lm_cuda_linear(be, up, x, T, u_buf);
+    lm_cuda_glu(be, g_buf, u_buf, up->out, T, up->out, act, limit, out);
+}
+
+/* x[r] += y[r]; h[r] = x[r] / rms(x[r]) * w (sums in double, as rmsnorm_f32) */
+__global__ void add_rmsnorm_f32(float *x, const float *__restrict__ y, const float *__restrict__ w, int n, float eps,
+                                float *h) {
+    float *xr = x + (size_t)blockIdx.x * n;
+    const float *yr = y + (size_t)blockIdx.x * n;
+    float *hr = h + (size_t)blockIdx.x * n;
+    double ss = 0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = xr[i] + yr[i];
+        xr[i] = v;
+        ss += (double)v * v;
+    }
+    ss = block_sum(ss);
+    float inv = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) /* each element read back by the thread that wrote it */
+        hr[i] = xr[i] * inv * (w ? w[i] : 1.0f);
+}
+
+void lm_cuda_add_rmsnorm(lm_backend *be, float *x, const float *y, const float *w, int rows, int n, float eps,
+                         float *h) {
+    cuda_backend *c = cu_be(be);
+    if (rows <= 0 || n <= 0 || lm_cuda_skip(c))
+        return;
+    if (!c->fuse) {
+        lm_cuda_add(be, x, y, (size_t)rows * n);
+        lm_cuda_rmsnorm(be, x, w, rows, n, eps, h);
+        return;
+    }
+    add_rmsnorm_f32<<<rows, 256, 0, c->stream>>>(x, y, w, n, eps, h);
+    lm_cuda_launched(c, "add_rmsnorm_f32");
+}
+
+/* kd[i] = k[i], vd[i] = v[i] for T rows of n floats; pos_d[t] = p0 + t */
+__global__ void kv_put_f32(float *kd, float *vd, const float *__restrict__ k, const float *__restrict__ v, size_t n,
+                           int32_t *pos_d, int T, int32_t p0) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        kd[i] = k[i];
+        vd[i] = v[i];
+    }
+    if (i < (size_t)T)
+        pos_d[i] = p0 + (int32_t)i;
+}
+
+int lm_cuda_kv_put(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,
+                   int32_t *pos_d, int32_t p0) {
+    cuda_backend *c = cu_be(be);
+    if (!c->fuse)
+        return 0;
+    if (lm_cuda_skip(c))
+        return 1;
+    size_t n = (size_t)T * dim;
+    size_t work = n > (size_t)T ? n : (size_t)T;
+    kv_put_f32<<<lm_cuda_blocks(work, 256), 256, 0, c->stream>>>(kd, vd, k, v, n, pos_d, T, p0);
+    lm_cuda_launched(c, "kv_put_f32");
+    return 1;
+}

@@ -13,6 +13,7 @@
 
 #include "core/util.h"
 #include "io/json.h"
+#include "io/st_stream.h"
 
 #define MAX_HEADER (256u << 20) /* the format caps headers at 100 MB; be a little lenient */
 
@@ -372,56 +373,18 @@ size_t lm_st_data_bytes(const lm_st_set *set) {
 /* --- writer ---------------------------------------------------------------------------------- */
 
 lm_status lm_st_write(const char *path, const lm_st_out *tensors, int n, const char *metadata_json) {
-    cJSON *hdr = cJSON_CreateObject();
-    if (!hdr)
+    uint64_t *offs = malloc(((size_t)n + 1) * sizeof *offs);
+    if (!offs)
         return lm_err(LM_ERR_NOMEM, "out of memory");
-    if (metadata_json) {
-        cJSON *meta = cJSON_Parse(metadata_json);
-        if (meta)
-            cJSON_AddItemToObject(hdr, "__metadata__", meta);
+    lm_st_stream s;
+    lm_status st = lm_st_stream_create(path, tensors, n, metadata_json, offs, &s);
+    for (int i = 0; st == LM_OK && i < n; i++)
+        st = lm_st_stream_write(&s, offs[i], tensors[i].data, (size_t)lm_st_out_bytes(&tensors[i]));
+    if (s.fd >= 0) {
+        lm_status cs = lm_st_stream_close(&s, st == LM_OK);
+        if (st == LM_OK)
+            st = cs;
     }
-    size_t off = 0;
-    for (int i = 0; i < n; i++) {
-        const lm_st_out *t = &tensors[i];
-        size_t numel = 1;
-        for (int d = 0; d < t->ndim; d++)
-            numel *= (size_t)t->shape[d];
-        size_t nb = numel * LM_DTYPES[t->dtype].size;
-        cJSON *e = cJSON_AddObjectToObject(hdr, t->name);
-        cJSON_AddStringToObject(e, "dtype", LM_DTYPES[t->dtype].st_name);
-        cJSON *sh = cJSON_AddArrayToObject(e, "shape");
-        for (int d = 0; d < t->ndim; d++)
-            cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
-        cJSON *of = cJSON_AddArrayToObject(e, "data_offsets");
-        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
-        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(off + nb)));
-        off += nb;
-    }
-    char *js = cJSON_PrintUnformatted(hdr);
-    cJSON_Delete(hdr);
-    if (!js)
-        return lm_err(LM_ERR_NOMEM, "out of memory");
-    size_t jl = strlen(js), pad = (8 - jl % 8) % 8;
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        free(js);
-        return lm_err(LM_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    }
-    uint64_t hl = jl + pad;
-    uint8_t le[8];
-    for (int i = 0; i < 8; i++)
-        le[i] = (uint8_t)(hl >> (8 * i));
-    int ok = fwrite(le, 1, 8, f) == 8 && fwrite(js, 1, jl, f) == jl && fwrite("        ", 1, pad, f) == pad;
-    free(js);
-    for (int i = 0; ok && i < n; i++) {
-        const lm_st_out *t = &tensors[i];
-        size_t numel = 1;
-        for (int d = 0; d < t->ndim; d++)
-            numel *= (size_t)t->shape[d];
-        size_t nb = numel * LM_DTYPES[t->dtype].size;
-        ok = fwrite(t->data, 1, nb, f) == nb;
-    }
-    if (fclose(f) != 0 || !ok)
-        return lm_err(LM_ERR_IO, "%s: write failed", path);
-    return LM_OK;
+    free(offs);
+    return st;
 }

@@ -24,6 +24,8 @@ int cmd_convert(int argc, char **argv);    /* cmd_convert.c */
 int cli_fail(const char *cmd, const char *msg);
 /* Read all of stdin into a malloc'd NUL-terminated buffer; NULL on failure. */
 char *cli_read_stdin(size_t *len);
+/* A base-10 integer in [lo, hi] filling the whole string; 1 on success, 0 otherwise. */
+int cli_parse_long(const char *s, long lo, long hi, long *out);
 /* Does argv[i] equal `a` or `b` (b may be NULL)? */
 int cli_is(const char *arg, const char *a, const char *b);
 

@@ -23,16 +23,6 @@ static const char CONVERT_USAGE[] =
     "  --max-shard-gb N   shard size limit in GiB (default 5)\n"
     "  Without -q or -d the weights are copied (cast with --dtype).\n";
 
-static int parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return 0;
-    *out = v;
-    return 1;
-}
-
 static int parse_dtype(const char *s, lm_convert_dtype *out) {
     static const struct {
         const char *a, *b;
@@ -77,9 +67,9 @@ int cmd_convert(int argc, char **argv) {
             src = val;
         else if (cli_is(a, "-o", "--output") || cli_is(a, "--mlx-path", NULL))
             dst = val;
-        else if (cli_is(a, "--bits", "--q-bits") && (ok = parse_long(val, 1, 64, &v)))
+        else if (cli_is(a, "--bits", "--q-bits") && (ok = cli_parse_long(val, 1, 64, &v)))
             p.bits = (int)v;
-        else if (cli_is(a, "--group-size", "--q-group-size") && (ok = parse_long(val, 1, 1 << 20, &v)))
+        else if (cli_is(a, "--group-size", "--q-group-size") && (ok = cli_parse_long(val, 1, 1 << 20, &v)))
             p.group_size = (int)v;
         else if (cli_is(a, "--mode", "--q-mode")) {
             ok = cli_is(val, "affine", "mxfp4");
@@ -89,9 +79,9 @@ int cmd_convert(int argc, char **argv) {
             p.quantize = 1;
         } else if (cli_is(a, "--dtype", NULL))
             ok = parse_dtype(val, &p.dtype);
-        else if (cli_is(a, "--max-shard-gb", NULL) && (ok = parse_long(val, 1, 1 << 20, &v)))
+        else if (cli_is(a, "--max-shard-gb", NULL) && (ok = cli_parse_long(val, 1, 1 << 20, &v)))
             p.max_shard_bytes = (uint64_t)v << 30;
-        else if (cli_is(a, "--threads", "-t") && (ok = parse_long(val, 0, 1024, &v)))
+        else if (cli_is(a, "--threads", "-t") && (ok = cli_parse_long(val, 0, 1024, &v)))
             p.n_threads = (int)v;
         else if (ok) {
             snprintf(msg, sizeof msg, "unknown option '%s' (see --help)", a);

@@ -87,6 +87,27 @@ static int cached_plus_raw(lm_llm *llm, lm_session *sess, const char *text, int3
     return 0;
 }
 
+/* -p's text (or stdin for "-"), with mlx-lm's two-character escapes \\n and \\t replaced. */
+static char *read_prompt(const gen_opts *o) {
+    int from_stdin = strcmp(o->prompt, "-") == 0;
+    char *p = from_stdin ? cli_read_stdin(NULL) : strdup(o->prompt);
+    if (p && !from_stdin)
+        unescape(p);
+    return p;
+}
+
+/* The prompt's ids as generate builds them: a user message (after --system-prompt) through the
+ * chat template when the model has one and it is not ignored, else the raw text. */
+static lm_status prompt_ids(lm_llm *llm, const gen_opts *o, const char *prompt, int32_t **ids, int *n_ids) {
+    lm_chat_message msgs[2];
+    int n_msgs = 0;
+    int use_template = !o->ignore_chat_template && lm_llm_chat_template(llm);
+    if (use_template && o->system_prompt)
+        msgs[n_msgs++] = (lm_chat_message){"system", o->system_prompt};
+    msgs[n_msgs++] = (lm_chat_message){"user", prompt};
+    return lm_llm_encode_chat(llm, msgs, n_msgs, use_template, o->chat_template_config, ids, n_ids);
+}
+
 int cmd_generate(int argc, char **argv) {
     gen_opts o;
     int r = gen_parse("generate", argc, argv, GENERATE_USAGE, &o);
@@ -94,23 +115,15 @@ int cmd_generate(int argc, char **argv) {
         return r == 2 ? 0 : 1;
     if (!o.prompt)
         return cli_fail("generate", "missing -p PROMPT (or -p - to read stdin; see --help)");
-    char *prompt = strcmp(o.prompt, "-") == 0 ? cli_read_stdin(NULL) : strdup(o.prompt);
+    char *prompt = read_prompt(&o);
     if (!prompt)
         return cli_fail("generate", "cannot read the prompt");
-    if (strcmp(o.prompt, "-") != 0)
-        unescape(prompt);
     lm_llm *llm = NULL;
     lm_session *sess = NULL;
     int32_t *ids = NULL;
     int n_ids = 0, rc = 1;
     if (gen_load("generate", &o, &llm))
         goto done;
-    lm_chat_message msgs[2];
-    int n_msgs = 0;
-    int use_template = !o.ignore_chat_template && lm_llm_chat_template(llm);
-    if (use_template && o.system_prompt)
-        msgs[n_msgs++] = (lm_chat_message){"system", o.system_prompt};
-    msgs[n_msgs++] = (lm_chat_message){"user", prompt};
     if (lm_session_new(llm, &o.sess, &sess) != LM_OK) {
         cli_fail("generate", NULL);
         goto done;
@@ -124,7 +137,7 @@ int cmd_generate(int argc, char **argv) {
             cli_fail("generate", n_ids ? NULL : "cannot encode the prompt");
             goto done;
         }
-    } else if (lm_llm_encode_chat(llm, msgs, n_msgs, use_template, o.chat_template_config, &ids, &n_ids) != LM_OK) {
+    } else if (prompt_ids(llm, &o, prompt, &ids, &n_ids) != LM_OK) {
         cli_fail("generate", NULL);
         goto done;
     }
@@ -289,30 +302,22 @@ int cmd_cache_prompt(int argc, char **argv) {
         return r == 2 ? 0 : 1;
     if (!o.prompt || !o.prompt_cache_file)
         return cli_fail("cache-prompt", "needs -p PROMPT and --prompt-cache-file FILE (see --help)");
-    char *prompt = strcmp(o.prompt, "-") == 0 ? cli_read_stdin(NULL) : strdup(o.prompt);
+    char *prompt = read_prompt(&o);
     if (!prompt)
         return cli_fail("cache-prompt", "cannot read the prompt");
-    if (strcmp(o.prompt, "-") != 0)
-        unescape(prompt);
     lm_llm *llm = NULL;
     lm_session *sess = NULL;
     int32_t *ids = NULL;
     int n_ids = 0, rc = 1;
     if (gen_load("cache-prompt", &o, &llm))
         goto done;
-    lm_chat_message msgs[2];
-    int n_msgs = 0;
-    int use_template = !o.ignore_chat_template && lm_llm_chat_template(llm);
-    if (use_template && o.system_prompt)
-        msgs[n_msgs++] = (lm_chat_message){"system", o.system_prompt};
-    msgs[n_msgs++] = (lm_chat_message){"user", prompt};
     gen_progress prog = {.enabled = isatty(2)};
     o.gen.max_tokens = 0; /* prefill only */
     o.gen.on_progress = gen_progress_cb;
     o.gen.progress_user = &prog;
     lm_gen_result res = {.size = sizeof res};
-    if (lm_llm_encode_chat(llm, msgs, n_msgs, use_template, o.chat_template_config, &ids, &n_ids) != LM_OK ||
-        lm_session_new(llm, &o.sess, &sess) != LM_OK || lm_session_generate(sess, ids, n_ids, &o.gen, &res) != LM_OK ||
+    if (prompt_ids(llm, &o, prompt, &ids, &n_ids) != LM_OK || lm_session_new(llm, &o.sess, &sess) != LM_OK ||
+        lm_session_generate(sess, ids, n_ids, &o.gen, &res) != LM_OK ||
         lm_session_save(sess, o.prompt_cache_file) != LM_OK) {
         cli_fail("cache-prompt", NULL);
         goto done;

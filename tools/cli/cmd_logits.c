@@ -14,16 +14,6 @@ static const char LOGITS_USAGE[] =
     "  `input_ids` [T] i64. With --decode N it then decodes N tokens greedily, one at a time\n"
     "  through the KV cache, and also writes `greedy_ids` [N] i64 and `decode_logits` [N,V] f32.\n";
 
-static int parse_int(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return 0;
-    *out = v;
-    return 1;
-}
-
 /* "1,2,3" -> ids; returns count or -1 */
 static int parse_ids(const char *s, int32_t **out) {
     int cap = 16, n = 0;
@@ -85,7 +75,7 @@ int cmd_logits(int argc, char **argv) {
         else if (cli_is(a, "-o", "--output"))
             outp = argv[++i];
         else if (cli_is(a, "--decode", NULL)) {
-            if (!parse_int(argv[++i], 0, 1 << 20, &n_decode))
+            if (!cli_parse_long(argv[++i], 0, 1 << 20, &n_decode))
                 return cli_fail("logits", "--decode takes a number of tokens (0 to 1048576)");
         } else if (cli_is(a, "--device", NULL)) {
             const char *d = argv[++i];
@@ -96,7 +86,7 @@ int cmd_logits(int argc, char **argv) {
             else
                 return cli_fail("logits", "--device takes cpu or cuda");
         } else if (cli_is(a, "-t", "--threads")) {
-            if (!parse_int(argv[++i], 0, 1024, &threads))
+            if (!cli_parse_long(argv[++i], 0, 1024, &threads))
                 return cli_fail("logits", "--threads takes a number from 0 (auto) to 1024");
         } else {
             fprintf(stderr, "lmcore logits: unknown option '%s' (see --help)\n", a);

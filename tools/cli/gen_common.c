@@ -14,16 +14,6 @@ static int bad(const char *cmd, const char *opt, const char *range, const char *
     return 1;
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return 0;
-    *out = v;
-    return 1;
-}
-
 static int parse_float(const char *s, double lo, double hi, float *out) {
     char *end;
     errno = 0;
@@ -97,7 +87,7 @@ int gen_parse(const char *cmd, int argc, char **argv, const char *help, gen_opts
         else if (cli_is(a, "--prompt-cache-file", NULL))
             o->prompt_cache_file = v;
         else if (cli_is(a, "-n", "--max-tokens")) {
-            if (!parse_long(v, -1, INT_MAX, &l))
+            if (!cli_parse_long(v, -1, INT_MAX, &l))
                 return bad(cmd, a, "a number of tokens from -1 (no limit) up", v);
             o->gen.max_tokens = (int)l;
         } else if (cli_is(a, "--temp", NULL)) {
@@ -113,11 +103,11 @@ int gen_parse(const char *cmd, int argc, char **argv, const char *help, gen_opts
                 return bad(cmd, a, "a probability in [0, 1] (0: off)", v);
             o->gen.min_p = f;
         } else if (cli_is(a, "--top-k", NULL)) {
-            if (!parse_long(v, 0, INT_MAX, &l))
+            if (!cli_parse_long(v, 0, INT_MAX, &l))
                 return bad(cmd, a, "a number of tokens >= 0 (0: off) below the vocabulary size", v);
             o->gen.top_k = (int)l;
         } else if (cli_is(a, "--min-tokens-to-keep", NULL)) {
-            if (!parse_long(v, 1, INT_MAX, &l))
+            if (!cli_parse_long(v, 1, INT_MAX, &l))
                 return bad(cmd, a, "a number of tokens >= 1", v);
             o->gen.min_tokens_to_keep = (int)l;
         } else if (cli_is(a, "--xtc-probability", NULL)) {
@@ -133,7 +123,7 @@ int gen_parse(const char *cmd, int argc, char **argv, const char *help, gen_opts
                 return bad(cmd, a, "a factor >= 0 (0: off)", v);
             o->gen.repetition_penalty = f;
         } else if (cli_is(a, "--repetition-context-size", NULL)) {
-            if (!parse_long(v, 1, INT_MAX, &l))
+            if (!cli_parse_long(v, 1, INT_MAX, &l))
                 return bad(cmd, a, "a number of tokens >= 1", v);
             o->gen.repetition_context_size = (int)l;
         } else if (cli_is(a, "--presence-penalty", NULL)) {
@@ -152,31 +142,31 @@ int gen_parse(const char *cmd, int argc, char **argv, const char *help, gen_opts
                 return bad(cmd, a, "a non-empty string (repeatable, at most 16)", v);
             o->stops[o->gen.n_stop_strings++] = v;
         } else if (cli_is(a, "--seed", NULL)) {
-            if (!parse_long(v, 0, LONG_MAX, &l))
+            if (!cli_parse_long(v, 0, LONG_MAX, &l))
                 return bad(cmd, a, "a non-negative integer", v);
             o->gen.seed = l;
         } else if (cli_is(a, "-t", "--threads")) {
-            if (!parse_long(v, 0, 1024, &l))
+            if (!cli_parse_long(v, 0, 1024, &l))
                 return bad(cmd, a, "a number from 0 (auto) to 1024", v);
             o->threads = (int)l;
         } else if (cli_is(a, "--prefill-step-size", NULL)) {
-            if (!parse_long(v, 1, INT_MAX, &l))
+            if (!cli_parse_long(v, 1, INT_MAX, &l))
                 return bad(cmd, a, "a number of tokens >= 1", v);
             o->gen.prefill_step_size = (int)l;
         } else if (cli_is(a, "--max-kv-size", NULL)) {
-            if (!parse_long(v, 1, INT_MAX, &l))
+            if (!cli_parse_long(v, 1, INT_MAX, &l))
                 return bad(cmd, a, "a number of tokens >= 1", v);
             o->sess.max_kv_size = (int)l;
         } else if (cli_is(a, "--kv-bits", NULL)) {
-            if (!parse_long(v, 2, 8, &l) || l == 7)
+            if (!cli_parse_long(v, 2, 8, &l) || l == 7)
                 return bad(cmd, a, "2, 3, 4, 5, 6 or 8", v);
             o->sess.kv_bits = (int)l;
         } else if (cli_is(a, "--kv-group-size", NULL)) {
-            if (!parse_long(v, 32, 128, &l) || (l != 32 && l != 64 && l != 128))
+            if (!cli_parse_long(v, 32, 128, &l) || (l != 32 && l != 64 && l != 128))
                 return bad(cmd, a, "32, 64 or 128", v);
             o->sess.kv_group_size = (int)l;
         } else if (cli_is(a, "--quantized-kv-start", NULL)) {
-            if (!parse_long(v, 0, INT_MAX, &l))
+            if (!cli_parse_long(v, 0, INT_MAX, &l))
                 return bad(cmd, a, "a number of tokens >= 0", v);
             o->sess.quantized_kv_start = (int)l;
         } else {

@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,16 @@ static const lm_cli_cmd COMMANDS[] = {
 
 int cli_fail(const char *cmd, const char *msg) {
     fprintf(stderr, "lmcore %s: %s\n", cmd, msg ? msg : lm_last_error());
+    return 1;
+}
+
+int cli_parse_long(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return 0;
+    *out = v;
     return 1;
 }
 

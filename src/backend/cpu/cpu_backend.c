@@ -8,14 +8,17 @@
 #include "core/threadpool.h"
 #include "core/util.h"
 
-#define ROW_BLOCK 16 /* weight rows converted to f32 together when T > 1 */
+#include "backend/cpu/cpu_simd.h"
 
 typedef struct cpu_backend {
     lm_backend base;
     lm_pool *pool;
     int n_threads;
-    float **scratch; /* per thread */
-    size_t scratch_cap; /* floats per thread */
+    const lm_cpu_kernels *k; /* the kernel set chosen for this CPU */
+    float **scratch;         /* per thread */
+    size_t scratch_cap;      /* floats per thread */
+    float *xsum;             /* [max_in] per-group input sums for quantized matvec */
+    size_t xsum_cap;
 } cpu_backend;
 
 static cpu_backend *cpu(lm_backend *be) { return (cpu_backend *)be; }
@@ -36,45 +39,73 @@ static int ensure_scratch(cpu_backend *c, size_t n) {
     return 1;
 }
 
+static int ensure_xsum(cpu_backend *c, size_t n) {
+    if (n <= c->xsum_cap)
+        return 1;
+    lm_free(c->xsum);
+    c->xsum = lm_malloc(n * sizeof(float));
+    c->xsum_cap = c->xsum ? n : 0;
+    return c->xsum != NULL;
+}
+
 /* --- linear ------------------------------------------------------------------------------------ */
 
 typedef struct linear_job {
     cpu_backend *c;
     const lm_linear *w;
-    const float *x;
-    int T;
+    const float *x, *xsum;
+    int T, chunk; /* chunk: rows per task */
     float *y;
 } linear_job;
 
-static void linear_task(void *ctx, int task, int thread) {
+/* Decode (T = 1): each task streams a contiguous chunk of rows straight from their storage. */
+static void matvec_task(void *ctx, int task, int thread) {
     linear_job *j = ctx;
     const lm_linear *w = j->w;
-    int r0 = task * ROW_BLOCK, r1 = r0 + ROW_BLOCK < w->out ? r0 + ROW_BLOCK : w->out;
-    int in = w->in;
-    if (j->T == 1 && w->kind == LM_W_DENSE && w->in_step <= 1) {
-        for (int r = r0; r < r1; r++) {
-            const uint8_t *row = (const uint8_t *)w->w + (size_t)r * w->w_row_bytes;
-            j->y[r] = lm_dot_dense(j->x, row, w->dtype, in) + (w->bias ? w->bias[r] : 0.0f);
-        }
-        return;
-    }
-    float *buf = j->c->scratch[thread];
-    for (int r = r0; r < r1; r++)
-        lm_linear_row_f32(w, r, buf + (size_t)(r - r0) * in);
-    for (int t = 0; t < j->T; t++) {
-        const float *xt = j->x + (size_t)t * in;
-        float *yt = j->y + (size_t)t * w->out;
+    int r0 = task * j->chunk, r1 = r0 + j->chunk < w->out ? r0 + j->chunk : w->out;
+    j->c->k->matvec(w, j->x, j->xsum, r0, r1, j->y + r0);
+    if (w->bias)
         for (int r = r0; r < r1; r++)
-            yt[r] = lm_dot_f32(xt, buf + (size_t)(r - r0) * in, in) + (w->bias ? w->bias[r] : 0.0f);
-    }
+            j->y[r] += w->bias[r];
+}
+
+/* Prefill: a block of rows is converted to f32 once and multiplied with every token. */
+static void gemm_task(void *ctx, int task, int thread) {
+    linear_job *j = ctx;
+    const lm_linear *w = j->w;
+    const lm_cpu_kernels *k = j->c->k;
+    int r0 = task * LM_GEMM_ROWS, R = r0 + LM_GEMM_ROWS < w->out ? LM_GEMM_ROWS : w->out - r0;
+    int in = w->in;
+    float *buf = j->c->scratch[thread];
+    for (int r = 0; r < R; r++)
+        k->row_f32(w, r0 + r, buf + (size_t)r * in);
+    k->gemm(j->x, in, j->T, buf, R, in, j->y + r0, w->out);
+    if (w->bias)
+        for (int t = 0; t < j->T; t++)
+            for (int r = r0; r < r0 + R; r++)
+                j->y[(size_t)t * w->out + r] += w->bias[r];
 }
 
 static void cpu_linear(lm_backend *be, const lm_linear *w, const float *x, int T, float *y) {
     cpu_backend *c = cpu(be);
-    if (!ensure_scratch(c, (size_t)ROW_BLOCK * w->in))
-        return; /* the model preallocates at load; this cannot fail after that */
-    linear_job j = {c, w, x, T, y};
-    lm_pool_run(c->pool, (w->out + ROW_BLOCK - 1) / ROW_BLOCK, linear_task, &j);
+    linear_job j = {c, w, x, NULL, T, 0, y};
+    if (T == 1 && c->k->matvec_ok(w)) {
+        if (w->kind == LM_W_AFFINE) {
+            if (!ensure_xsum(c, (size_t)w->in))
+                return; /* reserve allocated it at load; this cannot fail after that */
+            lm_group_sums(x, w->in, w->group, c->xsum);
+            j.xsum = c->xsum;
+        }
+        /* about 8 chunks per thread (balance on a shared machine), multiples of 16 rows */
+        int chunk = w->out / (c->n_threads * 8);
+        chunk = chunk < 16 ? 16 : chunk > 512 ? 512 : (chunk + 15) / 16 * 16;
+        j.chunk = chunk;
+        lm_pool_run(c->pool, (w->out + chunk - 1) / chunk, matvec_task, &j);
+        return;
+    }
+    if (!ensure_scratch(c, (size_t)LM_GEMM_ROWS * w->in))
+        return;
+    lm_pool_run(c->pool, (w->out + LM_GEMM_ROWS - 1) / LM_GEMM_ROWS, gemm_task, &j);
 }
 
 /* --- small ops ------------------------------------------------------------------------------------ */
@@ -172,6 +203,7 @@ static void attn_task(void *ctx, int task, int thread) {
     const float *q = a->q + ((size_t)t * a->n_heads + h) * hd;
     float *out = a->out + ((size_t)t * a->n_heads + h) * hd;
     float *s = j->c->scratch[thread];
+    const lm_cpu_kernels *k = j->c->k;
     int32_t qp = a->qpos[t];
     float mx = a->sinks ? a->sinks[h] : -INFINITY;
     for (int r = 0; r < a->n_rows; r++) {
@@ -180,7 +212,7 @@ static void attn_task(void *ctx, int task, int thread) {
             s[r] = -INFINITY;
             continue;
         }
-        float v = lm_dot_f32(q, a->k + (size_t)r * kstride + (size_t)g * hd, hd) * a->scale;
+        float v = k->dot(q, a->k + (size_t)r * kstride + (size_t)g * hd, hd) * a->scale;
         if (a->softcap > 0)
             v = a->softcap * tanhf(v / a->softcap);
         s[r] = v;
@@ -195,9 +227,7 @@ static void attn_task(void *ctx, int task, int thread) {
             continue;
         float p = expf(s[r] - mx);
         sum += p;
-        const float *v = a->v + (size_t)r * kstride + (size_t)g * hd;
-        for (int i = 0; i < hd; i++)
-            out[i] += p * v[i];
+        k->axpy(out, p, a->v + (size_t)r * kstride + (size_t)g * hd, hd);
     }
     float inv = sum > 0 ? 1.0f / sum : 0.0f;
     for (int i = 0; i < hd; i++)
@@ -218,10 +248,10 @@ static void *cpu_alloc(lm_backend *be, size_t n) { return lm_calloc(n); }
 static void cpu_copy(lm_backend *be, void *dst, const void *src, size_t n) { memmove(dst, src, n); }
 
 static lm_status cpu_reserve(lm_backend *be, int max_in, int max_rows) {
-    size_t need = (size_t)ROW_BLOCK * (size_t)max_in;
+    size_t need = (size_t)LM_GEMM_ROWS * (size_t)max_in;
     if ((size_t)max_rows > need)
         need = (size_t)max_rows;
-    if (!ensure_scratch(cpu(be), need))
+    if (!ensure_scratch(cpu(be), need) || !ensure_xsum(cpu(be), (size_t)max_in))
         return lm_err(LM_ERR_NOMEM, "cannot allocate %zu bytes of scratch per thread", need * sizeof(float));
     return LM_OK;
 }
@@ -235,6 +265,7 @@ static void cpu_destroy(lm_backend *be) {
     for (int t = 0; t < c->n_threads; t++)
         lm_free(c->scratch[t]);
     free(c->scratch);
+    lm_free(c->xsum);
     free(c);
 }
 
@@ -262,6 +293,7 @@ lm_status lm_backend_cpu_new(int n_threads, lm_backend **out) {
     if (!c)
         return lm_err(LM_ERR_NOMEM, "out of memory");
     c->base.ops = &CPU_OPS;
+    c->k = lm_cpu_kernels_best();
     c->pool = lm_pool_new(n_threads);
     if (!c->pool) {
         free(c);

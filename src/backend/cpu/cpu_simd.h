@@ -1,0 +1,52 @@
+/* CPU kernel sets, one per instruction-set level, chosen at run time by CPU detection.
+ * The scalar set is the portable reference every other set is tested against
+ * (tests/kernels). A backend holds a pointer to its set; nothing here is process state. */
+#ifndef LM_CPU_SIMD_H
+#define LM_CPU_SIMD_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layers/linear.h"
+
+typedef enum {
+    LM_ISA_SCALAR, /* portable C */
+    LM_ISA_AVX2,   /* AVX2 + FMA + F16C */
+    LM_ISA_AVX512, /* AVX-512 F/BW/VL/DQ + FMA + F16C */
+    LM_ISA_COUNT
+} lm_isa;
+
+/* Rows per block in the prefill GEMM: these are converted to f32 once and reused by all tokens. */
+#define LM_GEMM_ROWS 16
+
+typedef struct lm_cpu_kernels {
+    lm_isa isa;
+    const char *name;
+    /* 1 when matvec reads this weight directly (else the caller converts rows with row_f32) */
+    int (*matvec_ok)(const lm_linear *w);
+    /* y[r - r0] = x . W[r] for r in [r0, r1). xsum: [in/group] sums of x per quantization group
+     * (affine weights; NULL otherwise). */
+    void (*matvec)(const lm_linear *w, const float *x, const float *xsum, int r0, int r1, float *y);
+    /* Row r of w as f32 into out[in]. */
+    void (*row_f32)(const lm_linear *w, int r, float *out);
+    /* y[t*ldy + r] = x[t*ldx ..] . wf[r*n ..] for t < T, r < R (wf: R f32 rows of n). */
+    void (*gemm)(const float *x, int ldx, int T, const float *wf, int R, int n, float *y, int ldy);
+    float (*dot)(const float *a, const float *b, int n);
+    /* y[i] += a * x[i] */
+    void (*axpy)(float *y, float a, const float *x, int n);
+} lm_cpu_kernels;
+
+/* The set for `isa`, or NULL when this CPU (or build) cannot run it. */
+const lm_cpu_kernels *lm_cpu_kernels_get(lm_isa isa);
+/* The fastest set this CPU runs. LMCORE_ISA=scalar|avx2|avx512 in the environment caps it. */
+const lm_cpu_kernels *lm_cpu_kernels_best(void);
+const char *lm_isa_name(lm_isa isa);
+
+/* Sums of x per group of `group` elements: out[in/group]. */
+void lm_group_sums(const float *x, int in, int group, float *out);
+
+/* Per-set tables (cpu_kern_*.c); the x86 ones are NULL-returning stubs elsewhere. */
+const lm_cpu_kernels *lm_cpu_kernels_scalar(void);
+const lm_cpu_kernels *lm_cpu_kernels_avx2(void);
+const lm_cpu_kernels *lm_cpu_kernels_avx512(void);
+
+#endif

@@ -1,0 +1,269 @@
+/* Every CPU kernel set this machine runs (and the portable one) against a double-precision
+ * reference built from lm_linear_row_f32, on random and ragged shapes, for every weight
+ * format. Tolerance: |got - ref| <= 2e-5 * sum|x_i w_i| + 1e-6 (reassociation of f32 sums). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu_simd.h"
+#include "core/util.h"
+#include "test_util.h"
+
+typedef struct rng {
+    uint64_t s;
+} rng;
+static uint32_t rnd(rng *r) {
+    r->s = r->s * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(r->s >> 33);
+}
+static float rndf(rng *r) { return (float)rnd(r) / 2147483648.0f - 1.0f; } /* [-1, 1) */
+
+/* A weight with owned storage. */
+typedef struct tw {
+    lm_linear w;
+    uint8_t *data, *scales, *biases;
+    float *bias;
+} tw;
+
+static void put_scalar(uint8_t *p, lm_dtype dt, size_t i, float v) {
+    if (dt == LM_DT_F32) {
+        memcpy(p + 4 * i, &v, 4);
+    } else {
+        uint16_t h = dt == LM_DT_BF16 ? lm_f32_to_bf16(v) : lm_f32_to_f16(v);
+        memcpy(p + 2 * i, &h, 2);
+    }
+}
+
+static tw make_weight(rng *r, lm_wkind kind, lm_dtype dt, int bits, int group, int out, int in, int with_bias) {
+    tw t;
+    memset(&t, 0, sizeof t);
+    lm_linear *w = &t.w;
+    w->kind = kind;
+    w->dtype = dt;
+    w->out = out;
+    w->in = in;
+    w->in_step = 1;
+    if (kind == LM_W_DENSE) {
+        w->w_row_bytes = (size_t)in * LM_DTYPES[dt].size;
+        t.data = malloc(w->w_row_bytes * out);
+        for (size_t i = 0; i < (size_t)out * in; i++)
+            put_scalar(t.data, dt, i, rndf(r));
+    } else {
+        int ng = kind == LM_W_MXFP4 ? in / 32 : in / group;
+        w->bits = kind == LM_W_MXFP4 ? 4 : bits;
+        w->group = kind == LM_W_MXFP4 ? 32 : group;
+        w->w_row_bytes = (size_t)in * w->bits / 8;
+        t.data = malloc(w->w_row_bytes * out);
+        for (size_t i = 0; i < w->w_row_bytes * out; i++)
+            t.data[i] = (uint8_t)rnd(r);
+        if (kind == LM_W_MXFP4) {
+            w->s_row_bytes = (size_t)ng;
+            t.scales = malloc((size_t)ng * out);
+            for (size_t i = 0; i < (size_t)ng * out; i++)
+                t.scales[i] = (uint8_t)(120 + rnd(r) % 12);
+        } else {
+            w->s_row_bytes = (size_t)ng * LM_DTYPES[dt].size;
+            t.scales = malloc(w->s_row_bytes * out);
+            t.biases = malloc(w->s_row_bytes * out);
+            for (size_t i = 0; i < (size_t)ng * out; i++) {
+                put_scalar(t.scales, dt, i, 0.02f * rndf(r));
+                put_scalar(t.biases, dt, i, 0.5f * rndf(r));
+            }
+        }
+        w->scales = t.scales;
+        w->biases = t.biases;
+    }
+    w->w = t.data;
+    if (with_bias) {
+        t.bias = malloc((size_t)out * sizeof(float));
+        for (int i = 0; i < out; i++)
+            t.bias[i] = rndf(r);
+        w->bias = t.bias;
+    }
+    return t;
+}
+
+static void free_weight(tw *t) {
+    free(t->data);
+    free(t->scales);
+    free(t->biases);
+    free(t->bias);
+}
+
+/* reference y[T, out] in double from the portable row conversion, and the error scale */
+static void reference(const lm_linear *w, const float *x, int T, double *y, double *mag) {
+    float *row = malloc((size_t)w->in * sizeof(float));
+    for (int r = 0; r < w->out; r++) {
+        lm_linear_row_f32(w, r, row);
+        for (int t = 0; t < T; t++) {
+            double s = 0, m = 0;
+            for (int i = 0; i < w->in; i++) {
+                s += (double)x[(size_t)t * w->in + i] * row[i];
+                m += fabs((double)x[(size_t)t * w->in + i] * row[i]);
+            }
+            y[(size_t)t * w->out + r] = s + (w->bias ? w->bias[r] : 0.0);
+            mag[(size_t)t * w->out + r] = m;
+        }
+    }
+    free(row);
+}
+
+static double worst_err(const float *got, const double *ref, const double *mag, size_t n) {
+    double worst = 0; /* error in units of the tolerance; > 1 fails */
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs(got[i] - ref[i]) / (2e-5 * mag[i] + 1e-6);
+        if (!(e <= worst))
+            worst = isnan(e) ? INFINITY : e;
+    }
+    return worst;
+}
+
+typedef struct fmt {
+    const char *name;
+    lm_wkind kind;
+    lm_dtype dt;
+    int bits, group;
+} fmt;
+
+static const fmt FORMATS[] = {
+    {"f32", LM_W_DENSE, LM_DT_F32, 0, 0},        {"bf16", LM_W_DENSE, LM_DT_BF16, 0, 0},
+    {"f16", LM_W_DENSE, LM_DT_F16, 0, 0},        {"q8/g64 bf16", LM_W_AFFINE, LM_DT_BF16, 8, 64},
+    {"q8/g32 f16", LM_W_AFFINE, LM_DT_F16, 8, 32}, {"q4/g64 bf16", LM_W_AFFINE, LM_DT_BF16, 4, 64},
+    {"q4/g128 f32", LM_W_AFFINE, LM_DT_F32, 4, 128}, {"q4/g32 f16", LM_W_AFFINE, LM_DT_F16, 4, 32},
+    {"q2/g64", LM_W_AFFINE, LM_DT_BF16, 2, 64},  {"q3/g64", LM_W_AFFINE, LM_DT_BF16, 3, 64},
+    {"q5/g32", LM_W_AFFINE, LM_DT_F16, 5, 32},   {"q6/g64", LM_W_AFFINE, LM_DT_BF16, 6, 64},
+    {"q7/g128", LM_W_AFFINE, LM_DT_BF16, 7, 128}, {"mxfp4", LM_W_MXFP4, LM_DT_U8, 4, 32},
+};
+
+/* Kernel-level checks of one set: matvec, row_f32, gemm, dot, axpy. */
+static void test_set(const lm_cpu_kernels *k, rng *r) {
+    for (size_t f = 0; f < sizeof FORMATS / sizeof FORMATS[0]; f++) {
+        const fmt *F = &FORMATS[f];
+        for (int shape = 0; shape < 4; shape++) {
+            int unit = F->kind == LM_W_DENSE ? 1 : F->group;
+            int in = F->kind == LM_W_DENSE ? 1 + (int)(rnd(r) % 300) : unit * (1 + (int)(rnd(r) % 6));
+            if (shape == 0)
+                in = F->kind == LM_W_DENSE ? 16 * (1 + (int)(rnd(r) % 8)) : in; /* aligned too */
+            int out = 1 + (int)(rnd(r) % 37), T = 1 + (int)(rnd(r) % 9);
+            tw t = make_weight(r, F->kind, F->dt, F->bits, F->group, out, in, 0);
+            float *x = malloc((size_t)T * in * sizeof(float)), *y = malloc((size_t)T * out * sizeof(float));
+            float *wf = malloc((size_t)out * in * sizeof(float)), *ref_row = malloc((size_t)in * sizeof(float));
+            double *ref = malloc((size_t)T * out * sizeof(double)), *mag = malloc((size_t)T * out * sizeof(double));
+            for (int i = 0; i < T * in; i++)
+                x[i] = rndf(r);
+            reference(&t.w, x, T, ref, mag);
+            /* row conversion: bit-exact for dense, within f32 rounding of s*q+b for affine */
+            double rerr = 0;
+            for (int row = 0; row < out; row++) {
+                k->row_f32(&t.w, row, wf + (size_t)row * in);
+                lm_linear_row_f32(&t.w, row, ref_row);
+                for (int i = 0; i < in; i++)
+                    rerr = fmax(rerr, fabs(wf[(size_t)row * in + i] - ref_row[i]) / (1e-6 + 1e-6 * fabs(ref_row[i])));
+            }
+            CHECKF(rerr <= 1.0, "%s %s row_f32 out=%d in=%d: err %.3g", k->name, F->name, out, in, rerr);
+            /* GEMM over all tokens */
+            k->gemm(x, in, T, wf, out, in, y, out);
+            double e = worst_err(y, ref, mag, (size_t)T * out);
+            CHECKF(e <= 1.0, "%s %s gemm T=%d out=%d in=%d: err %.3g", k->name, F->name, T, out, in, e);
+            /* matvec of token 0 over a ragged row range */
+            if (k->matvec_ok(&t.w)) {
+                float *xsum = malloc((size_t)in * sizeof(float));
+                if (t.w.kind == LM_W_AFFINE)
+                    lm_group_sums(x, in, t.w.group, xsum);
+                int r0 = out > 2 ? (int)(rnd(r) % (out / 2)) : 0;
+                k->matvec(&t.w, x, xsum, r0, out, y);
+                e = worst_err(y, ref + r0, mag + r0, (size_t)(out - r0));
+                CHECKF(e <= 1.0, "%s %s matvec rows %d..%d in=%d: err %.3g", k->name, F->name, r0, out, in, e);
+                free(xsum);
+            }
+            free(x);
+            free(y);
+            free(wf);
+            free(ref_row);
+            free(ref);
+            free(mag);
+            free_weight(&t);
+        }
+    }
+    /* a format every set must read directly */
+    tw t = make_weight(r, LM_W_DENSE, LM_DT_BF16, 0, 0, 4, 64, 0);
+    CHECKF(k->matvec_ok(&t.w), "%s: bf16 matvec", k->name);
+    free_weight(&t);
+    /* dot and axpy on ragged lengths */
+    for (int n = 1; n < 70; n += 3) {
+        float a[70], b[70], y0[70], y1[70];
+        double s = 0, m = 0;
+        for (int i = 0; i < n; i++) {
+            a[i] = rndf(r);
+            b[i] = rndf(r);
+            y0[i] = y1[i] = rndf(r);
+            s += (double)a[i] * b[i];
+            m += fabs((double)a[i] * b[i]);
+        }
+        float d = k->dot(a, b, n);
+        CHECKF(fabs(d - s) <= 2e-5 * m + 1e-6, "%s dot n=%d: %g vs %g", k->name, n, d, s);
+        k->axpy(y1, 0.75f, a, n);
+        double ae = 0;
+        for (int i = 0; i < n; i++)
+            ae = fmax(ae, fabs(y1[i] - (y0[i] + 0.75 * a[i])));
+        CHECKF(ae <= 1e-6, "%s axpy n=%d: err %g", k->name, n, ae);
+    }
+}
+
+/* The backend's linear op (decode and prefill paths, with bias) with the set forced by LMCORE_ISA. */
+static void test_backend_linear(const char *isa, rng *r) {
+    setenv("LMCORE_ISA", isa, 1);
+    lm_backend *be = NULL;
+    CHECK(lm_backend_cpu_new(2, &be) == LM_OK);
+    if (!be)
+        return;
+    const fmt *cases[] = {&FORMATS[1], &FORMATS[3], &FORMATS[5], &FORMATS[9], &FORMATS[13]};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int in = 256, out = 300 + (int)(rnd(r) % 50);
+        CHECK(be->ops->reserve(be, in, 16) == LM_OK);
+        tw t = make_weight(r, cases[c]->kind, cases[c]->dt, cases[c]->bits, cases[c]->group, out, in, 1);
+        for (int T = 1; T <= 7; T += 6) {
+            float *x = be->ops->alloc(be, (size_t)T * in * sizeof(float));
+            float *y = be->ops->alloc(be, (size_t)T * out * sizeof(float));
+            double *ref = malloc((size_t)T * out * sizeof(double)), *mag = malloc((size_t)T * out * sizeof(double));
+            for (int i = 0; i < T * in; i++)
+                x[i] = rndf(r);
+            reference(&t.w, x, T, ref, mag);
+            be->ops->linear(be, &t.w, x, T, y);
+            double e = worst_err(y, ref, mag, (size_t)T * out);
+            CHECKF(e <= 1.0, "backend %s %s T=%d: err %.3g", isa, cases[c]->name, T, e);
+            be->ops->release(be, x);
+            be->ops->release(be, y);
+            free(ref);
+            free(mag);
+        }
+        free_weight(&t);
+    }
+    be->ops->destroy(be);
+}
+
+int main(void) {
+    rng r = {42};
+    int ran = 0;
+    for (int i = 0; i < LM_ISA_COUNT; i++) {
+        const lm_cpu_kernels *k = lm_cpu_kernels_get((lm_isa)i);
+        if (!k) {
+            printf("kernel set %s: not supported here, skipped\n", lm_isa_name((lm_isa)i));
+            continue;
+        }
+        CHECK(k->isa == (lm_isa)i);
+        test_set(k, &r);
+        test_backend_linear(k->name, &r);
+        ran++;
+        printf("kernel set %s: tested\n", k->name);
+    }
+    CHECK(ran >= 1);
+    CHECK(lm_cpu_kernels_get(LM_ISA_SCALAR) != NULL);
+    /* the env cap selects the portable set */
+    setenv("LMCORE_ISA", "scalar", 1);
+    CHECK(lm_cpu_kernels_best()->isa == LM_ISA_SCALAR);
+    unsetenv("LMCORE_ISA");
+    CHECK(lm_cpu_kernels_best() != NULL);
+    return test_done("cpu_kernels");
+}

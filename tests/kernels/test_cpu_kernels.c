@@ -8,6 +8,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_simd.h"
 #include "core/util.h"
+#include "quant/quant.h"
 #include "test_util.h"
 
 typedef struct rng {
@@ -119,6 +120,48 @@ static double worst_err(const float *got, const double *ref, const double *mag, 
     return worst;
 }
 
+/* mag[r] for token 0 of a packed weight, for int16-activation paths: 5 * sum_i |x_i| (|w_i| + 2|b_g|)
+ * (the factor 5 turns the 2e-5 unit into 1e-4) */
+static void widen_mag(const lm_linear *w, const float *x, double *mag) {
+    float *row = malloc((size_t)w->in * sizeof(float));
+    for (int r = 0; r < w->out; r++) {
+        lm_linear_row_f32(w, r, row);
+        double m = 0;
+        for (int i = 0; i < w->in; i++) {
+            double b = 0;
+            if (w->kind == LM_W_AFFINE)
+                b = fabs(lm_scalar_to_f32((const uint8_t *)w->biases + (size_t)r * w->s_row_bytes, w->dtype,
+                                          (size_t)(i / w->group)));
+            m += fabs((double)x[i]) * (fabs(row[i]) + 2 * b);
+        }
+        mag[r] = 5 * m;
+    }
+    free(row);
+}
+
+/* quant_x against its contract and against the portable version */
+static void check_quant_x(const lm_cpu_kernels *k, const float *x, int in, int group, const int16_t *q,
+                          const int8_t *qh, const int8_t *ql, const float *d, const float *sum) {
+    int16_t *q2 = malloc((size_t)in * sizeof(int16_t));
+    int8_t *h2 = malloc((size_t)in), *l2 = malloc((size_t)in);
+    float *d2 = malloc((size_t)in * sizeof(float)), *s2 = malloc((size_t)in * sizeof(float));
+    lm_quant_x_i16(x, in, group, q2, h2, l2, d2, s2);
+    int bad = 0;
+    for (int g = 0; g < in / group; g++) {
+        bad += fabsf(d[g] - d2[g]) > 1e-6f * d2[g] || fabsf(sum[g] - s2[g]) > 1e-5f * (1 + fabsf(s2[g]));
+        for (int i = g * group; i < (g + 1) * group; i++)
+            bad += fabs(x[i] - (double)q[i] * d[g]) > 0.501 * d[g] + 1e-12 || abs(q[i] - q2[i]) > 1 ||
+                   q[i] != 128 * qh[i] + ql[i] || ql[i] < 0 || abs(q[i]) > 16383 || q2[i] != 128 * h2[i] + l2[i] ||
+                   l2[i] < 0;
+    }
+    CHECKF(bad == 0, "%s quant_x in=%d group=%d: %d bad", k->name, in, group, bad);
+    free(q2);
+    free(h2);
+    free(l2);
+    free(d2);
+    free(s2);
+}
+
 typedef struct fmt {
     const char *name;
     lm_wkind kind;
@@ -168,14 +211,29 @@ static void test_set(const lm_cpu_kernels *k, rng *r) {
             CHECKF(e <= 1.0, "%s %s gemm T=%d out=%d in=%d: err %.3g", k->name, F->name, T, out, in, e);
             /* matvec of token 0 over a ragged row range */
             if (k->matvec_ok(&t.w)) {
-                float *xsum = malloc((size_t)in * sizeof(float));
-                if (t.w.kind == LM_W_AFFINE)
-                    lm_group_sums(x, in, t.w.group, xsum);
+                float *xsum = malloc((size_t)in * sizeof(float)), *xd = malloc((size_t)in * sizeof(float));
+                int16_t *xq = malloc((size_t)in * sizeof(int16_t));
+                int8_t *xqh = malloc((size_t)in), *xql = malloc((size_t)in);
+                int group = lm_xvec_group(&t.w);
+                if (group && k->quant_x) {
+                    k->quant_x(x, in, group, xq, xqh, xql, xd, xsum);
+                    check_quant_x(k, x, in, group, xq, xqh, xql, xd, xsum);
+                    /* int16 activations: error bound |x - q d| <= d/2 = 1.5e-5 max|x_group| per term of
+                     * s*q (|s q| <= |w| + |b|), so scale the tolerance with sum |x| (|w| + 2|b|) */
+                    widen_mag(&t.w, x, mag);
+                } else if (group) {
+                    lm_group_sums(x, in, group, xsum);
+                }
+                lm_xvec xv = {x, xsum, xq, xqh, xql, xd};
                 int r0 = out > 2 ? (int)(rnd(r) % (out / 2)) : 0;
-                k->matvec(&t.w, x, xsum, r0, out, y);
+                k->matvec(&t.w, &xv, r0, out, y);
                 e = worst_err(y, ref + r0, mag + r0, (size_t)(out - r0));
                 CHECKF(e <= 1.0, "%s %s matvec rows %d..%d in=%d: err %.3g", k->name, F->name, r0, out, in, e);
                 free(xsum);
+                free(xd);
+                free(xq);
+                free(xqh);
+                free(xql);
             }
             free(x);
             free(y);
@@ -230,6 +288,8 @@ static void test_backend_linear(const char *isa, rng *r) {
             for (int i = 0; i < T * in; i++)
                 x[i] = rndf(r);
             reference(&t.w, x, T, ref, mag);
+            if (T == 1 && lm_xvec_group(&t.w))
+                widen_mag(&t.w, x, mag); /* decode may use int16 activations */
             be->ops->linear(be, &t.w, x, T, y);
             double e = worst_err(y, ref, mag, (size_t)T * out);
             CHECKF(e <= 1.0, "backend %s %s T=%d: err %.3g", isa, cases[c]->name, T, e);

@@ -17,7 +17,9 @@ typedef struct cpu_backend {
     const lm_cpu_kernels *k; /* the kernel set chosen for this CPU */
     float **scratch;         /* per thread */
     size_t scratch_cap;      /* floats per thread */
-    float *xsum;             /* [max_in] per-group input sums for quantized matvec */
+    float *xsum, *xd;        /* [max_in] per-group input sums and int16 scales (matvec) */
+    int16_t *xq;             /* [max_in] int16 input (matvec) */
+    int8_t *xqh, *xql;       /* [max_in] its high and low bytes */
     size_t xsum_cap;
 } cpu_backend;
 
@@ -43,9 +45,17 @@ static int ensure_xsum(cpu_backend *c, size_t n) {
     if (n <= c->xsum_cap)
         return 1;
     lm_free(c->xsum);
+    lm_free(c->xd);
+    lm_free(c->xq);
+    lm_free(c->xqh);
+    lm_free(c->xql);
     c->xsum = lm_malloc(n * sizeof(float));
-    c->xsum_cap = c->xsum ? n : 0;
-    return c->xsum != NULL;
+    c->xd = lm_malloc(n * sizeof(float));
+    c->xq = lm_malloc(n * sizeof(int16_t));
+    c->xqh = lm_malloc(n);
+    c->xql = lm_malloc(n);
+    c->xsum_cap = c->xsum && c->xd && c->xq && c->xqh && c->xql ? n : 0;
+    return c->xsum_cap != 0;
 }
 
 /* --- linear ------------------------------------------------------------------------------------ */
@@ -53,7 +63,8 @@ static int ensure_xsum(cpu_backend *c, size_t n) {
 typedef struct linear_job {
     cpu_backend *c;
     const lm_linear *w;
-    const float *x, *xsum;
+    const float *x;
+    lm_xvec xv;   /* decode: the prepared input */
     int T, chunk; /* chunk: rows per task */
     float *y;
 } linear_job;
@@ -63,7 +74,7 @@ static void matvec_task(void *ctx, int task, int thread) {
     linear_job *j = ctx;
     const lm_linear *w = j->w;
     int r0 = task * j->chunk, r1 = r0 + j->chunk < w->out ? r0 + j->chunk : w->out;
-    j->c->k->matvec(w, j->x, j->xsum, r0, r1, j->y + r0);
+    j->c->k->matvec(w, &j->xv, r0, r1, j->y + r0);
     if (w->bias)
         for (int r = r0; r < r1; r++)
             j->y[r] += w->bias[r];
@@ -88,13 +99,17 @@ static void gemm_task(void *ctx, int task, int thread) {
 
 static void cpu_linear(lm_backend *be, const lm_linear *w, const float *x, int T, float *y) {
     cpu_backend *c = cpu(be);
-    linear_job j = {c, w, x, NULL, T, 0, y};
+    linear_job j = {.c = c, .w = w, .x = x, .xv = {.x = x}, .T = T, .y = y};
     if (T == 1 && c->k->matvec_ok(w)) {
-        if (w->kind == LM_W_AFFINE) {
+        int group = lm_xvec_group(w);
+        if (group > 0) {
             if (!ensure_xsum(c, (size_t)w->in))
                 return; /* reserve allocated it at load; this cannot fail after that */
-            lm_group_sums(x, w->in, w->group, c->xsum);
-            j.xsum = c->xsum;
+            if (c->k->quant_x)
+                c->k->quant_x(x, w->in, group, c->xq, c->xqh, c->xql, c->xd, c->xsum);
+            else
+                lm_group_sums(x, w->in, group, c->xsum);
+            j.xv = (lm_xvec){x, c->xsum, c->xq, c->xqh, c->xql, c->xd};
         }
         /* about 8 chunks per thread (balance on a shared machine), multiples of 16 rows */
         int chunk = w->out / (c->n_threads * 8);
@@ -266,6 +281,10 @@ static void cpu_destroy(lm_backend *be) {
         lm_free(c->scratch[t]);
     free(c->scratch);
     lm_free(c->xsum);
+    lm_free(c->xd);
+    lm_free(c->xq);
+    lm_free(c->xqh);
+    lm_free(c->xql);
     free(c);
 }
 

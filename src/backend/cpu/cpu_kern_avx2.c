@@ -139,7 +139,8 @@ static int avx2_matvec_ok(const lm_linear *w) {
     return fast_affine(w);
 }
 
-TGT static void avx2_matvec(const lm_linear *w, const float *x, const float *xsum, int r0, int r1, float *y) {
+TGT static void avx2_matvec(const lm_linear *w, const lm_xvec *xv, int r0, int r1, float *y) {
+    const float *x = xv->x, *xsum = xv->sum;
     for (int r = r0; r < r1; r++) {
         const void *row = (const uint8_t *)w->w + (size_t)r * w->w_row_bytes;
         float v;
@@ -238,6 +239,7 @@ static const lm_cpu_kernels AVX2 = {
     .name = "avx2",
     .matvec_ok = avx2_matvec_ok,
     .matvec = avx2_matvec,
+    .quant_x = NULL,
     .row_f32 = avx2_row_f32,
     .gemm = avx2_gemm,
     .dot = dot_f32,

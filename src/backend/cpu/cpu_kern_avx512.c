@@ -1,6 +1,8 @@
-/* AVX-512 kernel set (F/BW/VL/DQ + FMA + F16C): 16 floats per vector. Weights are read in
- * their stored format and widened in registers; quantized groups are accumulated as
- * sum(q * x) and scaled once per group, the affine bias term as bias * sum(x). */
+/* AVX-512 kernel set (F/BW/VL/DQ/VNNI/VBMI + FMA + F16C): 16 floats per vector. Dense weights
+ * are widened to f32 in registers. Packed weights (MLX affine 2-8 bit, MXFP4) are unpacked to
+ * byte codes by a byte gather + multishift (any width), and for decode multiplied with int16
+ * activations (vpdpwssd; the input is quantized per group with 15-bit precision), scaled once
+ * per group; the affine bias term is bias * sum(x). */
 #include "backend/cpu/cpu_simd.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -9,7 +11,7 @@
 #include "core/util.h"
 #include "quant/quant.h"
 
-#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")))
 
 /* --- loads ------------------------------------------------------------------------------------- */
 
@@ -90,103 +92,217 @@ TGT static float dot_half(const float *x, const uint16_t *w, int n, int bf) {
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
-/* --- quantized rows ------------------------------------------------------------------------------- */
+/* --- packed codes ------------------------------------------------------------------------------- */
 
-/* sum over one group of q * x (8-bit: group bytes; 4-bit: group/2 bytes) */
-TGT static inline __m512 group_q8(const uint8_t *q, const float *x, int group) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    for (int i = 0; i < group; i += 32) {
-        a0 = _mm512_fmadd_ps(u8_ps(_mm_loadu_si128((const __m128i *)(q + i))), _mm512_loadu_ps(x + i), a0);
-        a1 = _mm512_fmadd_ps(u8_ps(_mm_loadu_si128((const __m128i *)(q + i + 16))), _mm512_loadu_ps(x + i + 16), a1);
-    }
-    return _mm512_add_ps(a0, a1);
-}
-TGT static inline __m512 group_q4(const uint8_t *q, const float *x, int group) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    for (int i = 0; i < group; i += 32) {
-        __m128i e0, e1;
-        nibbles(q + i / 2, &e0, &e1);
-        a0 = _mm512_fmadd_ps(u8_ps(e0), _mm512_loadu_ps(x + i), a0);
-        a1 = _mm512_fmadd_ps(u8_ps(e1), _mm512_loadu_ps(x + i + 16), a1);
-    }
-    return _mm512_add_ps(a0, a1);
-}
+/* Constants of the bit unpacker for one width: 64-bit lane i gathers the bytes holding codes
+ * 8i..8i+7 (they start at byte i*bits), then each byte k of the lane takes bits k*bits.. */
+typedef struct unpacker {
+    __m512i perm, shifts, mask;
+    int bits;
+} unpacker;
 
-TGT static float affine_dot(const lm_linear *w, int r, const float *x, const float *xsum) {
-    const uint8_t *row = (const uint8_t *)w->w + (size_t)r * w->w_row_bytes;
-    const uint8_t *sc = (const uint8_t *)w->scales + (size_t)r * w->s_row_bytes;
-    const uint8_t *bi = (const uint8_t *)w->biases + (size_t)r * w->s_row_bytes;
-    int G = w->group, ng = w->in / G, gb = G * w->bits / 8;
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-    float bsum = 0;
-    int g = 0;
-    if (w->bits == 8) {
-        for (; g + 2 <= ng; g += 2) {
-            __m512 q0 = group_q8(row + (size_t)g * gb, x + (size_t)g * G, G);
-            __m512 q1 = group_q8(row + (size_t)(g + 1) * gb, x + (size_t)(g + 1) * G, G);
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(sval(sc, w->dtype, g)), q0, acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(sval(sc, w->dtype, g + 1)), q1, acc1);
+TGT static unpacker unpacker_new(int bits) {
+    uint8_t perm[64], sh[64];
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < 8; j++) {
+            perm[i * 8 + j] = (uint8_t)(i * bits + j < 64 ? i * bits + j : 63);
+            sh[i * 8 + j] = (uint8_t)(j * bits);
         }
-        for (; g < ng; g++)
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(sval(sc, w->dtype, g)),
-                                   group_q8(row + (size_t)g * gb, x + (size_t)g * G, G), acc0);
+    unpacker u = {_mm512_loadu_si512(perm), _mm512_loadu_si512(sh), _mm512_set1_epi8((char)((1 << bits) - 1)), bits};
+    return u;
+}
+
+/* n (32 or 64) codes starting at code 0 of p, as bytes in order */
+TGT static inline __m512i unpack(const unpacker *u, const uint8_t *p, int n) {
+    __mmask64 m = n * u->bits >= 512 ? ~0ull : (1ull << (n * u->bits / 8)) - 1;
+    __m512i v = _mm512_maskz_loadu_epi8(m, p);
+    if (u->bits == 8)
+        return v;
+    v = _mm512_permutexvar_epi8(u->perm, v);
+    return _mm512_and_si512(_mm512_multishift_epi64_epi8(u->shifts, v), u->mask);
+}
+
+/* sum of q[i] * xq[i] over 32 codes (bytes of a 256-bit half) and 32 int16 activations */
+TGT static inline __m512i dot32_u8(__m512i acc, __m256i codes, const int16_t *xq) {
+    return _mm512_dpwssd_epi32(acc, _mm512_cvtepu8_epi16(codes), _mm512_loadu_si512(xq));
+}
+TGT static inline __m512i dot32_s8(__m512i acc, __m256i codes, const int16_t *xq) {
+    return _mm512_dpwssd_epi32(acc, _mm512_cvtepi8_epi16(codes), _mm512_loadu_si512(xq));
+}
+
+/* 16 scales/biases (f32, f16 or bf16) of groups g.. as floats; lanes outside m are 0 */
+TGT static inline __m512 ld_sc(const uint8_t *p, lm_dtype dt, int g, __mmask16 m) {
+    if (dt == LM_DT_F32)
+        return _mm512_maskz_loadu_ps(m, (const float *)p + g);
+    if (dt == LM_DT_F16)
+        return ld_f16_m((const uint16_t *)p + g, m);
+    return ld_bf16_m((const uint16_t *)p + g, m);
+}
+
+/* Up to 4 packed rows at once (independent accumulators hide the latency of the dot-product
+ * chains; the int16 input is loaded once for all of them). cs: per row and group, the weight
+ * scale times the input scale. */
+#define MAXG 512 /* groups per row handled here (in <= 16384 for group 32) */
+
+TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linear *w, const unpacker *u, int r, const int nr,
+                                                                  const lm_xvec *x, float *y) {
+    static const int8_t E2M1_X2[64] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+    const __m512i lut = _mm512_loadu_si512(E2M1_X2);
+    int mx = w->kind == LM_W_MXFP4, G = mx ? 32 : w->group, n = w->in, ng = n / G, bits = u->bits;
+    float cs[4][MAXG];
+    const uint8_t *row[4];
+    __m512 acc[4];
+    __m512i gi[4];
+    for (int j = 0; j < nr; j++) {
+        const uint8_t *sc = (const uint8_t *)w->scales + (size_t)(r + j) * w->s_row_bytes;
+        row[j] = (const uint8_t *)w->w + (size_t)(r + j) * w->w_row_bytes;
+        __m512 bs = _mm512_setzero_ps();
+        for (int g = 0; g < ng; g += 16) {
+            __mmask16 m = ng - g >= 16 ? 0xffff : (__mmask16)((1u << (ng - g)) - 1);
+            __m512 d = _mm512_maskz_loadu_ps(m, x->d + g);
+            if (mx) {
+                __m512i e = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, sc + g)); /* 2^(e-127) / 2 */
+                __m512 f = _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+                f = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512()), f,
+                                         _mm512_castsi512_ps(_mm512_set1_epi32(0x00400000)));
+                _mm512_mask_storeu_ps(cs[j] + g, m, _mm512_mul_ps(_mm512_mul_ps(f, _mm512_set1_ps(0.5f)), d));
+            } else {
+                const uint8_t *bi = (const uint8_t *)w->biases + (size_t)(r + j) * w->s_row_bytes;
+                _mm512_mask_storeu_ps(cs[j] + g, m, _mm512_mul_ps(ld_sc(sc, w->dtype, g, m), d));
+                bs = _mm512_fmadd_ps(ld_sc(bi, w->dtype, g, m), _mm512_maskz_loadu_ps(m, x->sum + g), bs);
+            }
+        }
+        y[j] = _mm512_reduce_add_ps(bs);
+        acc[j] = _mm512_setzero_ps();
+        gi[j] = _mm512_setzero_si512();
+    }
+    if (!mx) {
+        /* affine: codes (u8) x activations split in bytes, x = 128*qh + ql (vpdpbusd) */
+        const int cpg = G / 64; /* 64-code chunks per group; 0 when G == 32 */
+        int cleft = cpg, g = 0;
+        __m512i gl[4];
+        for (int j = 0; j < nr; j++)
+            gl[j] = _mm512_setzero_si512();
+        const uint8_t *p[4];
+        for (int j = 0; j < nr; j++)
+            p[j] = row[j];
+        const int cb = 8 * bits; /* bytes of 64 codes */
+        for (int i = 0; i < n; i += 64) {
+            __m512i xh, xl;
+            int full = n - i >= 64;
+            if (full) {
+                xh = _mm512_loadu_si512(x->qh + i);
+                xl = _mm512_loadu_si512(x->ql + i);
+                for (int j = 0; j < nr; j++) {
+                    __m512i c = unpack(u, p[j], 64);
+                    p[j] += cb;
+                    gi[j] = _mm512_dpbusd_epi32(gi[j], c, xh);
+                    gl[j] = _mm512_dpbusd_epi32(gl[j], c, xl);
+                }
+            } else { /* the last 32 codes (group 32) */
+                xh = _mm512_maskz_loadu_epi8(0xffffffffull, x->qh + i);
+                xl = _mm512_maskz_loadu_epi8(0xffffffffull, x->ql + i);
+                for (int j = 0; j < nr; j++) {
+                    __m512i c = unpack(u, p[j], 32);
+                    gi[j] = _mm512_dpbusd_epi32(gi[j], c, xh);
+                    gl[j] = _mm512_dpbusd_epi32(gl[j], c, xl);
+                }
+            }
+            if (cpg == 0 || --cleft == 0) {
+                for (int j = 0; j < nr; j++) {
+                    __m512 sv = _mm512_set1_ps(cs[j][g]);
+                    if (cpg == 0) /* lanes 8..15 hold the next group of 32 */
+                        sv = _mm512_insertf32x8(sv, _mm256_set1_ps(full ? cs[j][g + 1] : 0.0f), 1);
+                    __m512i t = _mm512_add_epi32(_mm512_slli_epi32(gi[j], 7), gl[j]);
+                    acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sv, acc[j]);
+                    gi[j] = gl[j] = _mm512_setzero_si512();
+                }
+                g += cpg == 0 ? 2 : 1;
+                cleft = cpg;
+            }
+        }
     } else {
-        for (; g + 2 <= ng; g += 2) {
-            __m512 q0 = group_q4(row + (size_t)g * gb, x + (size_t)g * G, G);
-            __m512 q1 = group_q4(row + (size_t)(g + 1) * gb, x + (size_t)(g + 1) * G, G);
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(sval(sc, w->dtype, g)), q0, acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_set1_ps(sval(sc, w->dtype, g + 1)), q1, acc1);
+        const int hpg = G / 32; /* 32-element halves per group */
+        int hleft = hpg, g = 0;
+        for (int i = 0; i < n; i += 64) {
+            int halves = n - i >= 64 ? 2 : 1;
+            __m512i c[4];
+            for (int j = 0; j < nr; j++) {
+                c[j] = unpack(u, row[j] + (size_t)i * bits / 8, 32 * halves);
+                if (mx)
+                    c[j] = _mm512_permutexvar_epi8(c[j], lut);
+            }
+            for (int h = 0; h < halves; h++) {
+                __m512i xv = _mm512_loadu_si512(x->q + i + 32 * h);
+                for (int j = 0; j < nr; j++) {
+                    __m256i b = h ? _mm512_extracti64x4_epi64(c[j], 1) : _mm512_castsi512_si256(c[j]);
+                    __m512i wv = mx ? _mm512_cvtepi8_epi16(b) : _mm512_cvtepu8_epi16(b);
+                    gi[j] = _mm512_dpwssd_epi32(gi[j], wv, xv);
+                }
+                if (--hleft == 0) {
+                    for (int j = 0; j < nr; j++) {
+                        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gi[j]), _mm512_set1_ps(cs[j][g]), acc[j]);
+                        gi[j] = _mm512_setzero_si512();
+                    }
+                    hleft = hpg;
+                    g++;
+                }
+            }
         }
-        for (; g < ng; g++)
-            acc0 = _mm512_fmadd_ps(_mm512_set1_ps(sval(sc, w->dtype, g)),
-                                   group_q4(row + (size_t)g * gb, x + (size_t)g * G, G), acc0);
     }
-    for (g = 0; g < ng; g++)
-        bsum += sval(bi, w->dtype, g) * xsum[g];
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + bsum;
+    for (int j = 0; j < nr; j++)
+        y[j] += _mm512_reduce_add_ps(acc[j]);
 }
 
-TGT static float mxfp4_dot(const lm_linear *w, int r, const float *x) {
-    const uint8_t *row = (const uint8_t *)w->w + (size_t)r * w->w_row_bytes;
-    const uint8_t *sc = (const uint8_t *)w->scales + (size_t)r * w->s_row_bytes;
-    const __m512 lut = _mm512_loadu_ps(LM_E2M1);
-    __m512 acc = _mm512_setzero_ps();
-    for (int g = 0; g < w->in / 32; g++) {
-        __m128i e0, e1;
-        nibbles(row + (size_t)g * 16, &e0, &e1);
-        __m512 v0 = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(e0), lut);
-        __m512 v1 = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(e1), lut);
-        __m512 q = _mm512_fmadd_ps(v1, _mm512_loadu_ps(x + g * 32 + 16), _mm512_mul_ps(v0, _mm512_loadu_ps(x + g * 32)));
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(e8m0(sc[g])), q, acc);
+static int packed_ok(const lm_linear *w) {
+    return (w->kind == LM_W_AFFINE && w->bits >= 2 && w->bits <= 8 && w->group % 32 == 0 && w->in % w->group == 0 &&
+            w->in / w->group <= MAXG) ||
+           (w->kind == LM_W_MXFP4 && w->in % 32 == 0 && w->in / 32 <= MAXG);
+}
+
+static int avx512_matvec_ok(const lm_linear *w) { return w->kind == LM_W_DENSE ? w->in_step <= 1 : packed_ok(w); }
+
+TGT static void avx512_matvec(const lm_linear *w, const lm_xvec *x, int r0, int r1, float *y) {
+    if (w->kind != LM_W_DENSE) {
+        unpacker u = unpacker_new(w->kind == LM_W_MXFP4 ? 4 : w->bits);
+        int r = r0;
+        for (; r + 4 <= r1; r += 4)
+            packed_rows(w, &u, r, 4, x, y + (r - r0));
+        for (; r < r1; r++)
+            packed_rows(w, &u, r, 1, x, y + (r - r0));
+        return;
     }
-    return _mm512_reduce_add_ps(acc);
-}
-
-static int fast_affine(const lm_linear *w) {
-    return w->kind == LM_W_AFFINE && (w->bits == 8 || w->bits == 4) && w->group % 32 == 0 && w->in % w->group == 0;
-}
-
-static int avx512_matvec_ok(const lm_linear *w) {
-    if (w->kind == LM_W_DENSE)
-        return w->in_step <= 1;
-    if (w->kind == LM_W_MXFP4)
-        return w->in % 32 == 0;
-    return fast_affine(w);
-}
-
-TGT static void avx512_matvec(const lm_linear *w, const float *x, const float *xsum, int r0, int r1, float *y) {
     for (int r = r0; r < r1; r++) {
         const void *row = (const uint8_t *)w->w + (size_t)r * w->w_row_bytes;
         float v;
-        if (w->kind == LM_W_AFFINE)
-            v = affine_dot(w, r, x, xsum);
-        else if (w->kind == LM_W_MXFP4)
-            v = mxfp4_dot(w, r, x);
-        else if (w->dtype == LM_DT_F32)
-            v = dot_f32(x, row, w->in);
+        if (w->dtype == LM_DT_F32)
+            v = dot_f32(x->x, row, w->in);
         else
-            v = dot_half(x, row, w->in, w->dtype == LM_DT_BF16);
+            v = dot_half(x->x, row, w->in, w->dtype == LM_DT_BF16);
         y[r - r0] = v;
+    }
+}
+
+TGT static void avx512_quant_x(const float *x, int in, int group, int16_t *q, int8_t *qh, int8_t *ql, float *d,
+                               float *sum) {
+    for (int g = 0; g < in / group; g++) {
+        const float *xg = x + (size_t)g * group;
+        __m512 mx = _mm512_setzero_ps(), sm = _mm512_setzero_ps();
+        for (int i = 0; i < group; i += 16) {
+            __m512 v = _mm512_loadu_ps(xg + i);
+            mx = _mm512_max_ps(mx, _mm512_abs_ps(v));
+            sm = _mm512_add_ps(sm, v);
+        }
+        float amax = _mm512_reduce_max_ps(mx), id = amax > 0 ? LM_XQ_MAX / amax : 0.0f;
+        d[g] = amax / LM_XQ_MAX;
+        sum[g] = _mm512_reduce_add_ps(sm);
+        for (int i = 0; i < group; i += 16) {
+            __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + i), _mm512_set1_ps(id)));
+            size_t o = (size_t)g * group + i;
+            _mm256_storeu_si256((__m256i *)(q + o), _mm512_cvtsepi32_epi16(v));
+            _mm_storeu_si128((__m128i *)(qh + o), _mm512_cvtsepi32_epi8(_mm512_srai_epi32(v, 7)));
+            _mm_storeu_si128((__m128i *)(ql + o), _mm512_cvtepi32_epi8(_mm512_and_si512(v, _mm512_set1_epi32(127))));
+        }
     }
 }
 
@@ -206,26 +322,19 @@ TGT static void avx512_row_f32(const lm_linear *w, int r, float *out) {
         }
         return;
     }
-    if (!fast_affine(w)) {
+    if (w->kind != LM_W_AFFINE || !packed_ok(w)) {
         lm_linear_row_f32(w, r, out);
         return;
     }
     const uint8_t *sc = (const uint8_t *)w->scales + (size_t)r * w->s_row_bytes;
     const uint8_t *bi = (const uint8_t *)w->biases + (size_t)r * w->s_row_bytes;
-    int G = w->group;
-    for (int g = 0; g < n / G; g++) {
+    unpacker u = unpacker_new(w->bits);
+    for (int i = 0; i < n; i += 32) {
+        int g = i / w->group;
         __m512 s = _mm512_set1_ps(sval(sc, w->dtype, g)), b = _mm512_set1_ps(sval(bi, w->dtype, g));
-        for (int i = g * G; i < (g + 1) * G; i += 32) {
-            __m128i e0, e1;
-            if (w->bits == 8) {
-                e0 = _mm_loadu_si128((const __m128i *)(row + i));
-                e1 = _mm_loadu_si128((const __m128i *)(row + i + 16));
-            } else {
-                nibbles(row + i / 2, &e0, &e1);
-            }
-            _mm512_storeu_ps(out + i, _mm512_fmadd_ps(u8_ps(e0), s, b));
-            _mm512_storeu_ps(out + i + 16, _mm512_fmadd_ps(u8_ps(e1), s, b));
-        }
+        __m256i c = _mm512_castsi512_si256(unpack(&u, row + (size_t)i * w->bits / 8, 32));
+        _mm512_storeu_ps(out + i, _mm512_fmadd_ps(u8_ps(_mm256_castsi256_si128(c)), s, b));
+        _mm512_storeu_ps(out + i + 16, _mm512_fmadd_ps(u8_ps(_mm256_extracti128_si256(c, 1)), s, b));
     }
 }
 
@@ -278,6 +387,7 @@ static const lm_cpu_kernels AVX512 = {
     .name = "avx512",
     .matvec_ok = avx512_matvec_ok,
     .matvec = avx512_matvec,
+    .quant_x = avx512_quant_x,
     .row_f32 = avx512_row_f32,
     .gemm = avx512_gemm,
     .dot = dot_f32,
@@ -287,7 +397,8 @@ static const lm_cpu_kernels AVX512 = {
 const lm_cpu_kernels *lm_cpu_kernels_avx512(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma"))
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("fma"))
         return &AVX512;
     return NULL;
 }

@@ -40,7 +40,8 @@ static float mxfp4_row_dot(const lm_linear *w, int r, const float *x) {
     return acc;
 }
 
-static void scalar_matvec(const lm_linear *w, const float *x, const float *xsum, int r0, int r1, float *y) {
+static void scalar_matvec(const lm_linear *w, const lm_xvec *xv, int r0, int r1, float *y) {
+    const float *x = xv->x, *xsum = xv->sum;
     for (int r = r0; r < r1; r++) {
         float v;
         if (w->kind == LM_W_AFFINE)
@@ -69,6 +70,7 @@ static const lm_cpu_kernels SCALAR = {
     .name = "scalar",
     .matvec_ok = scalar_matvec_ok,
     .matvec = scalar_matvec,
+    .quant_x = NULL,
     .row_f32 = lm_linear_row_f32,
     .gemm = scalar_gemm,
     .dot = lm_dot_f32,
@@ -83,5 +85,27 @@ void lm_group_sums(const float *x, int in, int group, float *out) {
         for (int i = 0; i < group; i++)
             s += x[g * group + i];
         out[g] = s;
+    }
+}
+
+void lm_quant_x_i16(const float *x, int in, int group, int16_t *q, int8_t *qh, int8_t *ql, float *d, float *sum) {
+    for (int g = 0; g < in / group; g++) {
+        const float *xg = x + (size_t)g * group;
+        float amax = 0, s = 0;
+        for (int i = 0; i < group; i++) {
+            amax = fmaxf(amax, fabsf(xg[i]));
+            s += xg[i];
+        }
+        float dg = amax / LM_XQ_MAX, id = amax > 0 ? LM_XQ_MAX / amax : 0.0f;
+        for (int i = 0; i < group; i++) {
+            long v = lrintf(xg[i] * id);
+            v = v > 16383 ? 16383 : v < -16383 ? -16383 : v;
+            size_t o = (size_t)g * group + i;
+            q[o] = (int16_t)v;
+            qh[o] = (int8_t)(v >= 0 ? v / 128 : -((-v + 127) / 128)); /* floor(v / 128) */
+            ql[o] = (int8_t)(v - 128 * qh[o]);
+        }
+        d[g] = dg;
+        sum[g] = s;
     }
 }

@@ -11,21 +11,33 @@
 typedef enum {
     LM_ISA_SCALAR, /* portable C */
     LM_ISA_AVX2,   /* AVX2 + FMA + F16C */
-    LM_ISA_AVX512, /* AVX-512 F/BW/VL/DQ + FMA + F16C */
+    LM_ISA_AVX512, /* AVX-512 F/BW/VL/DQ/VNNI/VBMI + FMA + F16C (Ice Lake, Zen 4, Sapphire Rapids) */
     LM_ISA_COUNT
 } lm_isa;
 
 /* Rows per block in the prefill GEMM: these are converted to f32 once and reused by all tokens. */
 #define LM_GEMM_ROWS 16
 
+/* The input of a matrix-vector product, prepared once per call. */
+typedef struct lm_xvec {
+    const float *x;   /* [in] */
+    const float *sum; /* [in/group] sums of x per quantization group (packed weights) */
+    const int16_t *q; /* [in] x / d[group], rounded: 15-bit activations (sets with quant_x) */
+    const int8_t *qh, *ql; /* [in] q = 128*qh + ql with ql in [0, 127] (for u8 x s8 dot products) */
+    const float *d;   /* [in/group] their scales */
+} lm_xvec;
+
 typedef struct lm_cpu_kernels {
     lm_isa isa;
     const char *name;
     /* 1 when matvec reads this weight directly (else the caller converts rows with row_f32) */
     int (*matvec_ok)(const lm_linear *w);
-    /* y[r - r0] = x . W[r] for r in [r0, r1). xsum: [in/group] sums of x per quantization group
-     * (affine weights; NULL otherwise). */
-    void (*matvec)(const lm_linear *w, const float *x, const float *xsum, int r0, int r1, float *y);
+    /* y[r - r0] = x . W[r] for r in [r0, r1). For packed weights x->sum is set, and x->q/x->d
+     * too when the set has quant_x. */
+    void (*matvec)(const lm_linear *w, const lm_xvec *x, int r0, int r1, float *y);
+    /* NULL, or: quantize x per group of `group` to q = 128*qh + ql with d = max|x_group| /
+     * LM_XQ_MAX, |x - q*d| <= d/2 (to float rounding), and sum it (sum), for packed weights. */
+    void (*quant_x)(const float *x, int in, int group, int16_t *q, int8_t *qh, int8_t *ql, float *d, float *sum);
     /* Row r of w as f32 into out[in]. */
     void (*row_f32)(const lm_linear *w, int r, float *out);
     /* y[t*ldy + r] = x[t*ldx ..] . wf[r*n ..] for t < T, r < R (wf: R f32 rows of n). */
@@ -43,6 +55,13 @@ const char *lm_isa_name(lm_isa isa);
 
 /* Sums of x per group of `group` elements: out[in/group]. */
 void lm_group_sums(const float *x, int in, int group, float *out);
+/* Portable quant_x. */
+void lm_quant_x_i16(const float *x, int in, int group, int16_t *q, int8_t *qh, int8_t *ql, float *d, float *sum);
+#define LM_XQ_MAX 16383.0f /* |q| bound: 128*qh + ql with qh in int8 */
+/* The group a packed weight's input is prepared in (0 for dense weights). */
+static inline int lm_xvec_group(const lm_linear *w) {
+    return w->kind == LM_W_AFFINE ? w->group : w->kind == LM_W_MXFP4 ? 32 : 0;
+}
 
 /* Per-set tables (cpu_kern_*.c); the x86 ones are NULL-returning stubs elsewhere. */
 const lm_cpu_kernels *lm_cpu_kernels_scalar(void);

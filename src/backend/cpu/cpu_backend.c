@@ -19,7 +19,7 @@ typedef struct cpu_backend {
     size_t scratch_cap;      /* floats per thread */
     float *xsum, *xd;        /* [max_in] per-group input sums and int16 scales (matvec) */
     int16_t *xq;             /* [max_in] int16 input (matvec) */
-    int8_t *xqh, *xql;       /* [max_in] its high and low bytes */
+    float *xcorr;            /* [max_in] per-group rounding residual of xq */
     size_t xsum_cap;
 } cpu_backend;
 
@@ -47,14 +47,12 @@ static int ensure_xsum(cpu_backend *c, size_t n) {
     lm_free(c->xsum);
     lm_free(c->xd);
     lm_free(c->xq);
-    lm_free(c->xqh);
-    lm_free(c->xql);
+    lm_free(c->xcorr);
     c->xsum = lm_malloc(n * sizeof(float));
     c->xd = lm_malloc(n * sizeof(float));
     c->xq = lm_malloc(n * sizeof(int16_t));
-    c->xqh = lm_malloc(n);
-    c->xql = lm_malloc(n);
-    c->xsum_cap = c->xsum && c->xd && c->xq && c->xqh && c->xql ? n : 0;
+    c->xcorr = lm_malloc(n * sizeof(float));
+    c->xsum_cap = c->xsum && c->xd && c->xq && c->xcorr ? n : 0;
     return c->xsum_cap != 0;
 }
 
@@ -106,10 +104,10 @@ static void cpu_linear(lm_backend *be, const lm_linear *w, const float *x, int T
             if (!ensure_xsum(c, (size_t)w->in))
                 return; /* reserve allocated it at load; this cannot fail after that */
             if (c->k->quant_x)
-                c->k->quant_x(x, w->in, group, c->xq, c->xqh, c->xql, c->xd, c->xsum);
+                c->k->quant_x(x, w->in, group, c->xq, c->xd, c->xsum, c->xcorr);
             else
                 lm_group_sums(x, w->in, group, c->xsum);
-            j.xv = (lm_xvec){x, c->xsum, c->xq, c->xqh, c->xql, c->xd};
+            j.xv = (lm_xvec){x, c->xsum, c->xq, c->xd, c->xcorr};
         }
         /* about 8 chunks per thread (balance on a shared machine), multiples of 16 rows */
         int chunk = w->out / (c->n_threads * 8);
@@ -283,8 +281,7 @@ static void cpu_destroy(lm_backend *be) {
     lm_free(c->xsum);
     lm_free(c->xd);
     lm_free(c->xq);
-    lm_free(c->xqh);
-    lm_free(c->xql);
+    lm_free(c->xcorr);
     free(c);
 }
 

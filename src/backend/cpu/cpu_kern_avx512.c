@@ -149,6 +149,7 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
     static const int8_t E2M1_X2[64] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
     const __m512i lut = _mm512_loadu_si512(E2M1_X2);
     int mx = w->kind == LM_W_MXFP4, G = mx ? 32 : w->group, n = w->in, ng = n / G, bits = u->bits;
+    float center = (float)(1 << (bits - 1));
     float cs[4][MAXG];
     const uint8_t *row[4];
     __m512 acc[4];
@@ -168,85 +169,41 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
                 _mm512_mask_storeu_ps(cs[j] + g, m, _mm512_mul_ps(_mm512_mul_ps(f, _mm512_set1_ps(0.5f)), d));
             } else {
                 const uint8_t *bi = (const uint8_t *)w->biases + (size_t)(r + j) * w->s_row_bytes;
-                _mm512_mask_storeu_ps(cs[j] + g, m, _mm512_mul_ps(ld_sc(sc, w->dtype, g, m), d));
+                __m512 sg = ld_sc(sc, w->dtype, g, m);
+                _mm512_mask_storeu_ps(cs[j] + g, m, _mm512_mul_ps(sg, d));
                 bs = _mm512_fmadd_ps(ld_sc(bi, w->dtype, g, m), _mm512_maskz_loadu_ps(m, x->sum + g), bs);
+                /* codes centred at 2^(bits-1): adds s * c * (sum x - d sum q) */
+                bs = _mm512_fmadd_ps(_mm512_mul_ps(sg, _mm512_set1_ps(center)), _mm512_maskz_loadu_ps(m, x->corr + g), bs);
             }
         }
         y[j] = _mm512_reduce_add_ps(bs);
         acc[j] = _mm512_setzero_ps();
         gi[j] = _mm512_setzero_si512();
     }
-    if (!mx) {
-        /* affine: codes (u8) x activations split in bytes, x = 128*qh + ql (vpdpbusd) */
-        const int cpg = G / 64; /* 64-code chunks per group; 0 when G == 32 */
-        int cleft = cpg, g = 0;
-        __m512i gl[4];
-        for (int j = 0; j < nr; j++)
-            gl[j] = _mm512_setzero_si512();
-        const uint8_t *p[4];
-        for (int j = 0; j < nr; j++)
-            p[j] = row[j];
-        const int cb = 8 * bits; /* bytes of 64 codes */
-        for (int i = 0; i < n; i += 64) {
-            __m512i xh, xl;
-            int full = n - i >= 64;
-            if (full) {
-                xh = _mm512_loadu_si512(x->qh + i);
-                xl = _mm512_loadu_si512(x->ql + i);
-                for (int j = 0; j < nr; j++) {
-                    __m512i c = unpack(u, p[j], 64);
-                    p[j] += cb;
-                    gi[j] = _mm512_dpbusd_epi32(gi[j], c, xh);
-                    gl[j] = _mm512_dpbusd_epi32(gl[j], c, xl);
-                }
-            } else { /* the last 32 codes (group 32) */
-                xh = _mm512_maskz_loadu_epi8(0xffffffffull, x->qh + i);
-                xl = _mm512_maskz_loadu_epi8(0xffffffffull, x->ql + i);
-                for (int j = 0; j < nr; j++) {
-                    __m512i c = unpack(u, p[j], 32);
-                    gi[j] = _mm512_dpbusd_epi32(gi[j], c, xh);
-                    gl[j] = _mm512_dpbusd_epi32(gl[j], c, xl);
-                }
-            }
-            if (cpg == 0 || --cleft == 0) {
-                for (int j = 0; j < nr; j++) {
-                    __m512 sv = _mm512_set1_ps(cs[j][g]);
-                    if (cpg == 0) /* lanes 8..15 hold the next group of 32 */
-                        sv = _mm512_insertf32x8(sv, _mm256_set1_ps(full ? cs[j][g + 1] : 0.0f), 1);
-                    __m512i t = _mm512_add_epi32(_mm512_slli_epi32(gi[j], 7), gl[j]);
-                    acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sv, acc[j]);
-                    gi[j] = gl[j] = _mm512_setzero_si512();
-                }
-                g += cpg == 0 ? 2 : 1;
-                cleft = cpg;
-            }
+    const int hpg = G / 32; /* 32-element halves per group */
+    int hleft = hpg, g = 0;
+    for (int i = 0; i < n; i += 64) {
+        int halves = n - i >= 64 ? 2 : 1;
+        __m512i c[4];
+        for (int j = 0; j < nr; j++) {
+            c[j] = unpack(u, row[j] + (size_t)i * bits / 8, 32 * halves);
+            if (mx)
+                c[j] = _mm512_permutexvar_epi8(c[j], lut);
         }
-    } else {
-        const int hpg = G / 32; /* 32-element halves per group */
-        int hleft = hpg, g = 0;
-        for (int i = 0; i < n; i += 64) {
-            int halves = n - i >= 64 ? 2 : 1;
-            __m512i c[4];
+        for (int h = 0; h < halves; h++) {
+            __m512i xv = _mm512_loadu_si512(x->q + i + 32 * h);
             for (int j = 0; j < nr; j++) {
-                c[j] = unpack(u, row[j] + (size_t)i * bits / 8, 32 * halves);
-                if (mx)
-                    c[j] = _mm512_permutexvar_epi8(c[j], lut);
+                __m256i b = h ? _mm512_extracti64x4_epi64(c[j], 1) : _mm512_castsi512_si256(c[j]);
+                __m512i wv = mx ? _mm512_cvtepi8_epi16(b) : _mm512_cvtepu8_epi16(b);
+                gi[j] = _mm512_dpwssd_epi32(gi[j], wv, xv);
             }
-            for (int h = 0; h < halves; h++) {
-                __m512i xv = _mm512_loadu_si512(x->q + i + 32 * h);
+            if (--hleft == 0) {
                 for (int j = 0; j < nr; j++) {
-                    __m256i b = h ? _mm512_extracti64x4_epi64(c[j], 1) : _mm512_castsi512_si256(c[j]);
-                    __m512i wv = mx ? _mm512_cvtepi8_epi16(b) : _mm512_cvtepu8_epi16(b);
-                    gi[j] = _mm512_dpwssd_epi32(gi[j], wv, xv);
+                    acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gi[j]), _mm512_set1_ps(cs[j][g]), acc[j]);
+                    gi[j] = _mm512_setzero_si512();
                 }
-                if (--hleft == 0) {
-                    for (int j = 0; j < nr; j++) {
-                        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gi[j]), _mm512_set1_ps(cs[j][g]), acc[j]);
-                        gi[j] = _mm512_setzero_si512();
-                    }
-                    hleft = hpg;
-                    g++;
-                }
+                hleft = hpg;
+                g++;
             }
         }
     }
@@ -283,8 +240,7 @@ TGT static void avx512_matvec(const lm_linear *w, const lm_xvec *x, int r0, int 
     }
 }
 
-TGT static void avx512_quant_x(const float *x, int in, int group, int16_t *q, int8_t *qh, int8_t *ql, float *d,
-                               float *sum) {
+TGT static void avx512_quant_x(const float *x, int in, int group, int16_t *q, float *d, float *sum, float *corr) {
     for (int g = 0; g < in / group; g++) {
         const float *xg = x + (size_t)g * group;
         __m512 mx = _mm512_setzero_ps(), sm = _mm512_setzero_ps();
@@ -294,15 +250,16 @@ TGT static void avx512_quant_x(const float *x, int in, int group, int16_t *q, in
             sm = _mm512_add_ps(sm, v);
         }
         float amax = _mm512_reduce_max_ps(mx), id = amax > 0 ? LM_XQ_MAX / amax : 0.0f;
-        d[g] = amax / LM_XQ_MAX;
-        sum[g] = _mm512_reduce_add_ps(sm);
+        __m512i qs = _mm512_setzero_si512();
         for (int i = 0; i < group; i += 16) {
             __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + i), _mm512_set1_ps(id)));
-            size_t o = (size_t)g * group + i;
-            _mm256_storeu_si256((__m256i *)(q + o), _mm512_cvtsepi32_epi16(v));
-            _mm_storeu_si128((__m128i *)(qh + o), _mm512_cvtsepi32_epi8(_mm512_srai_epi32(v, 7)));
-            _mm_storeu_si128((__m128i *)(ql + o), _mm512_cvtepi32_epi8(_mm512_and_si512(v, _mm512_set1_epi32(127))));
+            v = _mm512_max_epi32(_mm512_min_epi32(v, _mm512_set1_epi32(32767)), _mm512_set1_epi32(-32767));
+            qs = _mm512_add_epi32(qs, v);
+            _mm256_storeu_si256((__m256i *)(q + (size_t)g * group + i), _mm512_cvtepi32_epi16(v));
         }
+        d[g] = amax / LM_XQ_MAX;
+        sum[g] = _mm512_reduce_add_ps(sm);
+        corr[g] = sum[g] - d[g] * (float)_mm512_reduce_add_epi32(qs);
     }
 }
 

@@ -88,7 +88,7 @@ void lm_group_sums(const float *x, int in, int group, float *out) {
     }
 }
 
-void lm_quant_x_i16(const float *x, int in, int group, int16_t *q, int8_t *qh, int8_t *ql, float *d, float *sum) {
+void lm_quant_x_i16(const float *x, int in, int group, int16_t *q, float *d, float *sum, float *corr) {
     for (int g = 0; g < in / group; g++) {
         const float *xg = x + (size_t)g * group;
         float amax = 0, s = 0;
@@ -97,15 +97,15 @@ void lm_quant_x_i16(const float *x, int in, int group, int16_t *q, int8_t *qh, i
             s += xg[i];
         }
         float dg = amax / LM_XQ_MAX, id = amax > 0 ? LM_XQ_MAX / amax : 0.0f;
+        long qs = 0;
         for (int i = 0; i < group; i++) {
             long v = lrintf(xg[i] * id);
-            v = v > 16383 ? 16383 : v < -16383 ? -16383 : v;
-            size_t o = (size_t)g * group + i;
-            q[o] = (int16_t)v;
-            qh[o] = (int8_t)(v >= 0 ? v / 128 : -((-v + 127) / 128)); /* floor(v / 128) */
-            ql[o] = (int8_t)(v - 128 * qh[o]);
+            v = v > 32767 ? 32767 : v < -32767 ? -32767 : v;
+            q[(size_t)g * group + i] = (int16_t)v;
+            qs += v;
         }
         d[g] = dg;
         sum[g] = s;
+        corr[g] = s - dg * (float)qs;
     }
 }

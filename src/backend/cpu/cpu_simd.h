@@ -22,9 +22,9 @@ typedef enum {
 typedef struct lm_xvec {
     const float *x;   /* [in] */
     const float *sum; /* [in/group] sums of x per quantization group (packed weights) */
-    const int16_t *q; /* [in] x / d[group], rounded: 15-bit activations (sets with quant_x) */
-    const int8_t *qh, *ql; /* [in] q = 128*qh + ql with ql in [0, 127] (for u8 x s8 dot products) */
+    const int16_t *q; /* [in] x / d[group], rounded: int16 activations (sets with quant_x) */
     const float *d;   /* [in/group] their scales */
+    const float *corr; /* [in/group] sum(x) - d * sum(q): the rounding left in each group */
 } lm_xvec;
 
 typedef struct lm_cpu_kernels {
@@ -35,9 +35,10 @@ typedef struct lm_cpu_kernels {
     /* y[r - r0] = x . W[r] for r in [r0, r1). For packed weights x->sum is set, and x->q/x->d
      * too when the set has quant_x. */
     void (*matvec)(const lm_linear *w, const lm_xvec *x, int r0, int r1, float *y);
-    /* NULL, or: quantize x per group of `group` to q = 128*qh + ql with d = max|x_group| /
-     * LM_XQ_MAX, |x - q*d| <= d/2 (to float rounding), and sum it (sum), for packed weights. */
-    void (*quant_x)(const float *x, int in, int group, int16_t *q, int8_t *qh, int8_t *ql, float *d, float *sum);
+    /* NULL, or: quantize x per group of `group` to q with d = max|x_group| / LM_XQ_MAX,
+     * |x - q*d| <= d/2 (to float rounding); sum and corr as in lm_xvec. Packed codes are
+     * centred (q - 2^(bits-1)) through corr, which halves the error of the int16 input. */
+    void (*quant_x)(const float *x, int in, int group, int16_t *q, float *d, float *sum, float *corr);
     /* Row r of w as f32 into out[in]. */
     void (*row_f32)(const lm_linear *w, int r, float *out);
     /* y[t*ldy + r] = x[t*ldx ..] . wf[r*n ..] for t < T, r < R (wf: R f32 rows of n). */
@@ -56,8 +57,8 @@ const char *lm_isa_name(lm_isa isa);
 /* Sums of x per group of `group` elements: out[in/group]. */
 void lm_group_sums(const float *x, int in, int group, float *out);
 /* Portable quant_x. */
-void lm_quant_x_i16(const float *x, int in, int group, int16_t *q, int8_t *qh, int8_t *ql, float *d, float *sum);
-#define LM_XQ_MAX 16383.0f /* |q| bound: 128*qh + ql with qh in int8 */
+void lm_quant_x_i16(const float *x, int in, int group, int16_t *q, float *d, float *sum, float *corr);
+#define LM_XQ_MAX 32767.0f
 /* The group a packed weight's input is prepared in (0 for dense weights). */
 static inline int lm_xvec_group(const lm_linear *w) {
     return w->kind == LM_W_AFFINE ? w->group : w->kind == LM_W_MXFP4 ? 32 : 0;

@@ -140,21 +140,23 @@ static void widen_mag(const lm_linear *w, const float *x, double *mag) {
 }
 
 /* quant_x against its contract and against the portable version */
-static void check_quant_x(const lm_cpu_kernels *k, const float *x, int in, int group, const int16_t *q,
+static void check_quant_x(const lm_cpu_kernels *k, const float *x, int in, int group, int layout, const int16_t *q,
                           const float *d, const float *sum, const float *corr) {
     int16_t *q2 = malloc((size_t)in * sizeof(int16_t));
     float *c2 = malloc((size_t)in * sizeof(float));
     float *d2 = malloc((size_t)in * sizeof(float)), *s2 = malloc((size_t)in * sizeof(float));
-    lm_quant_x_i16(x, in, group, q2, d2, s2, c2);
+    lm_quant_x_i16(x, in, group, layout, q2, d2, s2, c2);
     int bad = 0;
     for (int g = 0; g < in / group; g++) {
         double resid = 0; /* sum(x) - d sum(q), in double */
         for (int i = g * group; i < (g + 1) * group; i++)
-            resid += x[i] - (double)d[g] * q[i];
+            resid += x[i] - (double)d[g] * q[lm_xq_pos(i, in, layout)];
         bad += fabsf(d[g] - d2[g]) > 1e-6f * d2[g] || fabsf(sum[g] - s2[g]) > 1e-5f * (1 + fabsf(s2[g])) ||
                fabs(corr[g] - resid) > 1e-5 * (1 + fabs(sum[g])) || fabs(c2[g] - resid) > 1e-5 * (1 + fabs(sum[g]));
-        for (int i = g * group; i < (g + 1) * group; i++)
-            bad += fabs(x[i] - (double)q[i] * d[g]) > 0.501 * d[g] + 1e-12 || abs(q[i] - q2[i]) > 1;
+        for (int i = g * group; i < (g + 1) * group; i++) {
+            int p = lm_xq_pos(i, in, layout);
+            bad += fabs(x[i] - (double)q[p] * d[g]) > 0.501 * d[g] + 1e-12 || abs(q[p] - q2[p]) > 1;
+        }
     }
     CHECKF(bad == 0, "%s quant_x in=%d group=%d: %d bad", k->name, in, group, bad);
     free(q2);
@@ -217,8 +219,9 @@ static void test_set(const lm_cpu_kernels *k, rng *r) {
                 float *xc = malloc((size_t)in * sizeof(float));
                 int group = lm_xvec_group(&t.w);
                 if (group && k->quant_x) {
-                    k->quant_x(x, in, group, xq, xd, xsum, xc);
-                    check_quant_x(k, x, in, group, xq, xd, xsum, xc);
+                    int layout = k->x_layout(&t.w);
+                    k->quant_x(x, in, group, layout, xq, xd, xsum, xc);
+                    check_quant_x(k, x, in, group, layout, xq, xd, xsum, xc);
                     /* int16 activations: error bound |x - q d| <= d/2 = 1.5e-5 max|x_group| per term of
                      * s*q (|s q| <= |w| + |b|), so scale the tolerance with sum |x| (|w| + 2|b|) */
                     widen_mag(&t.w, x, mag);

@@ -104,7 +104,7 @@ static void cpu_linear(lm_backend *be, const lm_linear *w, const float *x, int T
             if (!ensure_xsum(c, (size_t)w->in))
                 return; /* reserve allocated it at load; this cannot fail after that */
             if (c->k->quant_x)
-                c->k->quant_x(x, w->in, group, c->xq, c->xd, c->xsum, c->xcorr);
+                c->k->quant_x(x, w->in, group, c->k->x_layout(w), c->xq, c->xd, c->xsum, c->xcorr);
             else
                 lm_group_sums(x, w->in, group, c->xsum);
             j.xv = (lm_xvec){x, c->xsum, c->xq, c->xd, c->xcorr};

@@ -234,12 +234,15 @@ TGT static void avx2_axpy(float *y, float a, const float *x, int n) {
         y[i] += a * x[i];
 }
 
+static int natural_layout(const lm_linear *w) { return LM_XL_NATURAL; }
+
 static const lm_cpu_kernels AVX2 = {
     .isa = LM_ISA_AVX2,
     .name = "avx2",
     .matvec_ok = avx2_matvec_ok,
     .matvec = avx2_matvec,
     .quant_x = NULL,
+    .x_layout = natural_layout,
     .row_f32 = avx2_row_f32,
     .gemm = avx2_gemm,
     .dot = dot_f32,

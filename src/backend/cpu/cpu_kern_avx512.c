@@ -92,6 +92,8 @@ TGT static float dot_half(const float *x, const uint16_t *w, int n, int bf) {
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
 }
 
+#define MAXG 512 /* groups per row the packed matvec handles (in <= 16384 for group 32) */
+
 /* --- packed codes ------------------------------------------------------------------------------- */
 
 /* Constants of the bit unpacker for one width: 64-bit lane i gathers the bytes holding codes
@@ -139,10 +141,54 @@ TGT static inline __m512 ld_sc(const uint8_t *p, lm_dtype dt, int g, __mmask16 m
     return ld_bf16_m((const uint16_t *)p + g, m);
 }
 
+/* 4-bit affine rows: 64 codes = 32 bytes, widened to int16 and split into low nibbles (even
+ * codes) and high nibbles (odd codes); the input is in LM_XL_NIBBLES order to match. With
+ * group 32, lanes 0..7 of a chunk's sums belong to one group and lanes 8..15 to the next. */
+TGT static inline __attribute__((always_inline)) void q4_loop(const lm_linear *w, const uint8_t *const *row, const int nr,
+                                                              const lm_xvec *x, float (*cs)[MAXG], __m512 *acc) {
+    const int G = w->group, n = w->in, cpg = G / 64; /* 64-code chunks per group; 0: group 32 */
+    const __m512i lo = _mm512_set1_epi16(0x0f);
+    const uint8_t *p[4];
+    __m512i gi[4];
+    for (int j = 0; j < nr; j++) {
+        p[j] = row[j];
+        gi[j] = _mm512_setzero_si512();
+    }
+    int cleft = cpg, g = 0;
+    for (int i = 0; i < n; i += 64) {
+        int full = n - i >= 64;
+        __m512i xe, xo;
+        if (full) {
+            xe = _mm512_loadu_si512(x->q + i);
+            xo = _mm512_loadu_si512(x->q + i + 32);
+        } else { /* 32 codes: 16 even then 16 odd inputs */
+            xe = _mm512_maskz_loadu_epi16(0xffff, x->q + i);
+            xo = _mm512_maskz_loadu_epi16(0xffff, x->q + i + 16);
+        }
+        for (int j = 0; j < nr; j++) {
+            __m512i b = _mm512_cvtepu8_epi16(full ? _mm256_loadu_si256((const __m256i *)p[j])
+                                                  : _mm256_maskz_loadu_epi8(0xffff, p[j]));
+            p[j] += 32;
+            gi[j] = _mm512_dpwssd_epi32(gi[j], _mm512_and_si512(b, lo), xe);
+            gi[j] = _mm512_dpwssd_epi32(gi[j], _mm512_srli_epi16(b, 4), xo);
+        }
+        if (cpg == 0 || --cleft == 0) {
+            for (int j = 0; j < nr; j++) {
+                __m512 sv = _mm512_set1_ps(cs[j][g]);
+                if (cpg == 0)
+                    sv = _mm512_insertf32x8(sv, _mm256_set1_ps(full ? cs[j][g + 1] : 0.0f), 1);
+                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gi[j]), sv, acc[j]);
+                gi[j] = _mm512_setzero_si512();
+            }
+            g += cpg == 0 ? 2 : 1;
+            cleft = cpg;
+        }
+    }
+}
+
 /* Up to 4 packed rows at once (independent accumulators hide the latency of the dot-product
  * chains; the int16 input is loaded once for all of them). cs: per row and group, the weight
  * scale times the input scale. */
-#define MAXG 512 /* groups per row handled here (in <= 16384 for group 32) */
 
 TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linear *w, const unpacker *u, int r, const int nr,
                                                                   const lm_xvec *x, float *y) {
@@ -180,12 +226,18 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
         acc[j] = _mm512_setzero_ps();
         gi[j] = _mm512_setzero_si512();
     }
+    if (!mx && bits == 4) {
+        q4_loop(w, row, nr, x, cs, acc);
+        for (int j = 0; j < nr; j++)
+            y[j] += _mm512_reduce_add_ps(acc[j]);
+        return;
+    }
     const int hpg = G / 32; /* 32-element halves per group */
     int hleft = hpg, g = 0;
     for (int i = 0; i < n; i += 64) {
         int halves = n - i >= 64 ? 2 : 1;
-        __m512i c[4];
-        for (int j = 0; j < nr; j++) {
+        __m512i c[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+        for (int j = 0; j < nr && bits != 8; j++) {
             c[j] = unpack(u, row[j] + (size_t)i * bits / 8, 32 * halves);
             if (mx)
                 c[j] = _mm512_permutexvar_epi8(c[j], lut);
@@ -193,8 +245,13 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
         for (int h = 0; h < halves; h++) {
             __m512i xv = _mm512_loadu_si512(x->q + i + 32 * h);
             for (int j = 0; j < nr; j++) {
-                __m256i b = h ? _mm512_extracti64x4_epi64(c[j], 1) : _mm512_castsi512_si256(c[j]);
-                __m512i wv = mx ? _mm512_cvtepi8_epi16(b) : _mm512_cvtepu8_epi16(b);
+                __m512i wv;
+                if (bits == 8) { /* widen straight from memory */
+                    wv = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row[j] + i + 32 * h)));
+                } else {
+                    __m256i b = h ? _mm512_extracti64x4_epi64(c[j], 1) : _mm512_castsi512_si256(c[j]);
+                    wv = mx ? _mm512_cvtepi8_epi16(b) : _mm512_cvtepu8_epi16(b);
+                }
                 gi[j] = _mm512_dpwssd_epi32(gi[j], wv, xv);
             }
             if (--hleft == 0) {
@@ -215,6 +272,10 @@ static int packed_ok(const lm_linear *w) {
     return (w->kind == LM_W_AFFINE && w->bits >= 2 && w->bits <= 8 && w->group % 32 == 0 && w->in % w->group == 0 &&
             w->in / w->group <= MAXG) ||
            (w->kind == LM_W_MXFP4 && w->in % 32 == 0 && w->in / 32 <= MAXG);
+}
+
+static int avx512_x_layout(const lm_linear *w) {
+    return w->kind == LM_W_AFFINE && w->bits == 4 ? LM_XL_NIBBLES : LM_XL_NATURAL;
 }
 
 static int avx512_matvec_ok(const lm_linear *w) { return w->kind == LM_W_DENSE ? w->in_step <= 1 : packed_ok(w); }
@@ -240,7 +301,8 @@ TGT static void avx512_matvec(const lm_linear *w, const lm_xvec *x, int r0, int 
     }
 }
 
-TGT static void avx512_quant_x(const float *x, int in, int group, int16_t *q, float *d, float *sum, float *corr) {
+TGT static void avx512_quant_x(const float *x, int in, int group, int layout, int16_t *q, float *d, float *sum,
+                               float *corr) {
     for (int g = 0; g < in / group; g++) {
         const float *xg = x + (size_t)g * group;
         __m512 mx = _mm512_setzero_ps(), sm = _mm512_setzero_ps();
@@ -261,6 +323,23 @@ TGT static void avx512_quant_x(const float *x, int in, int group, int16_t *q, fl
         sum[g] = _mm512_reduce_add_ps(sm);
         corr[g] = sum[g] - d[g] * (float)_mm512_reduce_add_epi32(qs);
     }
+    if (layout != LM_XL_NIBBLES)
+        return;
+    int16_t ie[32], io[32], i32[32]; /* even elements, odd ones (of 64); both of 32 */
+    for (int k = 0; k < 32; k++) {
+        ie[k] = (int16_t)(2 * k);
+        io[k] = (int16_t)(2 * k + 1);
+        i32[k] = (int16_t)(k < 16 ? 2 * k : 2 * (k - 16) + 1);
+    }
+    const __m512i pe = _mm512_loadu_si512(ie), po = _mm512_loadu_si512(io);
+    int i = 0;
+    for (; i + 64 <= in; i += 64) {
+        __m512i a = _mm512_loadu_si512(q + i), b = _mm512_loadu_si512(q + i + 32);
+        _mm512_storeu_si512(q + i, _mm512_permutex2var_epi16(a, pe, b));
+        _mm512_storeu_si512(q + i + 32, _mm512_permutex2var_epi16(a, po, b));
+    }
+    if (i < in) /* 32 left */
+        _mm512_storeu_si512(q + i, _mm512_permutexvar_epi16(_mm512_loadu_si512(i32), _mm512_loadu_si512(q + i)));
 }
 
 /* --- row conversion -------------------------------------------------------------------------------- */
@@ -345,6 +424,7 @@ static const lm_cpu_kernels AVX512 = {
     .matvec_ok = avx512_matvec_ok,
     .matvec = avx512_matvec,
     .quant_x = avx512_quant_x,
+    .x_layout = avx512_x_layout,
     .row_f32 = avx512_row_f32,
     .gemm = avx512_gemm,
     .dot = dot_f32,

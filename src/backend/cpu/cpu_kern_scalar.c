@@ -65,12 +65,15 @@ static void scalar_axpy(float *y, float a, const float *x, int n) {
         y[i] += a * x[i];
 }
 
+static int natural_layout(const lm_linear *w) { return LM_XL_NATURAL; }
+
 static const lm_cpu_kernels SCALAR = {
     .isa = LM_ISA_SCALAR,
     .name = "scalar",
     .matvec_ok = scalar_matvec_ok,
     .matvec = scalar_matvec,
     .quant_x = NULL,
+    .x_layout = natural_layout,
     .row_f32 = lm_linear_row_f32,
     .gemm = scalar_gemm,
     .dot = lm_dot_f32,
@@ -88,7 +91,7 @@ void lm_group_sums(const float *x, int in, int group, float *out) {
     }
 }
 
-void lm_quant_x_i16(const float *x, int in, int group, int16_t *q, float *d, float *sum, float *corr) {
+void lm_quant_x_i16(const float *x, int in, int group, int layout, int16_t *q, float *d, float *sum, float *corr) {
     for (int g = 0; g < in / group; g++) {
         const float *xg = x + (size_t)g * group;
         float amax = 0, s = 0;
@@ -101,7 +104,7 @@ void lm_quant_x_i16(const float *x, int in, int group, int16_t *q, float *d, flo
         for (int i = 0; i < group; i++) {
             long v = lrintf(xg[i] * id);
             v = v > 32767 ? 32767 : v < -32767 ? -32767 : v;
-            q[(size_t)g * group + i] = (int16_t)v;
+            q[lm_xq_pos(g * group + i, in, layout)] = (int16_t)v;
             qs += v;
         }
         d[g] = dg;

@@ -38,7 +38,9 @@ typedef struct lm_cpu_kernels {
     /* NULL, or: quantize x per group of `group` to q with d = max|x_group| / LM_XQ_MAX,
      * |x - q*d| <= d/2 (to float rounding); sum and corr as in lm_xvec. Packed codes are
      * centred (q - 2^(bits-1)) through corr, which halves the error of the int16 input. */
-    void (*quant_x)(const float *x, int in, int group, int16_t *q, float *d, float *sum, float *corr);
+    void (*quant_x)(const float *x, int in, int group, int layout, int16_t *q, float *d, float *sum, float *corr);
+    /* the layout of q that matvec expects for w (LM_XL_*) */
+    int (*x_layout)(const lm_linear *w);
     /* Row r of w as f32 into out[in]. */
     void (*row_f32)(const lm_linear *w, int r, float *out);
     /* y[t*ldy + r] = x[t*ldx ..] . wf[r*n ..] for t < T, r < R (wf: R f32 rows of n). */
@@ -56,8 +58,17 @@ const char *lm_isa_name(lm_isa isa);
 
 /* Sums of x per group of `group` elements: out[in/group]. */
 void lm_group_sums(const float *x, int in, int group, float *out);
+/* Layouts of the int16 input: natural, or per 64 elements the 32 even ones then the 32 odd
+ * ones (a trailing 32: 16 even, 16 odd) to meet 4-bit codes split into low and high nibbles. */
+enum { LM_XL_NATURAL = 0, LM_XL_NIBBLES = 1 };
+static inline int lm_xq_pos(int i, int in, int layout) {
+    if (layout == LM_XL_NATURAL)
+        return i;
+    int base = i / 64 * 64, cs = in - base < 64 ? in - base : 64, k = i - base;
+    return base + (k % 2) * (cs / 2) + k / 2;
+}
 /* Portable quant_x. */
-void lm_quant_x_i16(const float *x, int in, int group, int16_t *q, float *d, float *sum, float *corr);
+void lm_quant_x_i16(const float *x, int in, int group, int layout, int16_t *q, float *d, float *sum, float *corr);
 #define LM_XQ_MAX 32767.0f
 /* The group a packed weight's input is prepared in (0 for dense weights). */
 static inline int lm_xvec_group(const lm_linear *w) {

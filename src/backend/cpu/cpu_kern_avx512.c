@@ -148,6 +148,7 @@ TGT static inline __attribute__((always_inline)) void q4_loop(const lm_linear *w
                                                               const lm_xvec *x, float (*cs)[MAXG], __m512 *acc) {
     const int G = w->group, n = w->in, cpg = G / 64; /* 64-code chunks per group; 0: group 32 */
     const __m512i lo = _mm512_set1_epi16(0x0f);
+    const size_t pf = 2 * w->w_row_bytes; /* two rows ahead in each stream */
     const uint8_t *p[4];
     __m512i gi[4];
     for (int j = 0; j < nr; j++) {
@@ -166,6 +167,7 @@ TGT static inline __attribute__((always_inline)) void q4_loop(const lm_linear *w
             xo = _mm512_maskz_loadu_epi16(0xffff, x->q + i + 16);
         }
         for (int j = 0; j < nr; j++) {
+            _mm_prefetch((const char *)(p[j] + pf), _MM_HINT_T0);
             __m512i b = _mm512_cvtepu8_epi16(full ? _mm256_loadu_si256((const __m256i *)p[j])
                                                   : _mm256_maskz_loadu_epi8(0xffff, p[j]));
             p[j] += 32;
@@ -190,8 +192,8 @@ TGT static inline __attribute__((always_inline)) void q4_loop(const lm_linear *w
  * chains; the int16 input is loaded once for all of them). cs: per row and group, the weight
  * scale times the input scale. */
 
-TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linear *w, const unpacker *u, int r, const int nr,
-                                                                  const lm_xvec *x, float *y) {
+TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linear *w, const unpacker *u, int r, int rs,
+                                                                  const int nr, const lm_xvec *x, float *y) {
     static const int8_t E2M1_X2[64] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
     const __m512i lut = _mm512_loadu_si512(E2M1_X2);
     int mx = w->kind == LM_W_MXFP4, G = mx ? 32 : w->group, n = w->in, ng = n / G, bits = u->bits;
@@ -201,8 +203,13 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
     __m512 acc[4];
     __m512i gi[4];
     for (int j = 0; j < nr; j++) {
-        const uint8_t *sc = (const uint8_t *)w->scales + (size_t)(r + j) * w->s_row_bytes;
-        row[j] = (const uint8_t *)w->w + (size_t)(r + j) * w->w_row_bytes;
+        const uint8_t *sc = (const uint8_t *)w->scales + (size_t)(r + j * rs) * w->s_row_bytes;
+        row[j] = (const uint8_t *)w->w + (size_t)(r + j * rs) * w->w_row_bytes;
+        for (size_t o = 0; o < w->s_row_bytes; o += 64) { /* scales and biases four rows ahead */
+            _mm_prefetch((const char *)(sc + 4 * w->s_row_bytes + o), _MM_HINT_T0);
+            if (!mx)
+                _mm_prefetch((const char *)w->biases + (size_t)(r + j * rs + 4) * w->s_row_bytes + o, _MM_HINT_T0);
+        }
         __m512 bs = _mm512_setzero_ps();
         for (int g = 0; g < ng; g += 16) {
             __mmask16 m = ng - g >= 16 ? 0xffff : (__mmask16)((1u << (ng - g)) - 1);
@@ -214,7 +221,7 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
                                          _mm512_castsi512_ps(_mm512_set1_epi32(0x00400000)));
                 _mm512_mask_storeu_ps(cs[j] + g, m, _mm512_mul_ps(_mm512_mul_ps(f, _mm512_set1_ps(0.5f)), d));
             } else {
-                const uint8_t *bi = (const uint8_t *)w->biases + (size_t)(r + j) * w->s_row_bytes;
+                const uint8_t *bi = (const uint8_t *)w->biases + (size_t)(r + j * rs) * w->s_row_bytes;
                 __m512 sg = ld_sc(sc, w->dtype, g, m);
                 _mm512_mask_storeu_ps(cs[j] + g, m, _mm512_mul_ps(sg, d));
                 bs = _mm512_fmadd_ps(ld_sc(bi, w->dtype, g, m), _mm512_maskz_loadu_ps(m, x->sum + g), bs);
@@ -222,14 +229,14 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
                 bs = _mm512_fmadd_ps(_mm512_mul_ps(sg, _mm512_set1_ps(center)), _mm512_maskz_loadu_ps(m, x->corr + g), bs);
             }
         }
-        y[j] = _mm512_reduce_add_ps(bs);
+        y[j * rs] = _mm512_reduce_add_ps(bs);
         acc[j] = _mm512_setzero_ps();
         gi[j] = _mm512_setzero_si512();
     }
     if (!mx && bits == 4) {
         q4_loop(w, row, nr, x, cs, acc);
         for (int j = 0; j < nr; j++)
-            y[j] += _mm512_reduce_add_ps(acc[j]);
+            y[j * rs] += _mm512_reduce_add_ps(acc[j]);
         return;
     }
     const int hpg = G / 32; /* 32-element halves per group */
@@ -246,6 +253,7 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
             __m512i xv = _mm512_loadu_si512(x->q + i + 32 * h);
             for (int j = 0; j < nr; j++) {
                 __m512i wv;
+                _mm_prefetch((const char *)(row[j] + (size_t)(i + 32 * h) * bits / 8 + 2 * w->w_row_bytes), _MM_HINT_T0);
                 if (bits == 8) { /* widen straight from memory */
                     wv = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row[j] + i + 32 * h)));
                 } else {
@@ -265,7 +273,7 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
         }
     }
     for (int j = 0; j < nr; j++)
-        y[j] += _mm512_reduce_add_ps(acc[j]);
+        y[j * rs] += _mm512_reduce_add_ps(acc[j]);
 }
 
 static int packed_ok(const lm_linear *w) {
@@ -283,11 +291,13 @@ static int avx512_matvec_ok(const lm_linear *w) { return w->kind == LM_W_DENSE ?
 TGT static void avx512_matvec(const lm_linear *w, const lm_xvec *x, int r0, int r1, float *y) {
     if (w->kind != LM_W_DENSE) {
         unpacker u = unpacker_new(w->kind == LM_W_MXFP4 ? 4 : w->bits);
-        int r = r0;
-        for (; r + 4 <= r1; r += 4)
-            packed_rows(w, &u, r, 4, x, y + (r - r0));
-        for (; r < r1; r++)
-            packed_rows(w, &u, r, 1, x, y + (r - r0));
+        /* four rows at a time from four quarters of the range: each quarter is read front to
+         * back, so memory sees four sequential streams (rows side by side defeat the prefetchers) */
+        int q = (r1 - r0) / 4;
+        for (int k = 0; k < q; k++)
+            packed_rows(w, &u, r0 + k, q, 4, x, y + k);
+        for (int r = r0 + 4 * q; r < r1; r++)
+            packed_rows(w, &u, r, 0, 1, x, y + (r - r0));
         return;
     }
     for (int r = r0; r < r1; r++) {

@@ -122,22 +122,25 @@ static double worst_err(const float *got, const double *ref, const double *mag, 
 
 /* mag[r] for token 0 of a packed weight, for int16-activation paths: 2 * sum_i |x_i| (|w_i| + 2|b_g|)
  * (the unit 2e-5 becomes 4e-5 of that; the rounding of x alone is 1.5e-5 of max|x_group|) */
-static void widen_mag(const lm_linear *w, const float *x, double *mag) {
+static void widen_mag_t(const lm_linear *w, const float *x, int T, double *mag) {
     float *row = malloc((size_t)w->in * sizeof(float));
     for (int r = 0; r < w->out; r++) {
         lm_linear_row_f32(w, r, row);
-        double m = 0;
-        for (int i = 0; i < w->in; i++) {
-            double b = 0;
-            if (w->kind == LM_W_AFFINE)
-                b = fabs(lm_scalar_to_f32((const uint8_t *)w->biases + (size_t)r * w->s_row_bytes, w->dtype,
-                                          (size_t)(i / w->group)));
-            m += fabs((double)x[i]) * (fabs(row[i]) + 2 * b);
+        for (int t = 0; t < T; t++) {
+            double m = 0;
+            for (int i = 0; i < w->in; i++) {
+                double b = 0;
+                if (w->kind == LM_W_AFFINE)
+                    b = fabs(lm_scalar_to_f32((const uint8_t *)w->biases + (size_t)r * w->s_row_bytes, w->dtype,
+                                              (size_t)(i / w->group)));
+                m += fabs((double)x[(size_t)t * w->in + i]) * (fabs(row[i]) + 2 * b);
+            }
+            mag[(size_t)t * w->out + r] = 2 * m;
         }
-        mag[r] = 2 * m;
     }
     free(row);
 }
+static void widen_mag(const lm_linear *w, const float *x, double *mag) { widen_mag_t(w, x, 1, mag); }
 
 /* quant_x against its contract and against the portable version */
 static void check_quant_x(const lm_cpu_kernels *k, const float *x, int in, int group, int layout, const int16_t *q,
@@ -212,6 +215,29 @@ static void test_set(const lm_cpu_kernels *k, rng *r) {
             k->gemm(x, in, T, wf, out, in, y, out);
             double e = worst_err(y, ref, mag, (size_t)T * out);
             CHECKF(e <= 1.0, "%s %s gemm T=%d out=%d in=%d: err %.3g", k->name, F->name, T, out, in, e);
+            /* prefill blocks of up to LM_GEMM_ROWS rows, the input prepared as the backend does */
+            {
+                int group = lm_xvec_group(&t.w);
+                int16_t *mq = malloc((size_t)T * in * sizeof(int16_t));
+                float *md = malloc(((size_t)T * in / 32 + 1) * sizeof(float));
+                float *ms = malloc(((size_t)T * in / 32 + 1) * sizeof(float));
+                float *scratch = malloc(LM_GEMM_SCRATCH(in) * sizeof(float));
+                lm_xmat xm = {x, T, NULL, NULL, NULL};
+                double *mag2 = malloc((size_t)T * out * sizeof(double));
+                memcpy(mag2, mag, (size_t)T * out * sizeof(double));
+                if (k->prep_xmat && group && k->prep_xmat(&t.w, x, T, mq, md, ms)) {
+                    xm = (lm_xmat){x, T, mq, md, ms};
+                    widen_mag_t(&t.w, x, T, mag2);
+                }
+                for (int r0 = 0; r0 < out; r0 += LM_GEMM_ROWS) {
+                    int nr = out - r0 < LM_GEMM_ROWS ? out - r0 : LM_GEMM_ROWS;
+                    k->gemm_rows(&t.w, &xm, r0, nr, y + r0, out, scratch);
+                }
+                e = worst_err(y, ref, mag2, (size_t)T * out);
+                CHECKF(e <= 1.0, "%s %s gemm_rows T=%d out=%d in=%d%s: err %.3g", k->name, F->name, T, out, in,
+                       xm.q ? " (int16 input)" : "", e);
+                free(mq), free(md), free(ms), free(scratch), free(mag2);
+            }
             /* matvec of token 0 over a ragged row range */
             if (k->matvec_ok(&t.w)) {
                 float *xsum = malloc((size_t)in * sizeof(float)), *xd = malloc((size_t)in * sizeof(float));
@@ -291,8 +317,8 @@ static void test_backend_linear(const char *isa, rng *r) {
             for (int i = 0; i < T * in; i++)
                 x[i] = rndf(r);
             reference(&t.w, x, T, ref, mag);
-            if (T == 1 && lm_xvec_group(&t.w))
-                widen_mag(&t.w, x, mag); /* decode may use int16 activations */
+            if (lm_xvec_group(&t.w))
+                widen_mag_t(&t.w, x, T, mag); /* packed weights may meet int16 activations */
             be->ops->linear(be, &t.w, x, T, y);
             double e = worst_err(y, ref, mag, (size_t)T * out);
             CHECKF(e <= 1.0, "backend %s %s T=%d: err %.3g", isa, cases[c]->name, T, e);

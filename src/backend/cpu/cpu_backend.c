@@ -19,6 +19,9 @@ typedef struct cpu_backend {
     size_t scratch_cap;      /* floats per thread */
     float *xsum, *xd;        /* [max_in] per-group input sums and int16 scales (matvec) */
     int16_t *xq;             /* [max_in] int16 input (matvec) */
+    int16_t *mq;             /* [mq_cap] int16 prefill input */
+    float *md, *msum;        /* [mq_cap / 32] its scales and sums */
+    size_t mq_cap;
     float *xcorr;            /* [max_in] per-group rounding residual of xq */
     size_t xsum_cap;
 } cpu_backend;
@@ -56,6 +59,20 @@ static int ensure_xsum(cpu_backend *c, size_t n) {
     return c->xsum_cap != 0;
 }
 
+/* Room for a prefill input of n elements as int16; 0 when it cannot be had (float path then). */
+static int ensure_xmat(cpu_backend *c, size_t n) {
+    if (n <= c->mq_cap)
+        return 1;
+    lm_free(c->mq);
+    lm_free(c->md);
+    lm_free(c->msum);
+    c->mq = lm_malloc(n * sizeof(int16_t));
+    c->md = lm_malloc((n / 32 + 1) * sizeof(float));
+    c->msum = lm_malloc((n / 32 + 1) * sizeof(float));
+    c->mq_cap = c->mq && c->md && c->msum ? n : 0;
+    return c->mq_cap != 0;
+}
+
 /* --- linear ------------------------------------------------------------------------------------ */
 
 typedef struct linear_job {
@@ -63,6 +80,7 @@ typedef struct linear_job {
     const lm_linear *w;
     const float *x;
     lm_xvec xv;   /* decode: the prepared input */
+    lm_xmat xm;   /* prefill: the prepared input */
     int T, chunk; /* chunk: rows per task */
     float *y;
 } linear_job;
@@ -84,11 +102,7 @@ static void gemm_task(void *ctx, int task, int thread) {
     const lm_linear *w = j->w;
     const lm_cpu_kernels *k = j->c->k;
     int r0 = task * LM_GEMM_ROWS, R = r0 + LM_GEMM_ROWS < w->out ? LM_GEMM_ROWS : w->out - r0;
-    int in = w->in;
-    float *buf = j->c->scratch[thread];
-    for (int r = 0; r < R; r++)
-        k->row_f32(w, r0 + r, buf + (size_t)r * in);
-    k->gemm(j->x, in, j->T, buf, R, in, j->y + r0, w->out);
+    k->gemm_rows(w, &j->xm, r0, R, j->y + r0, w->out, j->c->scratch[thread]);
     if (w->bias)
         for (int t = 0; t < j->T; t++)
             for (int r = r0; r < r0 + R; r++)
@@ -116,8 +130,13 @@ static void cpu_linear(lm_backend *be, const lm_linear *w, const float *x, int T
         lm_pool_run(c->pool, (w->out + chunk - 1) / chunk, matvec_task, &j);
         return;
     }
-    if (!ensure_scratch(c, (size_t)LM_GEMM_ROWS * w->in))
+    if (!ensure_scratch(c, LM_GEMM_SCRATCH(w->in)))
         return;
+    j.xm = (lm_xmat){.x = x, .T = T};
+    int group = lm_xvec_group(w);
+    if (c->k->prep_xmat && group > 0 && ensure_xmat(c, (size_t)T * w->in) &&
+        c->k->prep_xmat(w, x, T, c->mq, c->md, c->msum))
+        j.xm = (lm_xmat){x, T, c->mq, c->md, c->msum};
     lm_pool_run(c->pool, (w->out + LM_GEMM_ROWS - 1) / LM_GEMM_ROWS, gemm_task, &j);
 }
 
@@ -261,7 +280,7 @@ static void *cpu_alloc(lm_backend *be, size_t n) { return lm_calloc(n); }
 static void cpu_copy(lm_backend *be, void *dst, const void *src, size_t n) { memmove(dst, src, n); }
 
 static lm_status cpu_reserve(lm_backend *be, int max_in, int max_rows) {
-    size_t need = (size_t)LM_GEMM_ROWS * (size_t)max_in;
+    size_t need = LM_GEMM_SCRATCH(max_in);
     if ((size_t)max_rows > need)
         need = (size_t)max_rows;
     if (!ensure_scratch(cpu(be), need) || !ensure_xsum(cpu(be), (size_t)max_in))
@@ -282,6 +301,9 @@ static void cpu_destroy(lm_backend *be) {
     lm_free(c->xd);
     lm_free(c->xq);
     lm_free(c->xcorr);
+    lm_free(c->mq);
+    lm_free(c->md);
+    lm_free(c->msum);
     free(c);
 }
 

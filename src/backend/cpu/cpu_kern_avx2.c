@@ -234,6 +234,8 @@ TGT static void avx2_axpy(float *y, float a, const float *x, int n) {
         y[i] += a * x[i];
 }
 
+static void avx2_gemm_rows(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch);
+
 static int natural_layout(const lm_linear *w) { return LM_XL_NATURAL; }
 
 static const lm_cpu_kernels AVX2 = {
@@ -245,9 +247,15 @@ static const lm_cpu_kernels AVX2 = {
     .x_layout = natural_layout,
     .row_f32 = avx2_row_f32,
     .gemm = avx2_gemm,
+    .prep_xmat = NULL,
+    .gemm_rows = avx2_gemm_rows,
     .dot = dot_f32,
     .axpy = avx2_axpy,
 };
+
+static void avx2_gemm_rows(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch) {
+    lm_gemm_rows_f32(&AVX2, w, x, r0, nr, y, ldy, scratch);
+}
 
 const lm_cpu_kernels *lm_cpu_kernels_avx2(void) {
     __builtin_cpu_init();
@@ -257,5 +265,9 @@ const lm_cpu_kernels *lm_cpu_kernels_avx2(void) {
 }
 
 #else
+static void avx2_gemm_rows(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch) {
+    lm_gemm_rows_f32(&AVX2, w, x, r0, nr, y, ldy, scratch);
+}
+
 const lm_cpu_kernels *lm_cpu_kernels_avx2(void) { return NULL; }
 #endif

@@ -428,6 +428,163 @@ TGT static void avx512_axpy(float *y, float a, const float *x, int n) {
     }
 }
 
+/* --- prefill: blocks of 16 rows with the rows in the vector lanes ---------------------------------- */
+/* A block of LM_GEMM_ROWS = 16 rows is converted once into a lane-major layout (element k of all
+ * 16 rows side by side) and multiplied with 8 tokens at a time: per k one weight vector and 8
+ * broadcast inputs, no horizontal sums. Dense weights go through f32 ([in][16]); packed ones
+ * through int16 codes ([in/2][16] pairs of codes, centred) against int16 inputs (vpdpwssd), with
+ * f32 scales and biases per group ([groups][16]). */
+
+#define GT 8 /* tokens per tile */
+
+/* int32 view of [16][n2] -> [n2][16]; rows >= nr become 0 */
+static void transpose16(const uint32_t *src, int n2, int nr, uint32_t *dst) {
+    for (int p = 0; p < n2; p++)
+        for (int j = 0; j < 16; j++)
+            dst[(size_t)p * 16 + j] = j < nr ? src[(size_t)j * n2 + p] : 0;
+}
+
+TGT static inline __attribute__((always_inline)) void f32_tile(const float *blk, int n, const float *x, int nt_c,
+                                                               int nr, float *y, int ldy) {
+    __m512 acc[GT];
+    for (int t = 0; t < nt_c; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int k = 0; k < n; k++) {
+        __m512 wv = _mm512_loadu_ps(blk + (size_t)k * 16);
+        for (int t = 0; t < nt_c; t++)
+            acc[t] = _mm512_fmadd_ps(wv, _mm512_set1_ps(x[(size_t)t * n + k]), acc[t]);
+    }
+    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    for (int t = 0; t < nt_c; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * ldy, m, acc[t]);
+}
+
+TGT static void f32_block(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch) {
+    int n = w->in;
+    float *rows = scratch + (size_t)16 * n, *blk = scratch;
+    for (int j = 0; j < nr; j++)
+        avx512_row_f32(w, r0 + j, rows + (size_t)j * n);
+    transpose16((const uint32_t *)rows, n, nr, (uint32_t *)blk);
+    int t = 0;
+    for (; t + GT <= x->T; t += GT)
+        f32_tile(blk, n, x->x + (size_t)t * n, GT, nr, y + (size_t)t * ldy, ldy);
+    for (; t < x->T; t++)
+        f32_tile(blk, n, x->x + (size_t)t * n, 1, nr, y + (size_t)t * ldy, ldy);
+}
+
+TGT static inline __attribute__((always_inline)) void i16_tile(const int32_t *blk, const float *scl, const float *bia,
+                                                               int n, int G, const lm_xmat *x, int t0, int nt_c, int nr,
+                                                               float *y, int ldy) {
+    const int ng = n / G, pg = G / 2;
+    __m512 acc[GT];
+    __m512i gi[GT];
+    const int32_t *xq[GT];
+    for (int t = 0; t < nt_c; t++) {
+        acc[t] = _mm512_setzero_ps();
+        xq[t] = (const int32_t *)(x->q + (size_t)(t0 + t) * n);
+    }
+    for (int g = 0; g < ng; g++) {
+        for (int t = 0; t < nt_c; t++)
+            gi[t] = _mm512_setzero_si512();
+        for (int p = g * pg; p < (g + 1) * pg; p++) {
+            __m512i wv = _mm512_loadu_si512(blk + (size_t)p * 16);
+            for (int t = 0; t < nt_c; t++)
+                gi[t] = _mm512_dpwssd_epi32(gi[t], wv, _mm512_set1_epi32(xq[t][p]));
+        }
+        __m512 sv = _mm512_loadu_ps(scl + (size_t)g * 16), bv = _mm512_loadu_ps(bia + (size_t)g * 16);
+        for (int t = 0; t < nt_c; t++) {
+            const float *dt = x->d + (size_t)(t0 + t) * ng, *st = x->sum + (size_t)(t0 + t) * ng;
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gi[t]), _mm512_mul_ps(sv, _mm512_set1_ps(dt[g])), acc[t]);
+            acc[t] = _mm512_fmadd_ps(bv, _mm512_set1_ps(st[g]), acc[t]);
+        }
+    }
+    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    for (int t = 0; t < nt_c; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * ldy, m, acc[t]);
+}
+
+/* packed rows -> centred int16 codes [16][n] (row-major), scales and biases [groups][16] */
+TGT static void unpack_block(const lm_linear *w, int r0, int nr, int16_t *codes, float *scl, float *bia) {
+    static const int8_t E2M1_X2[64] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+    const __m512i lut = _mm512_loadu_si512(E2M1_X2);
+    int mx = w->kind == LM_W_MXFP4, bits = mx ? 4 : w->bits, G = mx ? 32 : w->group, n = w->in, ng = n / G;
+    unpacker u = unpacker_new(bits);
+    const __m512i center = _mm512_set1_epi16(mx ? 0 : (int16_t)(1 << (bits - 1)));
+    for (int j = 0; j < 16; j++) {
+        if (j >= nr) {
+            for (int g = 0; g < ng; g++)
+                scl[(size_t)g * 16 + j] = bia[(size_t)g * 16 + j] = 0;
+            continue;
+        }
+        const uint8_t *row = (const uint8_t *)w->w + (size_t)(r0 + j) * w->w_row_bytes;
+        const uint8_t *sc = (const uint8_t *)w->scales + (size_t)(r0 + j) * w->s_row_bytes;
+        int16_t *cj = codes + (size_t)j * n;
+        for (int i = 0; i < n; i += 64) {
+            int m = n - i >= 64 ? 64 : 32;
+            __m512i c = unpack(&u, row + (size_t)i * bits / 8, m);
+            if (mx)
+                c = _mm512_permutexvar_epi8(c, lut);
+            __m256i h0 = _mm512_castsi512_si256(c), h1 = _mm512_extracti64x4_epi64(c, 1);
+            __m512i v0 = mx ? _mm512_cvtepi8_epi16(h0) : _mm512_cvtepu8_epi16(h0);
+            _mm512_storeu_si512(cj + i, _mm512_sub_epi16(v0, center));
+            if (m == 64) {
+                __m512i v1 = mx ? _mm512_cvtepi8_epi16(h1) : _mm512_cvtepu8_epi16(h1);
+                _mm512_storeu_si512(cj + i + 32, _mm512_sub_epi16(v1, center));
+            }
+        }
+        /* w = s*q + b = s*(q - c) + (b + s*c); MXFP4: w = (e8m0/2) * code */
+        for (int g = 0; g < ng; g++) {
+            float s, b = 0;
+            if (mx) {
+                s = 0.5f * e8m0(sc[g]);
+            } else {
+                const uint8_t *bi = (const uint8_t *)w->biases + (size_t)(r0 + j) * w->s_row_bytes;
+                s = sval(sc, w->dtype, g);
+                b = sval(bi, w->dtype, g) + s * (float)(1 << (bits - 1));
+            }
+            scl[(size_t)g * 16 + j] = s;
+            bia[(size_t)g * 16 + j] = b;
+        }
+    }
+}
+
+TGT static void i16_block(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch) {
+    int n = w->in, G = w->kind == LM_W_MXFP4 ? 32 : w->group, ng = n / G;
+    int32_t *blk = (int32_t *)scratch;                   /* [n/2][16] */
+    int16_t *codes = (int16_t *)(scratch + (size_t)8 * n); /* [16][n] */
+    float *scl = scratch + (size_t)16 * n, *bia = scl + (size_t)ng * 16;
+    unpack_block(w, r0, nr, codes, scl, bia);
+    transpose16((const uint32_t *)codes, n / 2, nr, (uint32_t *)blk);
+    int t = 0;
+    for (; t + GT <= x->T; t += GT)
+        i16_tile(blk, scl, bia, n, G, x, t, GT, nr, y + (size_t)t * ldy, ldy);
+    for (; t < x->T; t++)
+        i16_tile(blk, scl, bia, n, G, x, t, 1, nr, y + (size_t)t * ldy, ldy);
+}
+
+TGT static int avx512_prep_xmat(const lm_linear *w, const float *x, int T, int16_t *q, float *d, float *sum) {
+    if (!packed_ok(w))
+        return 0;
+    int G = lm_xvec_group(w), ng = w->in / G;
+    for (int t = 0; t < T; t++) {
+        float *corr = d + (size_t)t * ng; /* quant_x wants one; written over by d below */
+        float tmp[MAXG];
+        avx512_quant_x(x + (size_t)t * w->in, w->in, G, LM_XL_NATURAL, q + (size_t)t * w->in, tmp,
+                       sum + (size_t)t * ng, corr);
+        memcpy(d + (size_t)t * ng, tmp, (size_t)ng * sizeof(float));
+    }
+    return 1;
+}
+
+TGT static void avx512_gemm_rows(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch) {
+    if (x->q && packed_ok(w))
+        i16_block(w, x, r0, nr, y, ldy, scratch);
+    else if (w->kind == LM_W_DENSE && w->in_step <= 1)
+        f32_block(w, x, r0, nr, y, ldy, scratch);
+    else
+        lm_gemm_rows_f32(lm_cpu_kernels_avx512(), w, x, r0, nr, y, ldy, scratch);
+}
+
 static const lm_cpu_kernels AVX512 = {
     .isa = LM_ISA_AVX512,
     .name = "avx512",
@@ -437,6 +594,8 @@ static const lm_cpu_kernels AVX512 = {
     .x_layout = avx512_x_layout,
     .row_f32 = avx512_row_f32,
     .gemm = avx512_gemm,
+    .prep_xmat = avx512_prep_xmat,
+    .gemm_rows = avx512_gemm_rows,
     .dot = dot_f32,
     .axpy = avx512_axpy,
 };

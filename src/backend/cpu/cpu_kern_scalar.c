@@ -67,6 +67,17 @@ static void scalar_axpy(float *y, float a, const float *x, int n) {
 
 static int natural_layout(const lm_linear *w) { return LM_XL_NATURAL; }
 
+void lm_gemm_rows_f32(const lm_cpu_kernels *k, const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy,
+                      float *scratch) {
+    for (int r = 0; r < nr; r++)
+        k->row_f32(w, r0 + r, scratch + (size_t)r * w->in);
+    k->gemm(x->x, w->in, x->T, scratch, nr, w->in, y, ldy);
+}
+
+static void scalar_gemm_rows(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch) {
+    lm_gemm_rows_f32(lm_cpu_kernels_scalar(), w, x, r0, nr, y, ldy, scratch);
+}
+
 static const lm_cpu_kernels SCALAR = {
     .isa = LM_ISA_SCALAR,
     .name = "scalar",
@@ -76,6 +87,8 @@ static const lm_cpu_kernels SCALAR = {
     .x_layout = natural_layout,
     .row_f32 = lm_linear_row_f32,
     .gemm = scalar_gemm,
+    .prep_xmat = NULL,
+    .gemm_rows = scalar_gemm_rows,
     .dot = lm_dot_f32,
     .axpy = scalar_axpy,
 };

@@ -27,6 +27,17 @@ typedef struct lm_xvec {
     const float *corr; /* [in/group] sum(x) - d * sum(q): the rounding left in each group */
 } lm_xvec;
 
+/* The input of a prefill product, prepared once per call. */
+typedef struct lm_xmat {
+    const float *x;   /* [T, in] */
+    int T;
+    const int16_t *q; /* NULL, or [T, in] int16 activations (prep_xmat) */
+    const float *d, *sum; /* [T, in/group] their scales, and sums of x */
+} lm_xmat;
+
+/* Scratch floats per thread that gemm_rows needs. */
+#define LM_GEMM_SCRATCH(in) (2 * (size_t)LM_GEMM_ROWS * (size_t)(in) + 64)
+
 typedef struct lm_cpu_kernels {
     lm_isa isa;
     const char *name;
@@ -43,6 +54,12 @@ typedef struct lm_cpu_kernels {
     int (*x_layout)(const lm_linear *w);
     /* Row r of w as f32 into out[in]. */
     void (*row_f32)(const lm_linear *w, int r, float *out);
+    /* NULL, or: prepare the prefill input of w as int16 per group (natural order, no centring
+     * residual); returns 0 when this set multiplies w in float (then q stays unused). */
+    int (*prep_xmat)(const lm_linear *w, const float *x, int T, int16_t *q, float *d, float *sum);
+    /* Prefill: rows [r0, r0+nr) (nr <= LM_GEMM_ROWS) for all tokens, y[t*ldy + r - r0];
+     * scratch: LM_GEMM_SCRATCH(in) floats. */
+    void (*gemm_rows)(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch);
     /* y[t*ldy + r] = x[t*ldx ..] . wf[r*n ..] for t < T, r < R (wf: R f32 rows of n). */
     void (*gemm)(const float *x, int ldx, int T, const float *wf, int R, int n, float *y, int ldy);
     float (*dot)(const float *a, const float *b, int n);
@@ -67,6 +84,9 @@ static inline int lm_xq_pos(int i, int in, int layout) {
     int base = i / 64 * 64, cs = in - base < 64 ? in - base : 64, k = i - base;
     return base + (k % 2) * (cs / 2) + k / 2;
 }
+/* gemm_rows from a set's row_f32 and gemm (float). */
+void lm_gemm_rows_f32(const lm_cpu_kernels *k, const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy,
+                      float *scratch);
 /* Portable quant_x. */
 void lm_quant_x_i16(const float *x, int in, int group, int layout, int16_t *q, float *d, float *sum, float *corr);
 #define LM_XQ_MAX 32767.0f

@@ -437,9 +437,35 @@ TGT static void avx512_axpy(float *y, float a, const float *x, int n) {
 
 #define GT 8 /* tokens per tile */
 
-/* int32 view of [16][n2] -> [n2][16]; rows >= nr become 0 */
-static void transpose16(const uint32_t *src, int n2, int nr, uint32_t *dst) {
-    for (int p = 0; p < n2; p++)
+/* int32 view of [16][n2] -> [n2][16]; rows >= nr become 0. 16x16 tiles in registers:
+ * 32-bit, 64-bit and two 128-bit interleaving stages. */
+TGT static void transpose16(const uint32_t *src, int n2, int nr, uint32_t *dst) {
+    int p = 0;
+    for (; p + 16 <= n2; p += 16) {
+        __m512i r[16], t[16], u[16];
+        for (int j = 0; j < 16; j++)
+            r[j] = j < nr ? _mm512_loadu_si512(src + (size_t)j * n2 + p) : _mm512_setzero_si512();
+        for (int i = 0; i < 8; i++) {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        for (int i = 0; i < 4; i++) {
+            u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+            u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+        }
+        for (int k = 0; k < 4; k++) { /* u[k] lane L holds column 4L+k of rows 0..3 */
+            __m512i v1 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x88), v2 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xdd);
+            __m512i w1 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x88);
+            __m512i w2 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xdd);
+            _mm512_storeu_si512(dst + (size_t)(p + k) * 16, _mm512_shuffle_i32x4(v1, w1, 0x88));
+            _mm512_storeu_si512(dst + (size_t)(p + 4 + k) * 16, _mm512_shuffle_i32x4(v2, w2, 0x88));
+            _mm512_storeu_si512(dst + (size_t)(p + 8 + k) * 16, _mm512_shuffle_i32x4(v1, w1, 0xdd));
+            _mm512_storeu_si512(dst + (size_t)(p + 12 + k) * 16, _mm512_shuffle_i32x4(v2, w2, 0xdd));
+        }
+    }
+    for (; p < n2; p++)
         for (int j = 0; j < 16; j++)
             dst[(size_t)p * 16 + j] = j < nr ? src[(size_t)j * n2 + p] : 0;
 }
@@ -503,6 +529,54 @@ TGT static inline __attribute__((always_inline)) void i16_tile(const int32_t *bl
         _mm512_mask_storeu_ps(y + (size_t)t * ldy, m, acc[t]);
 }
 
+/* the same for exactly 8 tokens, written out: named accumulators keep GCC from shuffling and
+ * spilling them around vpdpwssd */
+TGT static void i16_tile8(const int32_t *blk, const float *scl, const float *bia, int n, int G, const lm_xmat *x, int t0,
+                          int nr, float *y, int ldy) {
+    const int ng = n / G, pg = G / 2;
+    const size_t n2 = (size_t)n / 2;
+    const int32_t *q = (const int32_t *)(x->q + (size_t)t0 * n);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int g = 0; g < ng; g++) {
+        __m512i g0 = _mm512_setzero_si512(), g1 = g0, g2 = g0, g3 = g0, g4 = g0, g5 = g0, g6 = g0, g7 = g0;
+        for (int p = g * pg; p < (g + 1) * pg; p++) {
+            __m512i wv = _mm512_loadu_si512(blk + (size_t)p * 16);
+            const int32_t *qp = q + p;
+            g0 = _mm512_dpwssd_epi32(g0, wv, _mm512_set1_epi32(qp[0]));
+            g1 = _mm512_dpwssd_epi32(g1, wv, _mm512_set1_epi32(qp[n2]));
+            g2 = _mm512_dpwssd_epi32(g2, wv, _mm512_set1_epi32(qp[2 * n2]));
+            g3 = _mm512_dpwssd_epi32(g3, wv, _mm512_set1_epi32(qp[3 * n2]));
+            g4 = _mm512_dpwssd_epi32(g4, wv, _mm512_set1_epi32(qp[4 * n2]));
+            g5 = _mm512_dpwssd_epi32(g5, wv, _mm512_set1_epi32(qp[5 * n2]));
+            g6 = _mm512_dpwssd_epi32(g6, wv, _mm512_set1_epi32(qp[6 * n2]));
+            g7 = _mm512_dpwssd_epi32(g7, wv, _mm512_set1_epi32(qp[7 * n2]));
+        }
+        __m512 sv = _mm512_loadu_ps(scl + (size_t)g * 16), bv = _mm512_loadu_ps(bia + (size_t)g * 16);
+        const float *d = x->d + (size_t)t0 * ng + g, *sm = x->sum + (size_t)t0 * ng + g;
+#define LM_FIN(a, gg, t)                                                                                          \
+    a = _mm512_fmadd_ps(bv, _mm512_set1_ps(sm[(t) * ng]),                                                         \
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(gg), _mm512_mul_ps(sv, _mm512_set1_ps(d[(t) * ng])), a))
+        LM_FIN(a0, g0, 0);
+        LM_FIN(a1, g1, 1);
+        LM_FIN(a2, g2, 2);
+        LM_FIN(a3, g3, 3);
+        LM_FIN(a4, g4, 4);
+        LM_FIN(a5, g5, 5);
+        LM_FIN(a6, g6, 6);
+        LM_FIN(a7, g7, 7);
+#undef LM_FIN
+    }
+    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    _mm512_mask_storeu_ps(y, m, a0);
+    _mm512_mask_storeu_ps(y + (size_t)ldy, m, a1);
+    _mm512_mask_storeu_ps(y + 2 * (size_t)ldy, m, a2);
+    _mm512_mask_storeu_ps(y + 3 * (size_t)ldy, m, a3);
+    _mm512_mask_storeu_ps(y + 4 * (size_t)ldy, m, a4);
+    _mm512_mask_storeu_ps(y + 5 * (size_t)ldy, m, a5);
+    _mm512_mask_storeu_ps(y + 6 * (size_t)ldy, m, a6);
+    _mm512_mask_storeu_ps(y + 7 * (size_t)ldy, m, a7);
+}
+
 /* packed rows -> centred int16 codes [16][n] (row-major), scales and biases [groups][16] */
 TGT static void unpack_block(const lm_linear *w, int r0, int nr, int16_t *codes, float *scl, float *bia) {
     static const int8_t E2M1_X2[64] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
@@ -556,8 +630,8 @@ TGT static void i16_block(const lm_linear *w, const lm_xmat *x, int r0, int nr, 
     unpack_block(w, r0, nr, codes, scl, bia);
     transpose16((const uint32_t *)codes, n / 2, nr, (uint32_t *)blk);
     int t = 0;
-    for (; t + GT <= x->T; t += GT)
-        i16_tile(blk, scl, bia, n, G, x, t, GT, nr, y + (size_t)t * ldy, ldy);
+    for (; t + 8 <= x->T; t += 8)
+        i16_tile8(blk, scl, bia, n, G, x, t, nr, y + (size_t)t * ldy, ldy);
     for (; t < x->T; t++)
         i16_tile(blk, scl, bia, n, G, x, t, 1, nr, y + (size_t)t * ldy, ldy);
 }

@@ -180,33 +180,47 @@ static void cpu_rope(lm_backend *be, float *x, int T, int n_heads, int head_dim,
     }
 }
 
+typedef struct glu_job {
+    const lm_cpu_kernels *k;
+    const float *gate, *up;
+    int ld, n;
+    lm_act act;
+    float limit;
+    float *out;
+} glu_job;
+
+static void glu_task(void *ctx, int t, int thread) {
+    const glu_job *j = ctx;
+    const float *g = j->gate + (size_t)t * j->ld, *u = j->up + (size_t)t * j->ld;
+    float *o = j->out + (size_t)t * j->n;
+    int n = j->n;
+    switch (j->act) {
+    case LM_ACT_SILU:
+        j->k->silu_mul(g, u, o, n);
+        break;
+    case LM_ACT_GELU_TANH:
+        for (int i = 0; i < n; i++)
+            o[i] = lm_gelu_tanh(g[i]) * u[i];
+        break;
+    case LM_ACT_SWIGLU_OAI:
+        for (int i = 0; i < n; i++) {
+            float x = g[i] < j->limit ? g[i] : j->limit;
+            float y = u[i] < -j->limit ? -j->limit : u[i] > j->limit ? j->limit : u[i];
+            o[i] = x / (1.0f + expf(-1.702f * x)) * (y + 1.0f);
+        }
+        break;
+    default:
+        for (int i = 0; i < n; i++)
+            o[i] = lm_gelu_erf(g[i]) * u[i];
+        break;
+    }
+}
+
 static void cpu_glu(lm_backend *be, const float *gate, const float *up, int ld, int T, int n, lm_act act,
                     float limit, float *out) {
-    for (int t = 0; t < T; t++) {
-        const float *g = gate + (size_t)t * ld, *u = up + (size_t)t * ld;
-        float *o = out + (size_t)t * n;
-        switch (act) {
-        case LM_ACT_SILU:
-            for (int i = 0; i < n; i++)
-                o[i] = lm_silu(g[i]) * u[i];
-            break;
-        case LM_ACT_GELU_TANH:
-            for (int i = 0; i < n; i++)
-                o[i] = lm_gelu_tanh(g[i]) * u[i];
-            break;
-        case LM_ACT_SWIGLU_OAI:
-            for (int i = 0; i < n; i++) {
-                float x = g[i] < limit ? g[i] : limit;
-                float y = u[i] < -limit ? -limit : u[i] > limit ? limit : u[i];
-                o[i] = x / (1.0f + expf(-1.702f * x)) * (y + 1.0f);
-            }
-            break;
-        default:
-            for (int i = 0; i < n; i++)
-                o[i] = lm_gelu_erf(g[i]) * u[i];
-            break;
-        }
-    }
+    cpu_backend *c = cpu(be);
+    glu_job j = {c->k, gate, up, ld, n, act, limit, out};
+    lm_pool_run(c->pool, T, glu_task, &j); /* one token per task */
 }
 
 static void cpu_add(lm_backend *be, float *x, const float *y, size_t n) {
@@ -251,16 +265,12 @@ static void attn_task(void *ctx, int task, int thread) {
         if (v > mx)
             mx = v;
     }
-    float sum = a->sinks ? expf(a->sinks[h] - mx) : 0.0f;
+    float sum = (a->sinks ? expf(a->sinks[h] - mx) : 0.0f) + k->exp_sum(s, a->n_rows, mx);
     for (int i = 0; i < hd; i++)
         out[i] = 0;
-    for (int r = 0; r < a->n_rows; r++) {
-        if (s[r] == -INFINITY)
-            continue;
-        float p = expf(s[r] - mx);
-        sum += p;
-        k->axpy(out, p, a->v + (size_t)r * kstride + (size_t)g * hd, hd);
-    }
+    for (int r = 0; r < a->n_rows; r++)
+        if (s[r] != 0.0f) /* masked keys (and ones that underflow) add nothing */
+            k->axpy(out, s[r], a->v + (size_t)r * kstride + (size_t)g * hd, hd);
     float inv = sum > 0 ? 1.0f / sum : 0.0f;
     for (int i = 0; i < hd; i++)
         out[i] *= inv;

@@ -250,6 +250,8 @@ static const lm_cpu_kernels AVX2 = {
     .prep_xmat = NULL,
     .gemm_rows = avx2_gemm_rows,
     .dot = dot_f32,
+    .exp_sum = lm_exp_sum_ref,
+    .silu_mul = lm_silu_mul_ref,
     .axpy = avx2_axpy,
 };
 

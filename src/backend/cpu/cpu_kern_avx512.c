@@ -659,6 +659,48 @@ TGT static void avx512_gemm_rows(const lm_linear *w, const lm_xmat *x, int r0, i
         lm_gemm_rows_f32(lm_cpu_kernels_avx512(), w, x, r0, nr, y, ldy, scratch);
 }
 
+/* --- exponentials ---------------------------------------------------------------------------------- */
+
+/* exp(x): x = n*ln2 + r with |r| <= ln2/2, e^r by its Taylor polynomial to r^7 (truncation
+ * below 1e-8 relative), times 2^n by vscalefps (which also gives 0 and inf at the ends). */
+TGT static inline __m512 exp512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f)); /* -inf -> 0, not NaN */
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x); /* ln2 in two parts */
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+TGT static float avx512_exp_sum(float *s, int n, float mx) {
+    __m512 acc = _mm512_setzero_ps(), m = _mm512_set1_ps(mx);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), m));
+        e = _mm512_maskz_mov_ps(k, e);
+        _mm512_mask_storeu_ps(s + i, k, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+TGT static void avx512_silu_mul(const float *g, const float *u, float *out, int n) {
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 x = _mm512_maskz_loadu_ps(k, g + i);
+        __m512 sg = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+        _mm512_mask_storeu_ps(out + i, k, _mm512_mul_ps(sg, _mm512_maskz_loadu_ps(k, u + i)));
+    }
+}
+
 static const lm_cpu_kernels AVX512 = {
     .isa = LM_ISA_AVX512,
     .name = "avx512",
@@ -671,6 +713,8 @@ static const lm_cpu_kernels AVX512 = {
     .prep_xmat = avx512_prep_xmat,
     .gemm_rows = avx512_gemm_rows,
     .dot = dot_f32,
+    .exp_sum = avx512_exp_sum,
+    .silu_mul = avx512_silu_mul,
     .axpy = avx512_axpy,
 };
 

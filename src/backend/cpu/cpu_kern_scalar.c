@@ -78,6 +78,20 @@ static void scalar_gemm_rows(const lm_linear *w, const lm_xmat *x, int r0, int n
     lm_gemm_rows_f32(lm_cpu_kernels_scalar(), w, x, r0, nr, y, ldy, scratch);
 }
 
+float lm_exp_sum_ref(float *s, int n, float mx) {
+    float sum = 0;
+    for (int i = 0; i < n; i++) {
+        s[i] = s[i] == -INFINITY ? 0.0f : expf(s[i] - mx);
+        sum += s[i];
+    }
+    return sum;
+}
+
+void lm_silu_mul_ref(const float *g, const float *u, float *out, int n) {
+    for (int i = 0; i < n; i++)
+        out[i] = lm_silu(g[i]) * u[i];
+}
+
 static const lm_cpu_kernels SCALAR = {
     .isa = LM_ISA_SCALAR,
     .name = "scalar",
@@ -90,6 +104,8 @@ static const lm_cpu_kernels SCALAR = {
     .prep_xmat = NULL,
     .gemm_rows = scalar_gemm_rows,
     .dot = lm_dot_f32,
+    .exp_sum = lm_exp_sum_ref,
+    .silu_mul = lm_silu_mul_ref,
     .axpy = scalar_axpy,
 };
 

@@ -63,6 +63,10 @@ typedef struct lm_cpu_kernels {
     /* y[t*ldy + r] = x[t*ldx ..] . wf[r*n ..] for t < T, r < R (wf: R f32 rows of n). */
     void (*gemm)(const float *x, int ldx, int T, const float *wf, int R, int n, float *y, int ldy);
     float (*dot)(const float *a, const float *b, int n);
+    /* s[i] = exp(s[i] - mx) (s[i] = -inf gives 0); returns the sum */
+    float (*exp_sum)(float *s, int n, float mx);
+    /* out[i] = silu(g[i]) * u[i] */
+    void (*silu_mul)(const float *g, const float *u, float *out, int n);
     /* y[i] += a * x[i] */
     void (*axpy)(float *y, float a, const float *x, int n);
 } lm_cpu_kernels;
@@ -84,6 +88,9 @@ static inline int lm_xq_pos(int i, int in, int layout) {
     int base = i / 64 * 64, cs = in - base < 64 ? in - base : 64, k = i - base;
     return base + (k % 2) * (cs / 2) + k / 2;
 }
+/* Portable exp_sum and silu_mul (libm expf). */
+float lm_exp_sum_ref(float *s, int n, float mx);
+void lm_silu_mul_ref(const float *g, const float *u, float *out, int n);
 /* gemm_rows from a set's row_f32 and gemm (float). */
 void lm_gemm_rows_f32(const lm_cpu_kernels *k, const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy,
                       float *scratch);

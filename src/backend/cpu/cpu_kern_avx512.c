@@ -66,32 +66,6 @@ TGT static float dot_f32(const float *a, const float *b, int n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
-TGT static float dot_half(const float *x, const uint16_t *w, int n, int bf) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    int i = 0;
-    if (bf) {
-        for (; i + 64 <= n; i += 64) {
-            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), ld_bf16(w + i), s0);
-            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), ld_bf16(w + i + 16), s1);
-            s2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), ld_bf16(w + i + 32), s2);
-            s3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), ld_bf16(w + i + 48), s3);
-        }
-    } else {
-        for (; i + 64 <= n; i += 64) {
-            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), ld_f16(w + i), s0);
-            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), ld_f16(w + i + 16), s1);
-            s2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), ld_f16(w + i + 32), s2);
-            s3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), ld_f16(w + i + 48), s3);
-        }
-    }
-    for (; i < n; i += 16) {
-        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
-        __m512 wv = bf ? ld_bf16_m(w + i, m) : ld_f16_m(w + i, m);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), wv, s0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-}
-
 #define MAXG 512 /* groups per row the packed matvec handles (in <= 16384 for group 32) */
 
 /* --- packed codes ------------------------------------------------------------------------------- */
@@ -205,10 +179,10 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
     for (int j = 0; j < nr; j++) {
         const uint8_t *sc = (const uint8_t *)w->scales + (size_t)(r + j * rs) * w->s_row_bytes;
         row[j] = (const uint8_t *)w->w + (size_t)(r + j * rs) * w->w_row_bytes;
-        for (size_t o = 0; o < w->s_row_bytes; o += 64) { /* scales and biases four rows ahead */
-            _mm_prefetch((const char *)(sc + 4 * w->s_row_bytes + o), _MM_HINT_T0);
+        for (size_t o = 0; o < w->s_row_bytes; o += 64) { /* scales and biases two rows ahead in the stream */
+            _mm_prefetch((const char *)(sc + 2 * w->s_row_bytes + o), _MM_HINT_T0);
             if (!mx)
-                _mm_prefetch((const char *)w->biases + (size_t)(r + j * rs + 4) * w->s_row_bytes + o, _MM_HINT_T0);
+                _mm_prefetch((const char *)w->biases + (size_t)(r + j * rs + 2) * w->s_row_bytes + o, _MM_HINT_T0);
         }
         __m512 bs = _mm512_setzero_ps();
         for (int g = 0; g < ng; g += 16) {
@@ -288,6 +262,31 @@ static int avx512_x_layout(const lm_linear *w) {
 
 static int avx512_matvec_ok(const lm_linear *w) { return w->kind == LM_W_DENSE ? w->in_step <= 1 : packed_ok(w); }
 
+/* up to 4 dense rows (f32/f16/bf16) r, r+rs, ... sharing the loads of x */
+TGT static inline __attribute__((always_inline)) void dense_rows(const lm_linear *w, const lm_dtype dt, int r, int rs,
+                                                                 const int nr, const float *x, float *y) {
+    const int n = w->in, es = dt == LM_DT_F32 ? 4 : 2;
+    const uint8_t *row[4];
+    __m512 acc[4];
+    for (int j = 0; j < nr; j++) {
+        row[j] = (const uint8_t *)w->w + (size_t)(r + j * rs) * w->w_row_bytes;
+        acc[j] = _mm512_setzero_ps();
+    }
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        for (int j = 0; j < nr; j++) {
+            const uint8_t *p = row[j] + (size_t)i * es;
+            __m512 wv = dt == LM_DT_BF16  ? ld_bf16_m((const uint16_t *)p, m)
+                        : dt == LM_DT_F16 ? ld_f16_m((const uint16_t *)p, m)
+                                          : _mm512_maskz_loadu_ps(m, (const float *)p);
+            acc[j] = _mm512_fmadd_ps(xv, wv, acc[j]);
+        }
+    }
+    for (int j = 0; j < nr; j++)
+        y[j * rs] = _mm512_reduce_add_ps(acc[j]);
+}
+
 TGT static void avx512_matvec(const lm_linear *w, const lm_xvec *x, int r0, int r1, float *y) {
     if (w->kind != LM_W_DENSE) {
         unpacker u = unpacker_new(w->kind == LM_W_MXFP4 ? 4 : w->bits);
@@ -300,15 +299,19 @@ TGT static void avx512_matvec(const lm_linear *w, const lm_xvec *x, int r0, int 
             packed_rows(w, &u, r, 0, 1, x, y + (r - r0));
         return;
     }
-    for (int r = r0; r < r1; r++) {
-        const void *row = (const uint8_t *)w->w + (size_t)r * w->w_row_bytes;
-        float v;
-        if (w->dtype == LM_DT_F32)
-            v = dot_f32(x->x, row, w->in);
-        else
-            v = dot_half(x->x, row, w->in, w->dtype == LM_DT_BF16);
-        y[r - r0] = v;
+    int q = (r1 - r0) / 4; /* as above: four sequential streams */
+    if (w->dtype == LM_DT_BF16) {
+        for (int k = 0; k < q; k++)
+            dense_rows(w, LM_DT_BF16, r0 + k, q, 4, x->x, y + k);
+    } else if (w->dtype == LM_DT_F16) {
+        for (int k = 0; k < q; k++)
+            dense_rows(w, LM_DT_F16, r0 + k, q, 4, x->x, y + k);
+    } else {
+        for (int k = 0; k < q; k++)
+            dense_rows(w, LM_DT_F32, r0 + k, q, 4, x->x, y + k);
     }
+    for (int r = r0 + 4 * q; r < r1; r++)
+        dense_rows(w, w->dtype, r, 0, 1, x->x, y + (r - r0));
 }
 
 TGT static void avx512_quant_x(const float *x, int in, int group, int layout, int16_t *q, float *d, float *sum,

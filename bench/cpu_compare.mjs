@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..");
-const opt = { build: "build", shapes: "llama-1b,qwen3-0.6b", formats: "bf16,q8,q4", threads: "2", reps: "3",
+const opt = { build: "build", shapes: "llama-1b,qwen3-0.6b", formats: "bf16,q8,q4", threads: "2", reps: "5",
               prompt: "512", decode: "128", keep: false };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
@@ -49,10 +49,9 @@ const FORMATS = {
     q8: { gguf: "Q8_0", bpw: "8.5 / 8.5" },
     q4: { gguf: "Q4_0", bpw: "4.5 / 4.5" },
 };
-const bw = json(run(bin("cpu_bw"), [opt.threads, "1024", "9"]));
 const rows = [];
 const log = (s) => process.stderr.write(s + "\n");
-log(`bandwidth: ${bw.median_gbs} GB/s median, ${bw.best_gbs} best (${opt.threads} threads)`);
+const probe = () => json(run(bin("cpu_bw"), [opt.threads, "1024", "5"]));
 for (const shape of opt.shapes.split(",")) {
     for (const f of opt.formats.split(",")) {
         const dir = join(models, `${shape}-${f}`), gguf = `${dir}.gguf`;
@@ -60,6 +59,8 @@ for (const shape of opt.shapes.split(",")) {
             log(`generating ${shape} ${f} ...`);
             run(bin("cpu_gen"), [shape, f, dir, gguf, tokenizer]);
         }
+        const bw = probe(); // just before the row: the machine's load changes by the minute
+        log(`bandwidth: ${bw.median_gbs} GB/s median, ${bw.best_gbs} best (${opt.threads} threads)`);
         log(`lmcore ${shape} ${f} ...`);
         const lm = json(run(bin("cpu_bench"), [dir, "-t", opt.threads, "-p", opt.prompt, "-n", opt.decode, "-r", opt.reps]));
         log(`llama.cpp ${shape} ${FORMATS[f].gguf} ...`);
@@ -69,7 +70,7 @@ for (const shape of opt.shapes.split(",")) {
         // (lmcore keeps f32 K/V, llama.cpp f16)
         const lmBytes = lm.weight_bytes + lm.kv_bytes, lcBytes = statSync(gguf).size + lm.kv_bytes / 2;
         const bound = (b) => (bw.median_gbs * 1e9) / b;
-        rows.push({ shape, f, lm, lc, lmBound: bound(lmBytes), lcBound: bound(lcBytes) });
+        rows.push({ shape, f, lm, lc, bw, lmBound: bound(lmBytes), lcBound: bound(lcBytes) });
         log(JSON.stringify({ shape, f, lm, lc }));
         if (!opt.keep) {
             rmSync(dir, { recursive: true, force: true });
@@ -79,14 +80,16 @@ for (const shape of opt.shapes.split(",")) {
 }
 const pct = (x) => `${(100 * x).toFixed(0)}%`;
 const fx = (x) => x.toFixed(1);
-console.log(`\nCPU: ${opt.threads} threads; memory read bandwidth ${bw.median_gbs} GB/s (median of 9, best ${bw.best_gbs}); ` +
-            `prompt ${opt.prompt} tokens, decode ${opt.decode} tokens, median of ${opt.reps} runs; lmcore kernels: ${rows[0]?.lm.isa}\n`);
-console.log("| model | format (lmcore / llama.cpp) | bpw | test | lmcore tok/s | llama.cpp tok/s | ratio | decode bound tok/s | lmcore % of bound | llama.cpp % of bound |");
-console.log("|---|---|---|---|---|---|---|---|---|---|");
+console.log(`\nCPU: ${opt.threads} threads (lmcore and llama.cpp alike); prompt ${opt.prompt} tokens (pp), then ${opt.decode} ` +
+            `decode steps (tg); tok/s, median of ${opt.reps} runs after a warm-up; lmcore kernels: ${rows[0]?.lm.isa}. ` +
+            `Bandwidth: read-only streaming probe just before each row (median of 5). Decode bound = bandwidth / ` +
+            `bytes read per token (all weights + KV cache at mid-decode), lmcore / llama.cpp.\n`);
+console.log("| model | format (lmcore / llama.cpp) | bpw | pp lmcore | pp llama.cpp | pp ratio | tg lmcore | tg llama.cpp | tg ratio | GB/s | decode bound | lmcore % of bound | llama.cpp % of bound |");
+console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 for (const r of rows) {
     const name = `${r.f === "bf16" ? "bf16" : `MLX ${r.f}/g64`} / ${FORMATS[r.f].gguf}`;
-    console.log(`| ${r.shape} | ${name} | ${FORMATS[r.f].bpw} | pp${opt.prompt} | ${fx(r.lm.pp_tps)} | ${fx(r.lc.pp_tps)} | ` +
-                `${(r.lm.pp_tps / r.lc.pp_tps).toFixed(2)}x | | | |`);
-    console.log(`| ${r.shape} | ${name} | ${FORMATS[r.f].bpw} | tg${opt.decode} | ${fx(r.lm.tg_tps)} | ${fx(r.lc.tg_tps)} | ` +
-                `${(r.lm.tg_tps / r.lc.tg_tps).toFixed(2)}x | ${fx(r.lmBound)} / ${fx(r.lcBound)} | ${pct(r.lm.tg_tps / r.lmBound)} | ${pct(r.lc.tg_tps / r.lcBound)} |`);
+    console.log(`| ${r.shape} | ${name} | ${FORMATS[r.f].bpw} | ${fx(r.lm.pp_tps)} | ${fx(r.lc.pp_tps)} | ` +
+                `${(r.lm.pp_tps / r.lc.pp_tps).toFixed(2)}x | ${fx(r.lm.tg_tps)} | ${fx(r.lc.tg_tps)} | ` +
+                `${(r.lm.tg_tps / r.lc.tg_tps).toFixed(2)}x | ${r.bw.median_gbs.toFixed(1)} | ${fx(r.lmBound)} / ${fx(r.lcBound)} | ` +
+                `${pct(r.lm.tg_tps / r.lmBound)} | ${pct(r.lc.tg_tps / r.lcBound)} |`);
 }

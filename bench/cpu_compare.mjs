@@ -58,6 +58,8 @@ for (const shape of opt.shapes.split(",")) {
         if (!existsSync(join(dir, "model.safetensors")) || !existsSync(gguf)) {
             log(`generating ${shape} ${f} ...`);
             run(bin("cpu_gen"), [shape, f, dir, gguf, tokenizer]);
+            run("sync", []); // write the files back now, not during the timing
+            run("sleep", ["3"]);
         }
         const bw = probe(); // just before the row: the machine's load changes by the minute
         log(`bandwidth: ${bw.median_gbs} GB/s median, ${bw.best_gbs} best (${opt.threads} threads)`);

@@ -1,6 +1,7 @@
 #include "core/threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +15,8 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
-#define SPIN_ITERS 20000
+#define SPIN_ITERS 20000 /* a worker's spins for the next job before it sleeps */
+#define WAIT_SPINS 2000  /* the caller's spins for the workers before it yields */
 
 struct lm_pool {
     int n_threads;
@@ -55,7 +57,10 @@ static void *worker_main(void *arg) {
         int spins = 0;
         while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen && !atomic_load(&p->stop)) {
             if (++spins < SPIN_ITERS) {
-                CPU_RELAX();
+                if (spins % 256 == 0)
+                    sched_yield(); /* let a descheduled peer of this pool run */
+                else
+                    CPU_RELAX();
                 continue;
             }
             pthread_mutex_lock(&p->mu);
@@ -170,6 +175,12 @@ void lm_pool_run(lm_pool *p, int n_tasks, lm_task_fn fn, void *ctx) {
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     do_tasks(p, 0);
-    while (atomic_load_explicit(&p->active, memory_order_acquire) > 0)
-        CPU_RELAX();
+    /* wait for the workers' last tasks; on a busy machine a worker may be waiting for this very
+     * core, so after a short spin give it away */
+    for (int spins = 0; atomic_load_explicit(&p->active, memory_order_acquire) > 0; spins++) {
+        if (spins < WAIT_SPINS)
+            CPU_RELAX();
+        else
+            sched_yield();
+    }
 }

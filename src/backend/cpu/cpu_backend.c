@@ -9,14 +9,22 @@
 #include "core/threadpool.h"
 #include "core/util.h"
 
-#define ROW_BLOCK 16 /* weight rows converted to f32 together when T > 1 */
+#include "backend/cpu/cpu_simd.h"
 
 typedef struct cpu_backend {
     lm_backend base;
     lm_pool *pool;
     int n_threads;
-    float **scratch; /* per thread */
-    size_t scratch_cap; /* floats per thread */
+    const lm_cpu_kernels *k; /* the kernel set chosen for this CPU */
+    float **scratch;         /* per thread */
+    size_t scratch_cap;      /* floats per thread */
+    float *xsum, *xd;        /* [max_in] per-group input sums and int16 scales (matvec) */
+    int16_t *xq;             /* [max_in] int16 input (matvec) */
+    int16_t *mq;             /* [mq_cap] int16 prefill input */
+    float *md, *msum;        /* [mq_cap / 32] its scales and sums */
+    size_t mq_cap;
+    float *xcorr;            /* [max_in] per-group rounding residual of xq */
+    size_t xsum_cap;
 } cpu_backend;
 
 static cpu_backend *cpu(lm_backend *be) { return (cpu_backend *)be; }
@@ -37,45 +45,100 @@ static int ensure_scratch(cpu_backend *c, size_t n) {
     return 1;
 }
 
+static int ensure_xsum(cpu_backend *c, size_t n) {
+    if (n <= c->xsum_cap)
+        return 1;
+    lm_free(c->xsum);
+    lm_free(c->xd);
+    lm_free(c->xq);
+    lm_free(c->xcorr);
+    c->xsum = lm_malloc(n * sizeof(float));
+    c->xd = lm_malloc(n * sizeof(float));
+    c->xq = lm_malloc(n * sizeof(int16_t));
+    c->xcorr = lm_malloc(n * sizeof(float));
+    c->xsum_cap = c->xsum && c->xd && c->xq && c->xcorr ? n : 0;
+    return c->xsum_cap != 0;
+}
+
+/* Room for a prefill input of n elements as int16; 0 when it cannot be had (float path then). */
+static int ensure_xmat(cpu_backend *c, size_t n) {
+    if (n <= c->mq_cap)
+        return 1;
+    lm_free(c->mq);
+    lm_free(c->md);
+    lm_free(c->msum);
+    c->mq = lm_malloc(n * sizeof(int16_t));
+    c->md = lm_malloc((n / 32 + 1) * sizeof(float));
+    c->msum = lm_malloc((n / 32 + 1) * sizeof(float));
+    c->mq_cap = c->mq && c->md && c->msum ? n : 0;
+    return c->mq_cap != 0;
+}
+
 /* --- linear ------------------------------------------------------------------------------------ */
 
 typedef struct linear_job {
     cpu_backend *c;
     const lm_linear *w;
     const float *x;
-    int T;
+    lm_xvec xv;   /* decode: the prepared input */
+    lm_xmat xm;   /* prefill: the prepared input */
+    int T, chunk; /* chunk: rows per task */
     float *y;
 } linear_job;
 
-static void linear_task(void *ctx, int task, int thread) {
+/* Decode (T = 1): each task streams a contiguous chunk of rows straight from their storage. */
+static void matvec_task(void *ctx, int task, int thread) {
     linear_job *j = ctx;
     const lm_linear *w = j->w;
-    int r0 = task * ROW_BLOCK, r1 = r0 + ROW_BLOCK < w->out ? r0 + ROW_BLOCK : w->out;
-    int in = w->in;
-    if (j->T == 1 && w->kind == LM_W_DENSE && w->in_step <= 1) {
-        for (int r = r0; r < r1; r++) {
-            const uint8_t *row = (const uint8_t *)w->w + (size_t)r * w->w_row_bytes;
-            j->y[r] = lm_dot_dense(j->x, row, w->dtype, in) + (w->bias ? w->bias[r] : 0.0f);
-        }
-        return;
-    }
-    float *buf = j->c->scratch[thread];
-    for (int r = r0; r < r1; r++)
-        lm_linear_row_f32(w, r, buf + (size_t)(r - r0) * in);
-    for (int t = 0; t < j->T; t++) {
-        const float *xt = j->x + (size_t)t * in;
-        float *yt = j->y + (size_t)t * w->out;
+    int r0 = task * j->chunk, r1 = r0 + j->chunk < w->out ? r0 + j->chunk : w->out;
+    j->c->k->matvec(w, &j->xv, r0, r1, j->y + r0);
+    if (w->bias)
         for (int r = r0; r < r1; r++)
-            yt[r] = lm_dot_f32(xt, buf + (size_t)(r - r0) * in, in) + (w->bias ? w->bias[r] : 0.0f);
-    }
+            j->y[r] += w->bias[r];
+}
+
+/* Prefill: a block of rows is converted to f32 once and multiplied with every token. */
+static void gemm_task(void *ctx, int task, int thread) {
+    linear_job *j = ctx;
+    const lm_linear *w = j->w;
+    const lm_cpu_kernels *k = j->c->k;
+    int r0 = task * LM_GEMM_ROWS, R = r0 + LM_GEMM_ROWS < w->out ? LM_GEMM_ROWS : w->out - r0;
+    k->gemm_rows(w, &j->xm, r0, R, j->y + r0, w->out, j->c->scratch[thread]);
+    if (w->bias)
+        for (int t = 0; t < j->T; t++)
+            for (int r = r0; r < r0 + R; r++)
+                j->y[(size_t)t * w->out + r] += w->bias[r];
 }
 
 static void cpu_linear(lm_backend *be, const lm_linear *w, const float *x, int T, float *y) {
     cpu_backend *c = cpu(be);
-    if (!ensure_scratch(c, (size_t)ROW_BLOCK * w->in))
-        return; /* the model preallocates at load; this cannot fail after that */
-    linear_job j = {c, w, x, T, y};
-    lm_pool_run(c->pool, (w->out + ROW_BLOCK - 1) / ROW_BLOCK, linear_task, &j);
+    linear_job j = {.c = c, .w = w, .x = x, .xv = {.x = x}, .T = T, .y = y};
+    if (T == 1 && c->k->matvec_ok(w)) {
+        int group = lm_xvec_group(w);
+        if (group > 0) {
+            if (!ensure_xsum(c, (size_t)w->in))
+                return; /* reserve allocated it at load; this cannot fail after that */
+            if (c->k->quant_x)
+                c->k->quant_x(x, w->in, group, c->k->x_layout(w), c->xq, c->xd, c->xsum, c->xcorr);
+            else
+                lm_group_sums(x, w->in, group, c->xsum);
+            j.xv = (lm_xvec){x, c->xsum, c->xq, c->xd, c->xcorr};
+        }
+        /* about 8 chunks per thread (balance on a shared machine), multiples of 16 rows */
+        int chunk = w->out / (c->n_threads * 8);
+        chunk = chunk < 16 ? 16 : chunk > 512 ? 512 : (chunk + 15) / 16 * 16;
+        j.chunk = chunk;
+        lm_pool_run(c->pool, (w->out + chunk - 1) / chunk, matvec_task, &j);
+        return;
+    }
+    if (!ensure_scratch(c, LM_GEMM_SCRATCH(w->in)))
+        return;
+    j.xm = (lm_xmat){.x = x, .T = T};
+    int group = lm_xvec_group(w);
+    if (c->k->prep_xmat && group > 0 && ensure_xmat(c, (size_t)T * w->in) &&
+        c->k->prep_xmat(w, x, T, c->mq, c->md, c->msum))
+        j.xm = (lm_xmat){x, T, c->mq, c->md, c->msum};
+    lm_pool_run(c->pool, (w->out + LM_GEMM_ROWS - 1) / LM_GEMM_ROWS, gemm_task, &j);
 }
 
 /* --- small ops ------------------------------------------------------------------------------------ */
@@ -118,33 +181,47 @@ static void cpu_rope(lm_backend *be, float *x, int T, int n_heads, int head_dim,
     }
 }
 
+typedef struct glu_job {
+    const lm_cpu_kernels *k;
+    const float *gate, *up;
+    int ld, n;
+    lm_act act;
+    float limit;
+    float *out;
+} glu_job;
+
+static void glu_task(void *ctx, int t, int thread) {
+    const glu_job *j = ctx;
+    const float *g = j->gate + (size_t)t * j->ld, *u = j->up + (size_t)t * j->ld;
+    float *o = j->out + (size_t)t * j->n;
+    int n = j->n;
+    switch (j->act) {
+    case LM_ACT_SILU:
+        j->k->silu_mul(g, u, o, n);
+        break;
+    case LM_ACT_GELU_TANH:
+        for (int i = 0; i < n; i++)
+            o[i] = lm_gelu_tanh(g[i]) * u[i];
+        break;
+    case LM_ACT_SWIGLU_OAI:
+        for (int i = 0; i < n; i++) {
+            float x = g[i] < j->limit ? g[i] : j->limit;
+            float y = u[i] < -j->limit ? -j->limit : u[i] > j->limit ? j->limit : u[i];
+            o[i] = x / (1.0f + expf(-1.702f * x)) * (y + 1.0f);
+        }
+        break;
+    default:
+        for (int i = 0; i < n; i++)
+            o[i] = lm_gelu_erf(g[i]) * u[i];
+        break;
+    }
+}
+
 static void cpu_glu(lm_backend *be, const float *gate, const float *up, int ld, int T, int n, lm_act act,
                     float limit, float *out) {
-    for (int t = 0; t < T; t++) {
-        const float *g = gate + (size_t)t * ld, *u = up + (size_t)t * ld;
-        float *o = out + (size_t)t * n;
-        switch (act) {
-        case LM_ACT_SILU:
-            for (int i = 0; i < n; i++)
-                o[i] = lm_silu(g[i]) * u[i];
-            break;
-        case LM_ACT_GELU_TANH:
-            for (int i = 0; i < n; i++)
-                o[i] = lm_gelu_tanh(g[i]) * u[i];
-            break;
-        case LM_ACT_SWIGLU_OAI:
-            for (int i = 0; i < n; i++) {
-                float x = g[i] < limit ? g[i] : limit;
-                float y = u[i] < -limit ? -limit : u[i] > limit ? limit : u[i];
-                o[i] = x / (1.0f + expf(-1.702f * x)) * (y + 1.0f);
-            }
-            break;
-        default:
-            for (int i = 0; i < n; i++)
-                o[i] = lm_gelu_erf(g[i]) * u[i];
-            break;
-        }
-    }
+    cpu_backend *c = cpu(be);
+    glu_job j = {c->k, gate, up, ld, n, act, limit, out};
+    lm_pool_run(c->pool, T, glu_task, &j); /* one token per task */
 }
 
 static void cpu_add(lm_backend *be, float *x, const float *y, size_t n) {
@@ -173,6 +250,7 @@ static void attn_task(void *ctx, int task, int thread) {
     const float *q = a->q + ((size_t)t * a->n_heads + h) * hd;
     float *out = a->out + ((size_t)t * a->n_heads + h) * hd;
     float *s = j->c->scratch[thread];
+    const lm_cpu_kernels *k = j->c->k;
     int32_t qp = a->qpos[t];
     float mx = a->sinks ? a->sinks[h] : -INFINITY;
     for (int r = 0; r < a->n_rows; r++) {
@@ -181,25 +259,19 @@ static void attn_task(void *ctx, int task, int thread) {
             s[r] = -INFINITY;
             continue;
         }
-        float v = lm_dot_f32(q, a->k + (size_t)r * kstride + (size_t)g * hd, hd) * a->scale;
+        float v = k->dot(q, a->k + (size_t)r * kstride + (size_t)g * hd, hd) * a->scale;
         if (a->softcap > 0)
             v = a->softcap * tanhf(v / a->softcap);
         s[r] = v;
         if (v > mx)
             mx = v;
     }
-    float sum = a->sinks ? expf(a->sinks[h] - mx) : 0.0f;
+    float sum = (a->sinks ? expf(a->sinks[h] - mx) : 0.0f) + k->exp_sum(s, a->n_rows, mx);
     for (int i = 0; i < hd; i++)
         out[i] = 0;
-    for (int r = 0; r < a->n_rows; r++) {
-        if (s[r] == -INFINITY)
-            continue;
-        float p = expf(s[r] - mx);
-        sum += p;
-        const float *v = a->v + (size_t)r * kstride + (size_t)g * hd;
-        for (int i = 0; i < hd; i++)
-            out[i] += p * v[i];
-    }
+    for (int r = 0; r < a->n_rows; r++)
+        if (s[r] != 0.0f) /* masked keys (and ones that underflow) add nothing */
+            k->axpy(out, s[r], a->v + (size_t)r * kstride + (size_t)g * hd, hd);
     float inv = sum > 0 ? 1.0f / sum : 0.0f;
     for (int i = 0; i < hd; i++)
         out[i] *= inv;
@@ -219,10 +291,10 @@ static void *cpu_alloc(lm_backend *be, size_t n) { return lm_calloc(n); }
 static void cpu_copy(lm_backend *be, void *dst, const void *src, size_t n) { memmove(dst, src, n); }
 
 static lm_status cpu_reserve(lm_backend *be, int max_in, int max_rows) {
-    size_t need = (size_t)ROW_BLOCK * (size_t)max_in;
+    size_t need = LM_GEMM_SCRATCH(max_in);
     if ((size_t)max_rows > need)
         need = (size_t)max_rows;
-    if (!ensure_scratch(cpu(be), need))
+    if (!ensure_scratch(cpu(be), need) || !ensure_xsum(cpu(be), (size_t)max_in))
         return lm_err(LM_ERR_NOMEM, "cannot allocate %zu bytes of scratch per thread", need * sizeof(float));
     return LM_OK;
 }
@@ -236,6 +308,13 @@ static void cpu_destroy(lm_backend *be) {
     for (int t = 0; t < c->n_threads; t++)
         lm_free(c->scratch[t]);
     free(c->scratch);
+    lm_free(c->xsum);
+    lm_free(c->xd);
+    lm_free(c->xq);
+    lm_free(c->xcorr);
+    lm_free(c->mq);
+    lm_free(c->md);
+    lm_free(c->msum);
     free(c);
 }
 
@@ -276,6 +355,7 @@ lm_status lm_backend_cpu_new(int n_threads, lm_backend **out) {
     if (!c)
         return lm_err(LM_ERR_NOMEM, "out of memory");
     c->base.ops = &CPU_OPS;
+    c->k = lm_cpu_kernels_best();
     c->pool = lm_pool_new(n_threads);
     if (!c->pool) {
         free(c);

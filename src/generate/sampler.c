@@ -77,6 +77,26 @@ static int before(float va, int32_t a, float vb, int32_t b) { return va > vb || 
 
 static float key(const float *lp, int32_t i) { return isnan(lp[i]) ? -INFINITY : lp[i]; }
 
+/* Put `item` at the root of the min-heap idx[0..n) (root = the worst kept) and sift it down. */
+static void sift_down(const float *lp, int32_t *idx, int n, int32_t item) {
+    float v = key(lp, item);
+    int c = 0;
+    for (;;) {
+        int l = 2 * c + 1, r = l + 1, w = c;
+        float wv = v;
+        int32_t wi = item;
+        if (l < n && before(wv, wi, key(lp, idx[l]), idx[l]))
+            w = l, wv = key(lp, idx[l]), wi = idx[l];
+        if (r < n && before(wv, wi, key(lp, idx[r]), idx[r]))
+            w = r;
+        if (w == c)
+            break;
+        idx[c] = idx[w];
+        c = w;
+    }
+    idx[c] = item;
+}
+
 /* idx[0..k) := the k highest-ranked ids, best first: a min-heap of k over the vocabulary,
  * O(V log k), then heapsort. 1 <= k <= V. */
 static void select_top(const float *lp, int V, int k, int32_t *idx) {
@@ -98,41 +118,12 @@ static void select_top(const float *lp, int V, int k, int32_t *idx) {
             idx[c] = i;
             continue;
         }
-        c = 0; /* replace the root and sift down */
-        for (;;) {
-            int l = 2 * c + 1, r = l + 1, w = c;
-            float wv = v;
-            int32_t wi = i;
-            if (l < n && before(wv, wi, key(lp, idx[l]), idx[l]))
-                w = l, wv = key(lp, idx[l]), wi = idx[l];
-            if (r < n && before(wv, wi, key(lp, idx[r]), idx[r]))
-                w = r;
-            if (w == c)
-                break;
-            idx[c] = idx[w];
-            c = w;
-        }
-        idx[c] = i;
+        sift_down(lp, idx, n, i); /* replace the root */
     }
     /* heapsort: repeatedly move the worst to the end */
     for (int end = n - 1; end > 0; end--) {
-        int32_t worst = idx[0], last = idx[end];
-        float lv = key(lp, last);
-        int c = 0;
-        for (;;) {
-            int l = 2 * c + 1, r = l + 1, w = c;
-            float wv = lv;
-            int32_t wi = last;
-            if (l < end && before(wv, wi, key(lp, idx[l]), idx[l]))
-                w = l, wv = key(lp, idx[l]), wi = idx[l];
-            if (r < end && before(wv, wi, key(lp, idx[r]), idx[r]))
-                w = r;
-            if (w == c)
-                break;
-            idx[c] = idx[w];
-            c = w;
-        }
-        idx[c] = last;
+        int32_t worst = idx[0];
+        sift_down(lp, idx, end, idx[end]);
         idx[end] = worst;
     }
 }

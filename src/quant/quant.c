@@ -30,7 +30,6 @@ float lm_scalar_to_f32(const uint8_t *p, lm_dtype dt, size_t i) {
     }
 }
 
-float lm_e8m0_to_f32(uint8_t e) { return e == 0xff ? NAN : ldexpf(1.0f, (int)e - 127); }
 
 void lm_affine_dequant_row(const uint8_t *packed, const uint8_t *scales, const uint8_t *biases, lm_dtype sdt, int bits,
                            int group, int n, float *out) {

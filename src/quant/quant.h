@@ -4,6 +4,7 @@
 #define LM_QUANT_QUANT_H
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "core/dtype.h"
 
@@ -27,7 +28,25 @@ void lm_affine_dequant_row(const uint8_t *packed, const uint8_t *scales, const u
 void lm_mxfp4_dequant_row(const uint8_t *packed, const uint8_t *scales, int n, float *out);
 
 float lm_scalar_to_f32(const uint8_t *p, lm_dtype dt, size_t i);
-float lm_e8m0_to_f32(uint8_t e);
+
+/* Element i of a scales/biases row (f32, f16 or bf16), bf16 read without a call. */
+static inline float lm_scale_f32(const uint8_t *p, lm_dtype dt, int i) {
+    if (dt == LM_DT_BF16) {
+        uint32_t u = (uint32_t)(p[2 * i] | p[2 * i + 1] << 8) << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    return lm_scalar_to_f32(p, dt, (size_t)i);
+}
+
+/* 2^(e - 127) built from its bits (e8m0; 0xff is NaN, 0 the subnormal 2^-127). */
+static inline float lm_e8m0_to_f32(uint8_t e) {
+    uint32_t u = e == 0 ? 0x00400000u : e == 0xff ? 0x7fc00000u : (uint32_t)e << 23;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 extern const float LM_E2M1[16];
 

@@ -30,18 +30,6 @@ TGT static inline void nibbles(const uint8_t *p, __m128i *e0, __m128i *e1) {
     *e1 = _mm_unpackhi_epi8(lo, hi);
 }
 
-static inline float e8m0(uint8_t e) {
-    uint32_t u = e == 0 ? 0x00400000u : e == 0xff ? 0x7fc00000u : (uint32_t)e << 23;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static inline float sval(const uint8_t *p, lm_dtype dt, int i) {
-    if (dt == LM_DT_BF16)
-        return lm_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
-    return lm_scalar_to_f32(p, dt, (size_t)i);
-}
-
 TGT static float dot_f32(const float *a, const float *b, int n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int i = 0;
@@ -100,8 +88,8 @@ TGT static float affine_dot(const lm_linear *w, int r, const float *x, const flo
             bytes32(row, w->bits, i, &e0, &e1);
             q = _mm256_add_ps(q, q32(e0, e1, x + i));
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(sval(sc, w->dtype, g)), q, acc);
-        bsum += sval(bi, w->dtype, g) * xsum[g];
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(lm_scale_f32(sc, w->dtype, g)), q, acc);
+        bsum += lm_scale_f32(bi, w->dtype, g) * xsum[g];
     }
     return hsum(acc) + bsum;
 }
@@ -122,7 +110,7 @@ TGT static float mxfp4_dot(const lm_linear *w, int r, const float *x) {
             __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)); /* bit 3 -> sign bit */
             q = _mm256_fmadd_ps(_mm256_blendv_ps(v0, v1, sel), _mm256_loadu_ps(x + g * 32 + h * 8), q);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(e8m0(sc[g])), q, acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(lm_e8m0_to_f32(sc[g])), q, acc);
     }
     return hsum(acc);
 }
@@ -176,7 +164,7 @@ TGT static void avx2_row_f32(const lm_linear *w, int r, float *out) {
     const uint8_t *bi = (const uint8_t *)w->biases + (size_t)r * w->s_row_bytes;
     int G = w->group;
     for (int g = 0; g < n / G; g++) {
-        __m256 s = _mm256_set1_ps(sval(sc, w->dtype, g)), b = _mm256_set1_ps(sval(bi, w->dtype, g));
+        __m256 s = _mm256_set1_ps(lm_scale_f32(sc, w->dtype, g)), b = _mm256_set1_ps(lm_scale_f32(bi, w->dtype, g));
         for (int i = g * G; i < (g + 1) * G; i += 32) {
             __m128i e0, e1;
             bytes32(row, w->bits, i, &e0, &e1);

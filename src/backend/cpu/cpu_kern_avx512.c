@@ -37,19 +37,6 @@ TGT static inline void nibbles(const uint8_t *p, __m128i *e0, __m128i *e1) {
     *e1 = _mm_unpackhi_epi8(lo, hi);
 }
 
-static inline float e8m0(uint8_t e) {
-    uint32_t u = e == 0 ? 0x00400000u : e == 0xff ? 0x7fc00000u : (uint32_t)e << 23;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline float sval(const uint8_t *p, lm_dtype dt, int i) {
-    if (dt == LM_DT_BF16)
-        return lm_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
-    return lm_scalar_to_f32(p, dt, (size_t)i);
-}
-
 /* --- dense dot products -------------------------------------------------------------------------- */
 
 TGT static float dot_f32(const float *a, const float *b, int n) {
@@ -380,7 +367,7 @@ TGT static void avx512_row_f32(const lm_linear *w, int r, float *out) {
     unpacker u = unpacker_new(w->bits);
     for (int i = 0; i < n; i += 32) {
         int g = i / w->group;
-        __m512 s = _mm512_set1_ps(sval(sc, w->dtype, g)), b = _mm512_set1_ps(sval(bi, w->dtype, g));
+        __m512 s = _mm512_set1_ps(lm_scale_f32(sc, w->dtype, g)), b = _mm512_set1_ps(lm_scale_f32(bi, w->dtype, g));
         __m256i c = _mm512_castsi512_si256(unpack(&u, row + (size_t)i * w->bits / 8, 32));
         _mm512_storeu_ps(out + i, _mm512_fmadd_ps(u8_ps(_mm256_castsi256_si128(c)), s, b));
         _mm512_storeu_ps(out + i + 16, _mm512_fmadd_ps(u8_ps(_mm256_extracti128_si256(c, 1)), s, b));
@@ -613,11 +600,11 @@ TGT static void unpack_block(const lm_linear *w, int r0, int nr, int16_t *codes,
         for (int g = 0; g < ng; g++) {
             float s, b = 0;
             if (mx) {
-                s = 0.5f * e8m0(sc[g]);
+                s = 0.5f * lm_e8m0_to_f32(sc[g]);
             } else {
                 const uint8_t *bi = (const uint8_t *)w->biases + (size_t)(r0 + j) * w->s_row_bytes;
-                s = sval(sc, w->dtype, g);
-                b = sval(bi, w->dtype, g) + s * (float)(1 << (bits - 1));
+                s = lm_scale_f32(sc, w->dtype, g);
+                b = lm_scale_f32(bi, w->dtype, g) + s * (float)(1 << (bits - 1));
             }
             scl[(size_t)g * 16 + j] = s;
             bia[(size_t)g * 16 + j] = b;

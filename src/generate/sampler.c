@@ -55,16 +55,27 @@ void lm_proc_frequency(float *logits, int V, const int32_t *hist, int n_hist, fl
             logits[hist[i]] -= penalty;
 }
 
-void lm_log_softmax(float *x, int V) {
+/* The maximum of x and sum(exp(x - max)); 0 when every entry is -inf (nothing to normalise). */
+static int max_and_expsum(const float *x, int V, float *mx_out, double *sum_out) {
     float mx = -INFINITY;
     for (int i = 0; i < V; i++)
         if (x[i] > mx)
             mx = x[i];
     if (mx == -INFINITY)
-        return;
+        return 0;
     double sum = 0;
     for (int i = 0; i < V; i++)
         sum += exp((double)x[i] - mx);
+    *mx_out = mx;
+    *sum_out = sum;
+    return 1;
+}
+
+void lm_log_softmax(float *x, int V) {
+    float mx;
+    double sum;
+    if (!max_and_expsum(x, V, &mx, &sum))
+        return;
     float lse = (float)(mx + log(sum));
     for (int i = 0; i < V; i++)
         x[i] -= lse;
@@ -199,17 +210,10 @@ void lm_samp_min_p(float *lp, int V, float min_p, int min_keep, int32_t *idx) {
 
 void lm_samp_xtc(float *lp, int V, float probability, float threshold, const int32_t *special, int n_special,
                  double u) {
-    if (u > probability)
+    float mx;
+    double sum;
+    if (u > probability || !max_and_expsum(lp, V, &mx, &sum))
         return;
-    float mx = -INFINITY;
-    for (int i = 0; i < V; i++)
-        if (lp[i] > mx)
-            mx = lp[i];
-    if (mx == -INFINITY)
-        return;
-    double sum = 0;
-    for (int i = 0; i < V; i++)
-        sum += exp((double)lp[i] - mx);
     /* the smallest probability above the threshold */
     float min_above = INFINITY;
     for (int i = 0; i < V; i++) {

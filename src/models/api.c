@@ -192,7 +192,6 @@ size_t lm_model_describe(const lm_model *m, char *buf, size_t cap) {
 
 /* --- contexts ----------------------------------------------------------------------------------- */
 
-void lm_ctx_release_buffers(lm_ctx *c);
 
 lm_status lm_ctx_new(lm_model *m, const lm_ctx_params *params, lm_ctx **out) {
     if (!out || !m)

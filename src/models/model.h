@@ -113,6 +113,8 @@ struct lm_ctx {
 
 lm_status lm_model_resolve(lm_model *m);    /* model_load.c */
 lm_status lm_decoder_forward(struct lm_ctx *ctx, const int32_t *ids, int T, float *logits, int all_logits);
+/* decoder.c: free the activation buffers (lm_ctx_free). */
+void lm_ctx_release_buffers(struct lm_ctx *c);
 /* decoder.c: self-attention of layer l on c->h (already normed) into c->o, after o_proj and the
  * post-attention norm when the layer has one; no residual. */
 lm_status lm_attention(struct lm_ctx *c, int l, int T);

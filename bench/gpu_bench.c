@@ -1,6 +1,7 @@
 /* Decode and prefill speed of one checkpoint on a device (the GPU benchmark's timing program;
  * bench/gpu_bench.py drives it):
  *   gpu_bench DIR [--device cuda|cpu] [--prefill N (2048)] [--ctx A,B (128,4096)] [--decode N (64)]
+ *             [--profile N: decode steps 2..2+N of the first context inside cudaProfilerStart/Stop]
  * Token ids are fixed pseudo-random values (no tokenizer, no sampling in the timings); decode
  * steps feed ids one at a time through the KV cache and download the last token's logits, as a
  * generation loop does. Prints one JSON object on stdout:
@@ -14,6 +15,9 @@
 
 #include "core/util.h"
 #include "lmcore.h"
+#ifdef LM_HAVE_CUDA
+#include <cuda_profiler_api.h> /* --profile: a range of decode steps for ncu --profile-from-start off */
+#endif
 
 #define MAX_CTX 8
 
@@ -30,7 +34,7 @@ static int fail(const char *what) {
 typedef struct bench_opts {
     const char *dir;
     lm_device device;
-    int prefill, decode, n_ctx;
+    int prefill, decode, n_ctx, profile;
     int ctx[MAX_CTX];
 } bench_opts;
 
@@ -59,6 +63,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
             o->prefill = atoi(v);
         else if (!strcmp(a, "--decode"))
             o->decode = atoi(v);
+        else if (!strcmp(a, "--profile"))
+            o->profile = atoi(v);
         else if (!strcmp(a, "--ctx")) {
             o->n_ctx = 0;
             for (char *s = (char *)v; *s && o->n_ctx < MAX_CTX;) {
@@ -74,7 +80,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
         }
     }
     if (!o->dir || o->prefill < 1 || o->decode < 1 || o->n_ctx < 1) {
-        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N]\n");
+        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N]\n");
         return 0;
     }
     for (int i = 0; i < o->n_ctx; i++)
@@ -150,6 +156,12 @@ int main(int argc, char **argv) {
             prefill_s = first;
         double d0 = lm_time_s();
         for (int i = 0; i < o.decode; i++) {
+#ifdef LM_HAVE_CUDA
+            if (c == 0 && o.profile > 0 && i == 2) /* steps 2 .. 2+N of the first context */
+                (void)cudaProfilerStart();
+            if (c == 0 && o.profile > 0 && i == 2 + o.profile)
+                (void)cudaProfilerStop();
+#endif
             double s = lm_time_s();
             if (lm_ctx_eval(ctx, ids + o.ctx[c] + i, 1, logits, 0) != LM_OK)
                 return fail("decode");

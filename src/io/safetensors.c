@@ -208,7 +208,7 @@ static lm_status add_file(lm_st_set *set, const char *path) {
     }
     set->files = nf;
     int fi = set->n_files++;
-    set->files[fi] = (lm_st_file){lm_strdup(path), map, size};
+    set->files[fi] = (lm_st_file){lm_strdup(path), map, size, 0};
     return lm_st_parse_buffer(set, map, size, fi, path);
 }
 
@@ -223,6 +223,8 @@ lm_status lm_st_parse_buffer(lm_st_set *set, const void *buf, size_t size, int f
                       (unsigned long long)hlen, size);
     const char *json = (const char *)buf + 8;
     const uint8_t *data = (const uint8_t *)buf + 8 + hlen;
+    if (file >= 0 && file < set->n_files)
+        set->files[file].data = 8 + (size_t)hlen;
     return lm_st_parse_header(set, json, (size_t)hlen, data, size - 8 - (size_t)hlen, file, path);
 }
 

@@ -26,6 +26,7 @@ typedef struct lm_st_file {
     char *path;
     void *map;
     size_t size;
+    size_t data; /* offset of the data section (8 + header length), once parsed */
 } lm_st_file;
 
 typedef struct lm_st_set {

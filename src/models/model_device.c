@@ -98,9 +98,11 @@ lm_status lm_model_upload(lm_model *m) {
     }
     for (int i = 0; i < n; i++) {
         region *r = &R.r[R.n];
-        if (i < m->st->n_files) {
-            r->host = m->st->files[i].map;
-            r->bytes = m->st->files[i].size;
+        if (i < m->st->n_files) { /* the data section only: its start (8 + header length, a multiple
+                                      of 8) lands on the allocation's 256-byte alignment */
+            const lm_st_file *f = &m->st->files[i];
+            r->host = (const char *)f->map + f->data;
+            r->bytes = f->data < f->size ? f->size - f->data : 0;
         } else {
             r->host = (const char *)m->owned[i - m->st->n_files];
             r->bytes = m->owned_bytes[i - m->st->n_files];

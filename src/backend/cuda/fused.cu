@@ -53,6 +53,8 @@ void lm_cuda_add_rmsnorm(lm_backend *be, float *x, const float *y, const float *
         lm_cuda_rmsnorm(be, x, w, rows, n, eps, h);
         return;
     }
+    if (lm_cuda_rms_rows(c, x, y, w, rows, n, eps, h))
+        return;
     add_rmsnorm_f32<<<rows, 256, 0, c->stream>>>(x, y, w, n, eps, h);
     lm_cuda_launched(c, "add_rmsnorm_f32");
 }

@@ -1,15 +1,20 @@
 /* Decode matrix-vector products (one token): y[out] = W x, streaming the weight at full width.
- * One warp per output row; each lane reads the row in NB-byte vectors (16 when the row and its
- * base are 16-byte aligned, else 8 or 4), U vectors in flight before the first use, and
+ * A warp computes MV_R rows at once (they share every x load and, for the affine formats, the
+ * sums of x); each lane reads the rows in NB-byte vectors (16 when the rows and their base are
+ * 16-byte aligned, else 8 or 4), MV_U vectors per row in flight before the first use, and
  * dequantizes in registers: dense bf16/f16/f32, MLX affine 4 and 8 bit (one scale group per
- * vector: sum q*x and sum x, then scale and bias once). Other formats take linear.cu's kernel.
- * Fused variants for the decode step: q/k/v in one launch, gate/up with the activation. */
+ * vector: sum q*x and sum x, then scale and bias once). Integers become floats without a
+ * conversion instruction: a byte is placed under the exponent of 2^23 (one PRMT) and 2^23 is
+ * subtracted (exact), and every 32-bit word keeps its own partial sums so that no long chain of
+ * dependent additions forms. Other formats take linear.cu's kernel. Fused variants for the
+ * decode step: q/k/v in one launch, gate/up with the activation. */
 #include <string.h>
 
 #include "backend/cuda/cuda_internal.cuh"
 
-#define MV_WARPS 8 /* rows per block */
-#define MV_U 4     /* vectors in flight per lane */
+#define MV_WARPS 8 /* warps per block */
+#define MV_R 2     /* rows per warp */
+#define MV_U 4     /* vectors in flight per row and lane */
 
 enum { MV_BF16, MV_F16, MV_F32, MV_Q4, MV_Q8 };
 
@@ -28,111 +33,181 @@ template <> __device__ __forceinline__ uint32_t vec_word<4>(const uint32_t &v, i
 /* Elements of the row held by one NB-byte vector. */
 template <int KIND, int NB> struct mv_per { enum { n = KIND == MV_F32 ? NB / 4 : KIND == MV_Q4 ? NB * 2 : KIND == MV_Q8 ? NB : NB / 2 }; };
 
-/* x[e0 .. e0+n) . decoded vector v (affine: raw q values; *xs receives sum x) */
+/* Byte b of u as a float (0..255): u's byte under the exponent of 2^23, minus 2^23. */
+static __device__ __forceinline__ float byte_f32(uint32_t u, int b) {
+    return __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7650u | (unsigned)b)) - 8388608.0f;
+}
+
+/* xv[0 .. per) . decoded vector v (affine: the raw q values) */
 template <int KIND, int NB>
-static __device__ __forceinline__ float mv_dot(const typename mv_vec<NB>::t &v, const float *__restrict__ x, float *xs) {
-    float d = 0.0f, s = 0.0f;
+static __device__ __forceinline__ float mv_dot(const typename mv_vec<NB>::t &v, const float *xv) {
+    float d[NB / 4];
 #pragma unroll
     for (int w = 0; w < NB / 4; w++) {
         uint32_t u = vec_word<NB>(v, w);
-        if (KIND == MV_F32) {
-            d += __uint_as_float(u) * x[w];
-        } else if (KIND == MV_BF16 || KIND == MV_F16) {
-            float2 xx = *(const float2 *)(x + 2 * w);
+        if constexpr (KIND == MV_F32) {
+            d[w] = __uint_as_float(u) * xv[w];
+        } else if constexpr (KIND == MV_BF16 || KIND == MV_F16) {
             float a = KIND == MV_BF16 ? __uint_as_float(u << 16) : f16_to_f32((uint16_t)(u & 0xffff));
             float b = KIND == MV_BF16 ? __uint_as_float(u & 0xffff0000u) : f16_to_f32((uint16_t)(u >> 16));
-            d += a * xx.x + b * xx.y;
-        } else {
-            const int per = KIND == MV_Q4 ? 8 : 4, bits = KIND == MV_Q4 ? 4 : 8;
-#pragma unroll
-            for (int j = 0; j < per; j += 4) {
-                float4 xx = *(const float4 *)(x + w * per + j);
-                d += (float)((u >> (bits * j)) & ((1u << bits) - 1)) * xx.x;
-                d += (float)((u >> (bits * (j + 1))) & ((1u << bits) - 1)) * xx.y;
-                d += (float)((u >> (bits * (j + 2))) & ((1u << bits) - 1)) * xx.z;
-                d += (float)((u >> (bits * (j + 3))) & ((1u << bits) - 1)) * xx.w;
-                s += xx.x + xx.y + xx.z + xx.w;
-            }
+            d[w] = a * xv[2 * w] + b * xv[2 * w + 1];
+        } else if constexpr (KIND == MV_Q8) {
+            const float *xw = xv + 4 * w;
+            d[w] = byte_f32(u, 0) * xw[0] + byte_f32(u, 1) * xw[1] + byte_f32(u, 2) * xw[2] + byte_f32(u, 3) * xw[3];
+        } else { /* 4-bit: element 2k is byte k's low nibble, 2k+1 its high nibble */
+            const float *xw = xv + 8 * w;
+            uint32_t lo = u & 0x0F0F0F0Fu, hi = (u >> 4) & 0x0F0F0F0Fu;
+            float e = byte_f32(lo, 0) * xw[0] + byte_f32(lo, 1) * xw[2] + byte_f32(lo, 2) * xw[4] + byte_f32(lo, 3) * xw[6];
+            float o = byte_f32(hi, 0) * xw[1] + byte_f32(hi, 1) * xw[3] + byte_f32(hi, 2) * xw[5] + byte_f32(hi, 3) * xw[7];
+            d[w] = e + o;
         }
     }
-    *xs = s;
-    return d;
+#pragma unroll
+    for (int s = 1; s < NB / 4; s *= 2)
+#pragma unroll
+        for (int w = 0; w + s < NB / 4; w += 2 * s)
+            d[w] += d[w + s];
+    return d[0];
 }
 
-/* W[r] . x, summed over the warp (every lane gets it). */
+/* The rows one warp computes: MV_R rows of weights of one variant (same in, group and scale
+ * type), given by their row pointers. */
+typedef struct mv_rows {
+    const uint8_t *w[MV_R], *s[MV_R], *b[MV_R];
+} mv_rows;
+
+static __device__ __forceinline__ void mv_row_ptrs(mv_rows &R, int i, const lm_linear &w, int r) {
+    R.w[i] = (const uint8_t *)w.w + (size_t)r * w.w_row_bytes;
+    R.s[i] = (const uint8_t *)w.scales + (size_t)r * w.s_row_bytes;
+    R.b[i] = (const uint8_t *)w.biases + (size_t)r * w.s_row_bytes;
+}
+
+/* acc[i] = row i . x, summed over the warp (every lane gets them); `w` gives in, group, dtype. */
 template <int KIND, int NB>
-static __device__ __forceinline__ float row_dot(const lm_linear &w, int r, const float *__restrict__ x, int lane) {
+static __device__ __forceinline__ void rows_dot(const lm_linear &w, const mv_rows &R, const float *__restrict__ x,
+                                                int lane, float *acc) {
     typedef typename mv_vec<NB>::t vec;
-    const int per = mv_per<KIND, NB>::n;
-    const vec *row = (const vec *)((const uint8_t *)w.w + (size_t)r * w.w_row_bytes);
-    const uint8_t *sr = (const uint8_t *)w.scales + (size_t)r * w.s_row_bytes;
-    const uint8_t *br = (const uint8_t *)w.biases + (size_t)r * w.s_row_bytes;
+    constexpr int per = mv_per<KIND, NB>::n;
+    constexpr bool affine = KIND == MV_Q4 || KIND == MV_Q8;
     int nv = w.in / per;
-    float acc = 0.0f;
+#pragma unroll
+    for (int i = 0; i < MV_R; i++)
+        acc[i] = 0.0f;
     for (int c0 = lane; c0 < nv; c0 += 32 * MV_U) {
-        vec v[MV_U];
+        vec v[MV_U][MV_R];
 #pragma unroll
         for (int u = 0; u < MV_U; u++)
-            if (c0 + 32 * u < nv)
-                v[u] = __ldg(row + c0 + 32 * u);
+#pragma unroll
+            for (int i = 0; i < MV_R; i++)
+                if (c0 + 32 * u < nv)
+                    v[u][i] = __ldg((const vec *)R.w[i] + c0 + 32 * u);
 #pragma unroll
         for (int u = 0; u < MV_U; u++) {
             int c = c0 + 32 * u;
-            if (c < nv) {
-                float xs;
-                float d = mv_dot<KIND, NB>(v[u], x + (size_t)c * per, &xs);
-                if (KIND == MV_Q4 || KIND == MV_Q8) {
+            if (c >= nv)
+                break;
+            float xv[per];
+            const float *xc = x + (size_t)c * per;
+            if constexpr (per % 4 == 0) {
+#pragma unroll
+                for (int j = 0; j < per; j += 4)
+                    *(float4 *)(xv + j) = *(const float4 *)(xc + j);
+            } else {
+#pragma unroll
+                for (int j = 0; j < per; j++)
+                    xv[j] = xc[j];
+            }
+            float xs = 0.0f;
+            if constexpr (affine) {
+                float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+                for (int j = 0; j < per; j++)
+                    p[j & 3] += xv[j];
+                xs = (p[0] + p[1]) + (p[2] + p[3]);
+            }
+#pragma unroll
+            for (int i = 0; i < MV_R; i++) {
+                float d = mv_dot<KIND, NB>(v[u][i], xv);
+                if constexpr (affine) {
                     int g = c * per / w.group;
-                    acc += d * scalar_at(sr, w.dtype, g) + xs * scalar_at(br, w.dtype, g);
+                    acc[i] += d * scalar_at(R.s[i], w.dtype, g) + xs * scalar_at(R.b[i], w.dtype, g);
                 } else {
-                    acc += d;
+                    acc[i] += d;
                 }
             }
         }
     }
-    return warp_sum(acc) + (w.bias ? w.bias[r] : 0.0f);
+#pragma unroll
+    for (int i = 0; i < MV_R; i++)
+        acc[i] = warp_sum(acc[i]);
 }
 
+/* y = W x: warp k of the grid computes rows MV_R*k .. MV_R*k+MV_R-1 (rows past the end repeat
+ * the last one and are not stored). */
 template <int KIND, int NB>
 __global__ void __launch_bounds__(MV_WARPS * 32) matvec(lm_linear w, const float *__restrict__ x, float *__restrict__ y) {
-    int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (r >= w.out)
+    int r0 = (blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * MV_R, lane = threadIdx.x & 31;
+    if (r0 >= w.out)
         return;
-    float d = row_dot<KIND, NB>(w, r, x, lane);
-    if (lane == 0)
-        y[r] = d;
+    mv_rows R;
+#pragma unroll
+    for (int i = 0; i < MV_R; i++)
+        mv_row_ptrs(R, i, w, min(r0 + i, w.out - 1));
+    float acc[MV_R];
+    rows_dot<KIND, NB>(w, R, x, lane, acc);
+#pragma unroll
+    for (int i = 0; i < MV_R; i++)
+        if (lane == i && r0 + i < w.out)
+            y[r0 + i] = acc[i] + (w.bias ? w.bias[r0 + i] : 0.0f);
 }
 
 /* Up to three weights over one input (q, k, v): their rows laid end to end over the grid. */
 typedef struct mv_multi {
     lm_linear w[3];
     float *y[3];
-    int n;
+    int n, rows;
 } mv_multi;
 
 template <int KIND, int NB>
 __global__ void __launch_bounds__(MV_WARPS * 32) matvec_n(mv_multi m, const float *__restrict__ x) {
-    int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    int i = 0;
-    while (i < m.n && r >= m.w[i].out)
-        r -= m.w[i++].out;
-    if (i >= m.n)
+    int r0 = (blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * MV_R, lane = threadIdx.x & 31;
+    if (r0 >= m.rows)
         return;
-    float d = row_dot<KIND, NB>(m.w[i], r, x, lane);
-    if (lane == 0)
-        m.y[i][r] = d;
+    mv_rows R;
+    int wi[MV_R], ri[MV_R];
+#pragma unroll
+    for (int i = 0; i < MV_R; i++) {
+        int r = min(r0 + i, m.rows - 1), k = 0;
+        while (k < m.n - 1 && r >= m.w[k].out)
+            r -= m.w[k++].out;
+        wi[i] = k, ri[i] = r;
+        mv_row_ptrs(R, i, m.w[k], r);
+    }
+    float acc[MV_R];
+    rows_dot<KIND, NB>(m.w[0], R, x, lane, acc);
+#pragma unroll
+    for (int i = 0; i < MV_R; i++)
+        if (lane == i && r0 + i < m.rows)
+            m.y[wi[i]][ri[i]] = acc[i] + (m.w[wi[i]].bias ? m.w[wi[i]].bias[ri[i]] : 0.0f);
 }
 
-/* out[r] = act(gate[r] . x) * (up[r] . x) */
+/* out[r] = act(gate[r] . x) * (up[r] . x): a warp's two rows are gate[r] and up[r]. */
+static_assert(MV_R == 2, "matvec_glu pairs one gate row with one up row");
 template <int KIND, int NB>
 __global__ void __launch_bounds__(MV_WARPS * 32)
     matvec_glu(lm_linear gate, lm_linear up, const float *__restrict__ x, int act, float limit, float *__restrict__ out) {
     int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (r >= gate.out)
         return;
-    float g = row_dot<KIND, NB>(gate, r, x, lane), u = row_dot<KIND, NB>(up, r, x, lane);
+    mv_rows R;
+    mv_row_ptrs(R, 0, gate, r);
+#pragma unroll
+    for (int i = 1; i < MV_R; i++)
+        mv_row_ptrs(R, i, up, r);
+    float acc[MV_R];
+    rows_dot<KIND, NB>(gate, R, x, lane, acc);
     if (lane == 0)
-        out[r] = act_f32(g, u, act, limit);
+        out[r] = act_f32(acc[0] + (gate.bias ? gate.bias[r] : 0.0f), acc[1] + (up.bias ? up.bias[r] : 0.0f), act, limit);
 }
 
 /* The kernel variant for a weight: KIND and vector bytes, or -1 when matvec does not serve it. */
@@ -159,6 +234,11 @@ static int mv_kind(const lm_linear *w, const float *x, int *nb_out) {
         return -1;
     *nb_out = nb;
     return kind;
+}
+
+/* Weights one warp may read side by side: the same input length, scale group and scale type. */
+static int mv_same(const lm_linear *a, const lm_linear *b) {
+    return a->in == b->in && (a->kind == LM_W_DENSE || (a->group == b->group && a->dtype == b->dtype));
 }
 
 /* Launch kernel template K<KIND, NB> with the given arguments. */
@@ -188,7 +268,7 @@ int lm_cuda_matvec(cuda_backend *c, const lm_linear *w, const float *x, float *y
     int nb, kind = mv_kind(w, x, &nb);
     if (kind < 0)
         return 0;
-    unsigned grid = lm_cuda_blocks((size_t)w->out, MV_WARPS);
+    unsigned grid = lm_cuda_blocks((size_t)w->out, MV_WARPS * MV_R);
     MV_DISPATCH(matvec, kind, nb, grid, *w, x, y);
     lm_cuda_launched(c, "matvec");
     return 1;
@@ -204,7 +284,7 @@ int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const fl
     size_t rows = 0;
     for (int i = 0; i < n; i++) {
         int nbi, k = mv_kind(w[i], x, &nbi);
-        if (k < 0 || (i && (k != kind || nbi != nb)))
+        if (k < 0 || (i && (k != kind || nbi != nb || !mv_same(w[0], w[i]))))
             return 0;
         kind = k, nb = nbi;
         m.w[i] = *w[i];
@@ -212,7 +292,8 @@ int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const fl
         rows += (size_t)w[i]->out;
     }
     m.n = n;
-    unsigned grid = lm_cuda_blocks(rows, MV_WARPS);
+    m.rows = (int)rows;
+    unsigned grid = lm_cuda_blocks(rows, MV_WARPS * MV_R);
     MV_DISPATCH(matvec_n, kind, nb, grid, m, x);
     lm_cuda_launched(c, "matvec_n");
     return 1;
@@ -222,7 +303,7 @@ int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const fl
 int lm_cuda_matvec_glu(cuda_backend *c, const lm_linear *gate, const lm_linear *up, const float *x, lm_act act,
                        float limit, float *out) {
     int nbg, nbu, kg = mv_kind(gate, x, &nbg), ku = mv_kind(up, x, &nbu);
-    if (kg < 0 || kg != ku || nbg != nbu || gate->out != up->out)
+    if (kg < 0 || kg != ku || nbg != nbu || gate->out != up->out || !mv_same(gate, up))
         return 0;
     unsigned grid = lm_cuda_blocks((size_t)gate->out, MV_WARPS);
     MV_DISPATCH(matvec_glu, kg, nbg, grid, *gate, *up, x, (int)act, limit, out);

@@ -4,7 +4,8 @@
 # Runs gpu_bench with --profile STEPS (decode steps 2.. of a 128-token context inside
 # cudaProfilerStart/Stop), collects each kernel's duration and DRAM bytes read
 # (ncu --clock-control none --cache-control none: clocks and caches are left alone, as in a
-# real step, where the activations of the previous kernel are still in L2), and prints per kernel name: launches,
+# real step, where the activations of the previous kernel are still in L2), and prints per kernel
+# name and grid size: launches,
 # total and mean time, achieved read bandwidth, and the sum per step. With DETAIL_KERNEL_REGEX,
 # also prints ncu's speed-of-light, memory, occupancy and warp-stall sections for one launch
 # of the first kernel matching it.
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 model=$1 build=${2:-build-gpu} steps=${3:-2} detail=${4:-}
 ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
 csv=$(mktemp /tmp/lmcore-ncu.XXXXXX.csv)
-"$ncu" --clock-control none --cache-control none --profile-from-start off --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum \
+"$ncu" --clock-control none --cache-control none --profile-from-start off --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size \
   "$build"/bench/gpu_bench "$model" --prefill 128 --ctx 128 --decode $((steps + 3)) --profile "$steps" >"$csv" 2>/dev/null
 python3 - "$csv" "$steps" <<'PY'
 import csv, sys, collections
@@ -26,7 +27,9 @@ launch = collections.defaultdict(dict)
 for r in rows[1:]:
     v = float(r[vi].replace(",", ""))
     unit = r[ui]
-    if r[mi] == "gpu__time_duration.sum":
+    if r[mi] == "launch__grid_size":
+        pass
+    elif r[mi] == "gpu__time_duration.sum":
         v *= {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1, "us": 1, "msecond": 1e3, "ms": 1e3}[unit]
     else:
         v *= {"byte": 1, "B": 1, "Kbyte": 1e3, "KB": 1e3, "Mbyte": 1e6, "MB": 1e6, "Gbyte": 1e9, "GB": 1e9}[unit]
@@ -34,15 +37,15 @@ for r in rows[1:]:
     launch[r[ii]][r[mi]] = v
 agg = collections.defaultdict(lambda: [0, 0.0, 0.0])
 for l in launch.values():
-    a = agg[l["name"]]
+    a = agg["%s [%d]" % (l["name"], l.get("launch__grid_size", 0))]
     a[0] += 1
     a[1] += l.get("gpu__time_duration.sum", 0)
     a[2] += l.get("dram__bytes_read.sum", 0)
 steps = int(sys.argv[2])
 tot = sum(a[1] for a in agg.values())
-print("%-40s %8s %10s %9s %8s %6s" % ("kernel", "launches", "us/step", "us/launch", "GB/s", "share"))
+print("%-48s %8s %10s %9s %8s %6s" % ("kernel", "launches", "us/step", "us/launch", "GB/s", "share"))
 for n, (c, t, b) in sorted(agg.items(), key=lambda kv: -kv[1][1]):
-    print("%-40s %8d %10.1f %9.2f %8.0f %5.1f%%" % (n[:40], c, t / steps, t / c, b / (t * 1e-6) / 1e9 if t else 0, 100 * t / tot))
+    print("%-48s %8d %10.1f %9.2f %8.0f %5.1f%%" % (n[:48], c, t / steps, t / c, b / (t * 1e-6) / 1e9 if t else 0, 100 * t / tot))
 print("GPU time per step: %.3f ms over %d launches" % (tot / steps / 1e3, len(launch) // steps))
 PY
 rm -f "$csv"

@@ -85,7 +85,8 @@ __global__ void attention_f32(lm_attn_args a) {
  * The block's query heads (those sharing the kv head) are scored together, so each K/V row is read
  * once per block: a warp takes every ATS_WARPS-th key of the chunk, each lane holding DPL
  * consecutive dims (hd = 32 * DPL) of K, V, q and the G heads' accumulators; scores are warp
- * sums. The warps' online-softmax states merge in shared memory. With one chunk the block
+ * sums; each warp loads its next row before scoring the current one. The warps' online-softmax
+ * states merge in shared memory. With one chunk the block
  * writes the output; else each chunk writes (max, sum, acc[hd]) per head and attn_combine
  * merges the chunks (flash-decoding). */
 
@@ -134,14 +135,29 @@ __global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int
     }
     int32_t qp = a.qpos[t];
     int r_end = (split + 1) * chunk < a.n_rows ? (split + 1) * chunk : a.n_rows;
-    for (int r = split * chunk + warp; r < r_end; r += ATS_WARPS) {
-        int32_t kp = a.kpos ? a.kpos[r] : r;
+    /* the next row's K, V and position are loaded before the current row is used */
+    float kn[DPL], vn[DPL];
+    int32_t kpn = 0;
+    int r = split * chunk + warp;
+    if (r < r_end) {
+        kpn = a.kpos ? a.kpos[r] : r;
+        ats_vec<DPL>::ld(a.k + (size_t)r * kstride + (size_t)g * hd + lane * DPL, kn);
+        ats_vec<DPL>::ld(a.v + (size_t)r * kstride + (size_t)g * hd + lane * DPL, vn);
+    }
+    for (; r < r_end; r += ATS_WARPS) {
+        float k[DPL], v[DPL];
+        int32_t kp = kpn;
+#pragma unroll
+        for (int j = 0; j < DPL; j++)
+            k[j] = kn[j], v[j] = vn[j];
+        int rn = r + ATS_WARPS;
+        if (rn < r_end) {
+            kpn = a.kpos ? a.kpos[rn] : rn;
+            ats_vec<DPL>::ld(a.k + (size_t)rn * kstride + (size_t)g * hd + lane * DPL, kn);
+            ats_vec<DPL>::ld(a.v + (size_t)rn * kstride + (size_t)g * hd + lane * DPL, vn);
+        }
         if (kp < 0 || kp > qp || (a.window > 0 && qp - kp >= a.window))
             continue;
-        float k[DPL], v[DPL];
-        const float *kr = a.k + (size_t)r * kstride + (size_t)g * hd + lane * DPL;
-        ats_vec<DPL>::ld(kr, k);
-        ats_vec<DPL>::ld(a.v + (kr - a.k), v);
 #pragma unroll
         for (int h = 0; h < G; h++) {
             if (h >= gq)
@@ -247,8 +263,8 @@ static int attn_split_dispatch(cuda_backend *c, const lm_attn_args *a, int chunk
 
 /* Chunks: one when there are enough (token, kv head) blocks to fill the GPU; else chunks of
  * ATS_CHUNK keys (at most ATS_MAX_SPLIT of them). Returns 0 when the shape needs the old kernel. */
-#define ATS_CHUNK 32
-#define ATS_MAX_SPLIT 256
+#define ATS_CHUNK 16
+#define ATS_MAX_SPLIT 512
 
 static int attention_split(cuda_backend *c, const lm_attn_args *a) {
     int hd = a->head_dim, dpl = hd / 32;

@@ -1,7 +1,8 @@
 /* Decode matrix-vector products (one token): y[out] = W x, streaming the weight at full width.
  * A warp computes MV_R rows at once (they share every x load and, for the affine formats, the
- * sums of x); each lane reads the rows in NB-byte vectors (16 when the rows and their base are
- * 16-byte aligned, else 8 or 4), MV_U vectors per row in flight before the first use, and
+ * sums of x); in narrow matrices MV_KS warps split each row group's columns. Each lane reads
+ * the rows in NB-byte vectors (16 when the rows and their base are 16-byte aligned, else 8 or
+ * 4; 4-bit rows at most MV_Q4_NB), MV_U vectors per row in flight before the first use, and
  * dequantizes in registers: dense bf16/f16/f32, MLX affine 4 and 8 bit (one scale group per
  * vector: sum q*x and sum x, then scale and bias once). Integers become floats without a
  * conversion instruction: a byte is placed under the exponent of 2^23 (one PRMT) and 2^23 is
@@ -13,8 +14,21 @@
 #include "backend/cuda/cuda_internal.cuh"
 
 #define MV_WARPS 8 /* warps per block */
-#define MV_R 2     /* rows per warp */
-#define MV_U 4     /* vectors in flight per row and lane */
+#ifndef MV_R
+#define MV_R 2 /* rows per warp */
+#endif
+#ifndef MV_U
+#define MV_U 2 /* vectors in flight per row and lane */
+#endif
+#ifndef MV_KS
+#define MV_KS 4 /* warps sharing a row group's columns in narrow matrices */
+#endif
+#ifndef MV_MINB
+#define MV_MINB 1 /* blocks per multiprocessor the register budget must allow */
+#endif
+#ifndef MV_Q4_NB
+#define MV_Q4_NB 4 /* widest vector for 4-bit rows */
+#endif
 
 enum { MV_BF16, MV_F16, MV_F32, MV_Q4, MV_Q8 };
 
@@ -72,38 +86,39 @@ static __device__ __forceinline__ float mv_dot(const typename mv_vec<NB>::t &v, 
 
 /* The rows one warp computes: MV_R rows of weights of one variant (same in, group and scale
  * type), given by their row pointers. */
-typedef struct mv_rows {
-    const uint8_t *w[MV_R], *s[MV_R], *b[MV_R];
-} mv_rows;
+template <int NR> struct mv_rows {
+    const uint8_t *w[NR], *s[NR], *b[NR];
+};
 
-static __device__ __forceinline__ void mv_row_ptrs(mv_rows &R, int i, const lm_linear &w, int r) {
+template <int NR>
+static __device__ __forceinline__ void mv_row_ptrs(mv_rows<NR> &R, int i, const lm_linear &w, int r) {
     R.w[i] = (const uint8_t *)w.w + (size_t)r * w.w_row_bytes;
     R.s[i] = (const uint8_t *)w.scales + (size_t)r * w.s_row_bytes;
     R.b[i] = (const uint8_t *)w.biases + (size_t)r * w.s_row_bytes;
 }
 
 /* acc[i] = row i . x, summed over the warp (every lane gets them); `w` gives in, group, dtype. */
-template <int KIND, int NB>
-static __device__ __forceinline__ void rows_dot(const lm_linear &w, const mv_rows &R, const float *__restrict__ x,
-                                                int lane, float *acc) {
+template <int KIND, int NB, int NR, int KS>
+static __device__ __forceinline__ void rows_dot(const lm_linear &w, const mv_rows<NR> &R, const float *__restrict__ x,
+                                                int lane, int kw, float *acc) {
     typedef typename mv_vec<NB>::t vec;
     constexpr int per = mv_per<KIND, NB>::n;
     constexpr bool affine = KIND == MV_Q4 || KIND == MV_Q8;
     int nv = w.in / per;
 #pragma unroll
-    for (int i = 0; i < MV_R; i++)
+    for (int i = 0; i < NR; i++)
         acc[i] = 0.0f;
-    for (int c0 = lane; c0 < nv; c0 += 32 * MV_U) {
-        vec v[MV_U][MV_R];
+    for (int c0 = lane + 32 * kw; c0 < nv; c0 += 32 * KS * MV_U) {
+        vec v[MV_U][NR];
 #pragma unroll
         for (int u = 0; u < MV_U; u++)
 #pragma unroll
-            for (int i = 0; i < MV_R; i++)
-                if (c0 + 32 * u < nv)
-                    v[u][i] = __ldg((const vec *)R.w[i] + c0 + 32 * u);
+            for (int i = 0; i < NR; i++)
+                if (c0 + 32 * KS * u < nv)
+                    v[u][i] = __ldg((const vec *)R.w[i] + c0 + 32 * KS * u);
 #pragma unroll
         for (int u = 0; u < MV_U; u++) {
-            int c = c0 + 32 * u;
+            int c = c0 + 32 * KS * u;
             if (c >= nv)
                 break;
             float xv[per];
@@ -126,7 +141,7 @@ static __device__ __forceinline__ void rows_dot(const lm_linear &w, const mv_row
                 xs = (p[0] + p[1]) + (p[2] + p[3]);
             }
 #pragma unroll
-            for (int i = 0; i < MV_R; i++) {
+            for (int i = 0; i < NR; i++) {
                 float d = mv_dot<KIND, NB>(v[u][i], xv);
                 if constexpr (affine) {
                     int g = c * per / w.group;
@@ -138,26 +153,50 @@ static __device__ __forceinline__ void rows_dot(const lm_linear &w, const mv_row
         }
     }
 #pragma unroll
-    for (int i = 0; i < MV_R; i++)
+    for (int i = 0; i < NR; i++)
         acc[i] = warp_sum(acc[i]);
 }
 
-/* y = W x: warp k of the grid computes rows MV_R*k .. MV_R*k+MV_R-1 (rows past the end repeat
- * the last one and are not stored). */
-template <int KIND, int NB>
-__global__ void __launch_bounds__(MV_WARPS * 32) matvec(lm_linear w, const float *__restrict__ x, float *__restrict__ y) {
-    int r0 = (blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * MV_R, lane = threadIdx.x & 31;
-    if (r0 >= w.out)
-        return;
-    mv_rows R;
+/* The warps of a block form groups of KS; a group computes NR rows, each of its warps a KS-th
+ * of the columns (K split: narrow matrices still get enough warps in flight); the partial sums
+ * meet in shared memory, and the group's first warp gets the rows' dots in acc. */
+template <int NR, int KS>
+static __device__ __forceinline__ void ks_reduce(float *acc, int warp, int kw, int lane) {
+    if constexpr (KS > 1) {
+        __shared__ float part[MV_WARPS][NR];
+        if (lane == 0)
+#pragma unroll
+            for (int i = 0; i < NR; i++)
+                part[warp][i] = acc[i];
+        __syncthreads();
+        if (kw == 0)
+#pragma unroll
+            for (int i = 0; i < NR; i++) {
+                float t = 0.0f;
+#pragma unroll
+                for (int k = 0; k < KS; k++)
+                    t += part[warp + k][i];
+                acc[i] = t;
+            }
+    }
+}
+
+/* y = W x: group g of the grid computes rows MV_R*g .. MV_R*g+MV_R-1 (rows past the end repeat
+ * the last one and are not stored; no warp leaves before the shared-memory reduction). */
+template <int KIND, int NB, int KS>
+__global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB) matvec(lm_linear w, const float *__restrict__ x, float *__restrict__ y) {
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, kw = warp % KS;
+    int r0 = (blockIdx.x * (MV_WARPS / KS) + warp / KS) * MV_R;
+    mv_rows<MV_R> R;
 #pragma unroll
     for (int i = 0; i < MV_R; i++)
         mv_row_ptrs(R, i, w, min(r0 + i, w.out - 1));
     float acc[MV_R];
-    rows_dot<KIND, NB>(w, R, x, lane, acc);
+    rows_dot<KIND, NB, MV_R, KS>(w, R, x, lane, kw, acc);
+    ks_reduce<MV_R, KS>(acc, warp, kw, lane);
 #pragma unroll
     for (int i = 0; i < MV_R; i++)
-        if (lane == i && r0 + i < w.out)
+        if (kw == 0 && lane == i && r0 + i < w.out)
             y[r0 + i] = acc[i] + (w.bias ? w.bias[r0 + i] : 0.0f);
 }
 
@@ -168,12 +207,11 @@ typedef struct mv_multi {
     int n, rows;
 } mv_multi;
 
-template <int KIND, int NB>
-__global__ void __launch_bounds__(MV_WARPS * 32) matvec_n(mv_multi m, const float *__restrict__ x) {
-    int r0 = (blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * MV_R, lane = threadIdx.x & 31;
-    if (r0 >= m.rows)
-        return;
-    mv_rows R;
+template <int KIND, int NB, int KS>
+__global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB) matvec_n(mv_multi m, const float *__restrict__ x) {
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, kw = warp % KS;
+    int r0 = (blockIdx.x * (MV_WARPS / KS) + warp / KS) * MV_R;
+    mv_rows<MV_R> R;
     int wi[MV_R], ri[MV_R];
 #pragma unroll
     for (int i = 0; i < MV_R; i++) {
@@ -184,29 +222,27 @@ __global__ void __launch_bounds__(MV_WARPS * 32) matvec_n(mv_multi m, const floa
         mv_row_ptrs(R, i, m.w[k], r);
     }
     float acc[MV_R];
-    rows_dot<KIND, NB>(m.w[0], R, x, lane, acc);
+    rows_dot<KIND, NB, MV_R, KS>(m.w[0], R, x, lane, kw, acc);
+    ks_reduce<MV_R, KS>(acc, warp, kw, lane);
 #pragma unroll
     for (int i = 0; i < MV_R; i++)
-        if (lane == i && r0 + i < m.rows)
+        if (kw == 0 && lane == i && r0 + i < m.rows)
             m.y[wi[i]][ri[i]] = acc[i] + (m.w[wi[i]].bias ? m.w[wi[i]].bias[ri[i]] : 0.0f);
 }
 
-/* out[r] = act(gate[r] . x) * (up[r] . x): a warp's two rows are gate[r] and up[r]. */
-static_assert(MV_R == 2, "matvec_glu pairs one gate row with one up row");
-template <int KIND, int NB>
-__global__ void __launch_bounds__(MV_WARPS * 32)
+/* out[r] = act(gate[r] . x) * (up[r] . x): a group's two rows are gate[r] and up[r]. */
+template <int KIND, int NB, int KS>
+__global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB)
     matvec_glu(lm_linear gate, lm_linear up, const float *__restrict__ x, int act, float limit, float *__restrict__ out) {
-    int r = blockIdx.x * MV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (r >= gate.out)
-        return;
-    mv_rows R;
-    mv_row_ptrs(R, 0, gate, r);
-#pragma unroll
-    for (int i = 1; i < MV_R; i++)
-        mv_row_ptrs(R, i, up, r);
-    float acc[MV_R];
-    rows_dot<KIND, NB>(gate, R, x, lane, acc);
-    if (lane == 0)
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, kw = warp % KS;
+    int r = blockIdx.x * (MV_WARPS / KS) + warp / KS, rc = min(r, gate.out - 1);
+    mv_rows<2> R;
+    mv_row_ptrs(R, 0, gate, rc);
+    mv_row_ptrs(R, 1, up, rc);
+    float acc[2];
+    rows_dot<KIND, NB, 2, KS>(gate, R, x, lane, kw, acc);
+    ks_reduce<2, KS>(acc, warp, kw, lane);
+    if (kw == 0 && lane == 0 && r < gate.out)
         out[r] = act_f32(acc[0] + (gate.bias ? gate.bias[r] : 0.0f), acc[1] + (up.bias ? up.bias[r] : 0.0f), act, limit);
 }
 
@@ -221,7 +257,7 @@ static int mv_kind(const lm_linear *w, const float *x, int *nb_out) {
         return -1;
     if (kind < 0 || ((uintptr_t)x & 15))
         return -1;
-    int nb = 16;
+    int nb = kind == MV_Q4 ? MV_Q4_NB : 16;
     while (nb >= 4 && (((uintptr_t)w->w | w->w_row_bytes) & (size_t)(nb - 1)))
         nb /= 2;
     if (nb < 4)
@@ -241,35 +277,49 @@ static int mv_same(const lm_linear *a, const lm_linear *b) {
     return a->in == b->in && (a->kind == LM_W_DENSE || (a->group == b->group && a->dtype == b->dtype));
 }
 
-/* Launch kernel template K<KIND, NB> with the given arguments. */
-#define MV_DISPATCH(K, kind, nb, grid, ...)                                                                        \
-    do {                                                                                                           \
-        switch ((kind) * 32 + (nb)) {                                                                              \
-        case MV_BF16 * 32 + 16: K<MV_BF16, 16><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;        \
-        case MV_BF16 * 32 + 8: K<MV_BF16, 8><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;          \
-        case MV_BF16 * 32 + 4: K<MV_BF16, 4><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;          \
-        case MV_F16 * 32 + 16: K<MV_F16, 16><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;          \
-        case MV_F16 * 32 + 8: K<MV_F16, 8><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;            \
-        case MV_F16 * 32 + 4: K<MV_F16, 4><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;            \
-        case MV_F32 * 32 + 16: K<MV_F32, 16><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;          \
-        case MV_F32 * 32 + 8: K<MV_F32, 8><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;            \
-        case MV_F32 * 32 + 4: K<MV_F32, 4><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;            \
-        case MV_Q4 * 32 + 16: K<MV_Q4, 16><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;            \
-        case MV_Q4 * 32 + 8: K<MV_Q4, 8><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;              \
-        case MV_Q4 * 32 + 4: K<MV_Q4, 4><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;              \
-        case MV_Q8 * 32 + 16: K<MV_Q8, 16><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;            \
-        case MV_Q8 * 32 + 8: K<MV_Q8, 8><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;              \
-        default: K<MV_Q8, 4><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;                          \
-        }                                                                                                          \
+/* Launch kernel template K<KIND, NB, KS> with the given arguments. */
+#define MV_SWITCH(K, ks, kind, nb, grid, ...)                                                                        \
+    switch ((kind) * 32 + (nb)) {                                                                                    \
+    case MV_BF16 * 32 + 16: K<MV_BF16, 16, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;           \
+    case MV_BF16 * 32 + 8: K<MV_BF16, 8, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;             \
+    case MV_BF16 * 32 + 4: K<MV_BF16, 4, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;             \
+    case MV_F16 * 32 + 16: K<MV_F16, 16, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;             \
+    case MV_F16 * 32 + 8: K<MV_F16, 8, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;               \
+    case MV_F16 * 32 + 4: K<MV_F16, 4, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;               \
+    case MV_F32 * 32 + 16: K<MV_F32, 16, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;             \
+    case MV_F32 * 32 + 8: K<MV_F32, 8, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;               \
+    case MV_F32 * 32 + 4: K<MV_F32, 4, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;               \
+    case MV_Q4 * 32 + 16: K<MV_Q4, 16, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;               \
+    case MV_Q4 * 32 + 8: K<MV_Q4, 8, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;                 \
+    case MV_Q4 * 32 + 4: K<MV_Q4, 4, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;                 \
+    case MV_Q8 * 32 + 16: K<MV_Q8, 16, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;               \
+    case MV_Q8 * 32 + 8: K<MV_Q8, 8, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;                 \
+    default: K<MV_Q8, 4, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;                             \
+    }
+
+#define MV_DISPATCH(K, kind, nb, ks, grid, ...)                                                                      \
+    do {                                                                                                             \
+        if ((ks) == MV_KS)                                                                                           \
+            MV_SWITCH(K, MV_KS, kind, nb, grid, __VA_ARGS__)                                                         \
+        else                                                                                                         \
+            MV_SWITCH(K, 1, kind, nb, grid, __VA_ARGS__)                                                             \
     } while (0)
+
+/* The K split for `groups` row groups: MV_KS warps per group when one warp per group would
+ * leave the GPU short of warps (an H200 holds 132 x 64), else 1. */
+static int mv_ks(size_t groups) { return groups < 8192 ? MV_KS : 1; }
+
+/* Blocks for `groups` row groups at K split ks. */
+static unsigned mv_blocks(size_t groups, int ks) { return lm_cuda_blocks(groups, (unsigned)(MV_WARPS / ks)); }
 
 /* Returns 1 when it queued y = W x for this weight, 0 when the format needs the generic kernel. */
 int lm_cuda_matvec(cuda_backend *c, const lm_linear *w, const float *x, float *y) {
     int nb, kind = mv_kind(w, x, &nb);
     if (kind < 0)
         return 0;
-    unsigned grid = lm_cuda_blocks((size_t)w->out, MV_WARPS * MV_R);
-    MV_DISPATCH(matvec, kind, nb, grid, *w, x, y);
+    size_t groups = ((size_t)w->out + MV_R - 1) / MV_R;
+    int ks = mv_ks(groups);
+    MV_DISPATCH(matvec, kind, nb, ks, mv_blocks(groups, ks), *w, x, y);
     lm_cuda_launched(c, "matvec");
     return 1;
 }
@@ -293,8 +343,9 @@ int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const fl
     }
     m.n = n;
     m.rows = (int)rows;
-    unsigned grid = lm_cuda_blocks(rows, MV_WARPS * MV_R);
-    MV_DISPATCH(matvec_n, kind, nb, grid, m, x);
+    size_t groups = (rows + MV_R - 1) / MV_R;
+    int ks = mv_ks(groups);
+    MV_DISPATCH(matvec_n, kind, nb, ks, mv_blocks(groups, ks), m, x);
     lm_cuda_launched(c, "matvec_n");
     return 1;
 }
@@ -305,8 +356,8 @@ int lm_cuda_matvec_glu(cuda_backend *c, const lm_linear *gate, const lm_linear *
     int nbg, nbu, kg = mv_kind(gate, x, &nbg), ku = mv_kind(up, x, &nbu);
     if (kg < 0 || kg != ku || nbg != nbu || gate->out != up->out || !mv_same(gate, up))
         return 0;
-    unsigned grid = lm_cuda_blocks((size_t)gate->out, MV_WARPS);
-    MV_DISPATCH(matvec_glu, kg, nbg, grid, *gate, *up, x, (int)act, limit, out);
+    int ks = mv_ks((size_t)gate->out);
+    MV_DISPATCH(matvec_glu, kg, nbg, ks, mv_blocks((size_t)gate->out, ks), *gate, *up, x, (int)act, limit, out);
     lm_cuda_launched(c, "matvec_glu");
     return 1;
 }

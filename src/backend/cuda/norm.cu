@@ -33,12 +33,13 @@ __global__ void rms_rows_f32(float *x, const float *__restrict__ y, const float 
     float4 *xr = (float4 *)(x + off), *hr = (float4 *)(h + off);
     const float4 *yr = (const float4 *)(y + (ADD ? off : 0)), *wr = (const float4 *)w;
     int n4 = n >> 2;
-    float4 v[RN_V];
+    float4 v[RN_V], s[RN_V]; /* x and the norm weights (loaded with x: no second round trip) */
     double ss = 0;
 #pragma unroll
     for (int j = 0; j < RN_V; j++) {
         int i = threadIdx.x + j * blockDim.x;
         if (i < n4) {
+            s[j] = w ? wr[i] : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
             v[j] = xr[i];
             if (ADD) {
                 float4 b = yr[i];
@@ -63,7 +64,7 @@ __global__ void rms_rows_f32(float *x, const float *__restrict__ y, const float 
     for (int j = 0; j < RN_V; j++) { /* h may equal x: each element read, then written, by one thread */
         int i = threadIdx.x + j * blockDim.x;
         if (i < n4)
-            hr[i] = rms_scale(v[j], inv, w ? wr[i] : make_float4(1.0f, 1.0f, 1.0f, 1.0f));
+            hr[i] = rms_scale(v[j], inv, s[j]);
     }
     for (int i = threadIdx.x + RN_V * blockDim.x; i < n4; i += blockDim.x)
         hr[i] = rms_scale(xr[i], inv, w ? wr[i] : make_float4(1.0f, 1.0f, 1.0f, 1.0f));
@@ -72,7 +73,7 @@ __global__ void rms_rows_f32(float *x, const float *__restrict__ y, const float 
 int lm_cuda_rms_rows(cuda_backend *c, float *x, const float *y, const float *w, int rows, int n, float eps, float *h) {
     if (n % 4 || (((uintptr_t)x | (uintptr_t)y | (uintptr_t)w | (uintptr_t)h) & 15))
         return 0;
-    int per = (n / 4 + RN_V - 1) / RN_V, threads = (per + 31) / 32 * 32;
+    int per = (n / 4 + 1) / 2, threads = (per + 31) / 32 * 32; /* two vectors a thread */
     threads = threads > 1024 ? 1024 : threads;
     if (y)
         rms_rows_f32<true><<<rows, threads, 0, c->stream>>>(x, y, w, n, eps, h);

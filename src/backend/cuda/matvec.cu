@@ -104,7 +104,7 @@ static __device__ __forceinline__ void rows_dot(const lm_linear &w, const mv_row
     typedef typename mv_vec<NB>::t vec;
     constexpr int per = mv_per<KIND, NB>::n;
     constexpr bool affine = KIND == MV_Q4 || KIND == MV_Q8;
-    int nv = w.in / per;
+    int nv = w.in / per, gshift = affine ? __ffs(w.group) - 1 : 0; /* groups are powers of two (mv_kind) */
 #pragma unroll
     for (int i = 0; i < NR; i++)
         acc[i] = 0.0f;
@@ -144,7 +144,7 @@ static __device__ __forceinline__ void rows_dot(const lm_linear &w, const mv_row
             for (int i = 0; i < NR; i++) {
                 float d = mv_dot<KIND, NB>(v[u][i], xv);
                 if constexpr (affine) {
-                    int g = c * per / w.group;
+                    int g = (c * per) >> gshift;
                     acc[i] += d * scalar_at(R.s[i], w.dtype, g) + xs * scalar_at(R.b[i], w.dtype, g);
                 } else {
                     acc[i] += d;
@@ -266,7 +266,7 @@ static int mv_kind(const lm_linear *w, const float *x, int *nb_out) {
     int per = kind == MV_F32 ? nb / 4 : kind == MV_Q4 ? nb * 2 : kind == MV_Q8 ? nb : nb / 2;
     if (w->in % per)
         return -1;
-    if ((kind == MV_Q4 || kind == MV_Q8) && (w->group % per || per % 4))
+    if ((kind == MV_Q4 || kind == MV_Q8) && (w->group % per || per % 4 || (w->group & (w->group - 1))))
         return -1;
     *nb_out = nb;
     return kind;

@@ -25,6 +25,8 @@ typedef struct cpu_backend {
     size_t mq_cap;
     float *xcorr;            /* [max_in] per-group rounding residual of xq */
     size_t xsum_cap;
+    float *part;             /* [part_cap] partial attention results of row chunks */
+    size_t part_cap;
 } cpu_backend;
 
 static cpu_backend *cpu(lm_backend *be) { return (cpu_backend *)be; }
@@ -235,54 +237,136 @@ static void cpu_scale(lm_backend *be, float *x, float s, size_t n) {
 }
 
 /* --- attention ------------------------------------------------------------------------------------ */
+/* A task is one query token and a chunk of cache rows, all heads at once (each row read once for
+ * every head of its group). Decode splits the rows into chunks (flash-decoding): each task keeps
+ * per head the max score, the sum of exponentials and the unnormalised output of its rows, and
+ * the chunks are merged afterwards. With one chunk per token the task writes the output itself. */
 
 typedef struct attn_job {
     cpu_backend *c;
     const lm_attn_args *a;
+    int n_split, chunk; /* chunks per token, rows per chunk */
+    float *part;        /* n_split > 1: per task [nh][hd] output, then [nh] max, [nh] sum */
 } attn_job;
+
+static int key_visible(const lm_attn_args *a, int r, int32_t qp) {
+    int32_t kp = a->kpos ? a->kpos[r] : r;
+    return kp >= 0 && kp <= qp && !(a->window > 0 && qp - kp >= a->window);
+}
+
+/* scores s[h][n] of rows lo.. -> exponentials; max and sum per head (sinks count when `sinks`) */
+static void attn_softmax(const attn_job *j, float *s, int lo, int n, int32_t qp, const float *sinks, float *mx,
+                         float *sum) {
+    const lm_attn_args *a = j->a;
+    int nh = a->n_heads;
+    if (a->softcap > 0)
+        for (size_t i = 0; i < (size_t)nh * n; i++)
+            s[i] = a->softcap * tanhf(s[i] / a->softcap);
+    if (a->kpos || a->window > 0) /* rows inside [lo, lo+n) may still be hidden */
+        for (int r = 0; r < n; r++)
+            if (!key_visible(a, lo + r, qp))
+                for (int h = 0; h < nh; h++)
+                    s[(size_t)h * n + r] = -INFINITY;
+    for (int h = 0; h < nh; h++) {
+        float *sh = s + (size_t)h * n, m = sinks ? sinks[h] : -INFINITY;
+        for (int r = 0; r < n; r++)
+            m = sh[r] > m ? sh[r] : m;
+        mx[h] = m;
+        if (m == -INFINITY) { /* nothing visible */
+            memset(sh, 0, (size_t)n * sizeof(float));
+            sum[h] = 0;
+            continue;
+        }
+        sum[h] = j->c->k->exp_sum(sh, n, m) + (sinks ? expf(sinks[h] - m) : 0.0f);
+    }
+}
 
 static void attn_task(void *ctx, int task, int thread) {
     attn_job *j = ctx;
     const lm_attn_args *a = j->a;
-    int t = task / a->n_heads, h = task % a->n_heads;
-    int hd = a->head_dim, g = h / (a->n_heads / a->n_kv);
-    size_t kstride = (size_t)a->n_kv * hd;
-    const float *q = a->q + ((size_t)t * a->n_heads + h) * hd;
-    float *out = a->out + ((size_t)t * a->n_heads + h) * hd;
-    float *s = j->c->scratch[thread];
-    const lm_cpu_kernels *k = j->c->k;
+    int nh = a->n_heads, hd = a->head_dim, t = task / j->n_split, split = j->n_split > 1;
     int32_t qp = a->qpos[t];
-    float mx = a->sinks ? a->sinks[h] : -INFINITY;
-    for (int r = 0; r < a->n_rows; r++) {
-        int32_t kp = a->kpos ? a->kpos[r] : r;
-        if (kp < 0 || kp > qp || (a->window > 0 && qp - kp >= a->window)) {
-            s[r] = -INFINITY;
-            continue;
-        }
-        float v = k->dot(q, a->k + (size_t)r * kstride + (size_t)g * hd, hd) * a->scale;
-        if (a->softcap > 0)
-            v = a->softcap * tanhf(v / a->softcap);
-        s[r] = v;
-        if (v > mx)
-            mx = v;
+    int lo = task % j->n_split * j->chunk, hi = lo + j->chunk < a->n_rows ? lo + j->chunk : a->n_rows;
+    while (lo < hi && !key_visible(a, lo, qp))
+        lo++;
+    while (hi > lo && !key_visible(a, hi - 1, qp))
+        hi--;
+    int n = hi - lo;
+    float *s = j->c->scratch[thread]; /* [nh][n] scores, then [nh] max and sum */
+    float *o = split ? j->part + (size_t)task * nh * (hd + 2) : a->out + (size_t)t * nh * hd;
+    float *mx = split ? o + (size_t)nh * hd : s + (size_t)nh * j->chunk, *sum = mx + nh;
+    memset(o, 0, (size_t)nh * hd * sizeof(float));
+    for (int h = 0; h < nh; h++) {
+        mx[h] = -INFINITY;
+        sum[h] = 0;
     }
-    float sum = (a->sinks ? expf(a->sinks[h] - mx) : 0.0f) + k->exp_sum(s, a->n_rows, mx);
-    for (int i = 0; i < hd; i++)
-        out[i] = 0;
-    for (int r = 0; r < a->n_rows; r++)
-        if (s[r] != 0.0f) /* masked keys (and ones that underflow) add nothing */
-            k->axpy(out, s[r], a->v + (size_t)r * kstride + (size_t)g * hd, hd);
-    float inv = sum > 0 ? 1.0f / sum : 0.0f;
-    for (int i = 0; i < hd; i++)
-        out[i] *= inv;
+    if (n <= 0)
+        return;
+    size_t ks = (size_t)a->n_kv * hd;
+    lm_attn_rows rows = {a->k + lo * ks, a->v + lo * ks, ks, n, nh, a->n_kv, hd};
+    j->c->k->attn_scores(&rows, a->q + (size_t)t * nh * hd, a->scale, s, (size_t)n);
+    attn_softmax(j, s, lo, n, qp, split ? NULL : a->sinks, mx, sum);
+    j->c->k->attn_values(&rows, s, (size_t)n, o);
+    if (!split)
+        for (int h = 0; h < nh; h++)
+            cpu_scale(NULL, o + (size_t)h * hd, sum[h] > 0 ? 1.0f / sum[h] : 0.0f, (size_t)hd);
+}
+
+/* out[t][h] = the chunks' outputs weighted by exp(max_c - max), over the merged sum (and sink) */
+static void attn_merge(const attn_job *j) {
+    const lm_attn_args *a = j->a;
+    int nh = a->n_heads, hd = a->head_dim, ns = j->n_split;
+    size_t tstride = (size_t)nh * (hd + 2);
+    for (int t = 0; t < a->T; t++)
+        for (int h = 0; h < nh; h++) {
+            const float *pt = j->part + (size_t)t * ns * tstride;
+            float *out = a->out + ((size_t)t * nh + h) * hd, m = a->sinks ? a->sinks[h] : -INFINITY, l = 0;
+            for (int c = 0; c < ns; c++) {
+                float mc = pt[c * tstride + (size_t)nh * hd + h];
+                m = mc > m ? mc : m;
+            }
+            memset(out, 0, (size_t)hd * sizeof(float));
+            if (m == -INFINITY)
+                continue;
+            for (int c = 0; c < ns; c++) {
+                const float *pc = pt + c * tstride;
+                float mc = pc[(size_t)nh * hd + h];
+                if (mc == -INFINITY)
+                    continue;
+                float w = expf(mc - m);
+                l += w * pc[(size_t)nh * hd + nh + h];
+                j->c->k->axpy(out, w, pc + (size_t)h * hd, hd);
+            }
+            l += a->sinks ? expf(a->sinks[h] - m) : 0.0f;
+            cpu_scale(NULL, out, l > 0 ? 1.0f / l : 0.0f, (size_t)hd);
+        }
 }
 
 static void cpu_attention(lm_backend *be, const lm_attn_args *a) {
     cpu_backend *c = cpu(be);
-    if (!ensure_scratch(c, (size_t)a->n_rows))
+    attn_job j = {c, a, 1, a->n_rows > 0 ? a->n_rows : 1, NULL};
+    /* few tokens: split the rows so that every thread has a few chunks of at least 64 rows */
+    if (a->T < 2 * c->n_threads && a->n_rows >= 128) {
+        int want = (4 * c->n_threads + a->T - 1) / a->T, most = a->n_rows / 64;
+        j.n_split = want < most ? want : most;
+        j.chunk = (a->n_rows + j.n_split - 1) / j.n_split;
+        j.chunk = (j.chunk + 15) / 16 * 16;
+        j.n_split = (a->n_rows + j.chunk - 1) / j.chunk;
+    }
+    size_t part = j.n_split > 1 ? (size_t)a->T * j.n_split * a->n_heads * (a->head_dim + 2) : 0;
+    if (!ensure_scratch(c, (size_t)a->n_heads * (j.chunk + 2)))
         return;
-    attn_job j = {c, a};
-    lm_pool_run(c->pool, a->T * a->n_heads, attn_task, &j);
+    if (part > c->part_cap) {
+        lm_free(c->part);
+        c->part = lm_malloc(part * sizeof(float));
+        c->part_cap = c->part ? part : 0;
+        if (!c->part)
+            return;
+    }
+    j.part = c->part;
+    lm_pool_run(c->pool, a->T * j.n_split, attn_task, &j);
+    if (j.n_split > 1)
+        attn_merge(&j);
 }
 
 /* --- lifetime ------------------------------------------------------------------------------------ */
@@ -315,6 +399,7 @@ static void cpu_destroy(lm_backend *be) {
     lm_free(c->mq);
     lm_free(c->md);
     lm_free(c->msum);
+    lm_free(c->part);
     free(c);
 }
 

@@ -35,6 +35,15 @@ typedef struct lm_xmat {
     const float *d, *sum; /* [T, in/group] their scales, and sums of x */
 } lm_xmat;
 
+/* Rows of a KV cache as the attention kernels read them: row r of head group g starts at
+ * k + r*stride + g*hd (v alike); query head h reads group h / (nh/nkv). */
+typedef struct lm_attn_rows {
+    const float *k, *v; /* [n][stride] */
+    size_t stride;      /* floats between rows (>= nkv*hd) */
+    int n;              /* rows */
+    int nh, nkv, hd;    /* query heads, kv heads (nh % nkv == 0), head dim */
+} lm_attn_rows;
+
 /* Scratch floats per thread that gemm_rows needs. */
 #define LM_GEMM_SCRATCH(in) (2 * (size_t)LM_GEMM_ROWS * (size_t)(in) + 64)
 
@@ -69,6 +78,10 @@ typedef struct lm_cpu_kernels {
     void (*silu_mul)(const float *g, const float *u, float *out, int n);
     /* y[i] += a * x[i] */
     void (*axpy)(float *y, float a, const float *x, int n);
+    /* s[h*lds + r] = scale * q[h] . k[r] (its group) for h < nh, r < n; q [nh][hd] */
+    void (*attn_scores)(const lm_attn_rows *a, const float *q, float scale, float *s, size_t lds);
+    /* out[h][i] += sum_r p[h*lds + r] * v[r] (its group)[i] for h < nh, i < hd; out [nh][hd] */
+    void (*attn_values)(const lm_attn_rows *a, const float *p, size_t lds, float *out);
 } lm_cpu_kernels;
 
 /* The set for `isa`, or NULL when this CPU (or build) cannot run it. */
@@ -88,6 +101,9 @@ static inline int lm_xq_pos(int i, int in, int layout) {
     int base = i / 64 * 64, cs = in - base < 64 ? in - base : 64, k = i - base;
     return base + (k % 2) * (cs / 2) + k / 2;
 }
+/* Portable attention kernels (the scalar set's). */
+void lm_attn_scores_ref(const lm_attn_rows *a, const float *q, float scale, float *s, size_t lds);
+void lm_attn_values_ref(const lm_attn_rows *a, const float *p, size_t lds, float *out);
 /* Portable exp_sum and silu_mul (libm expf). */
 float lm_exp_sum_ref(float *s, int n, float mx);
 void lm_silu_mul_ref(const float *g, const float *u, float *out, int n);

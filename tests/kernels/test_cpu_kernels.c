@@ -153,16 +153,17 @@ static void check_quant_x(const lm_cpu_kernels *k, const float *x, int in, int g
     for (int g = 0; g < in / group; g++) {
         double resid = 0, l1 = 0; /* sum(x) - d sum(q), in double; float sums err by ~1e-7 sum|x| */
         for (int i = g * group; i < (g + 1) * group; i++) {
-            resid += x[i] - (double)d[g] * q[lm_xq_pos(i, in, layout)];
+            resid += x[i] - (double)d[g] * lm_xq_get(q, i, in, layout);
             l1 += fabs(x[i]);
         }
         double tol = 1e-6 * l1 + 1e-9;
         bad += fabsf(d[g] - d2[g]) > 1e-6f * d2[g] || fabs(sum[g] - s2[g]) > 2 * tol || fabs(corr[g] - resid) > tol ||
                fabs(c2[g] - resid) > tol;
         for (int i = g * group; i < (g + 1) * group; i++) {
-            int p = lm_xq_pos(i, in, layout);
-            /* half a step, plus the f32 rounding of x * (1/d) at |q| up to 32767 */
-            bad += fabs(x[i] - (double)q[p] * d[g]) > 0.5 * d[g] + 4e-7 * fabs(x[i]) + 1e-12 || abs(q[p] - q2[p]) > 1;
+            int qi = lm_xq_get(q, i, in, layout), q2i = lm_xq_get(q2, i, in, layout);
+            /* half a step, plus the f32 rounding of x * (1/d) at |q| up to LM_XQ_MAX */
+            bad += fabs(x[i] - (double)qi * d[g]) > 0.5 * d[g] + 4e-7 * fabs(x[i]) + 1e-12 || abs(qi - q2i) > 1 ||
+                   abs(qi) > (int)LM_XQ_MAX;
         }
     }
     CHECKF(bad == 0, "%s quant_x in=%d group=%d: %d bad", k->name, in, group, bad);

@@ -149,6 +149,61 @@ TGT static inline __attribute__((always_inline)) void q4_loop(const lm_linear *w
     }
 }
 
+/* Affine rows of any width but 4 against the input in LM_XL_BYTES order: per 64 codes (bytes,
+ * straight from memory when 8-bit, else unpacked) two vpdpbusd, unsigned codes times the signed
+ * high and low bytes of the input; per group acc += (256 hi + lo) * scale. Group 32: lanes
+ * 0..7 of a 64-code chunk belong to one group and 8..15 to the next. Written without branches
+ * in the inner loop (the 32-code tail of group 32 comes last). */
+TGT static inline __attribute__((always_inline)) __m512i codes64(const unpacker *u, const uint8_t *p, const int b8,
+                                                                 int n) {
+    if (b8)
+        return n == 64 ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(0xffffffffull, p);
+    return unpack(u, p, n);
+}
+
+TGT static inline __attribute__((always_inline)) void bytes_loop(const lm_linear *w, const unpacker *u,
+                                                                 const uint8_t *const *row, const int nr,
+                                                                 const lm_xvec *x, float (*cs)[MAXG], __m512 *acc,
+                                                                 const int b8) {
+    const int G = w->group, n = w->in, cpg = G >= 64 ? G / 64 : 1, nfull = n / 64 * 64, bits = u->bits;
+    const size_t pf = 2 * w->w_row_bytes;
+    const int8_t *xb = (const int8_t *)x->q;
+    int i = 0, g = 0;
+    while (i < nfull) {
+        __m512i gh[4], gl[4];
+        for (int j = 0; j < nr; j++)
+            gh[j] = gl[j] = _mm512_setzero_si512();
+        for (int c = 0; c < cpg; c++, i += 64) {
+            const __m512i xh = _mm512_loadu_si512(xb + 2 * i), xl = _mm512_loadu_si512(xb + 2 * i + 64);
+            for (int j = 0; j < nr; j++) {
+                const uint8_t *p = row[j] + (size_t)i * bits / 8;
+                _mm_prefetch((const char *)(p + pf), _MM_HINT_T0);
+                __m512i cv = codes64(u, p, b8, 64);
+                gh[j] = _mm512_dpbusd_epi32(gh[j], cv, xh);
+                gl[j] = _mm512_dpbusd_epi32(gl[j], cv, xl);
+            }
+        }
+        for (int j = 0; j < nr; j++) {
+            __m512 sv = _mm512_set1_ps(cs[j][g]);
+            if (G == 32)
+                sv = _mm512_insertf32x8(sv, _mm256_set1_ps(cs[j][g + 1]), 1);
+            __m512i t = _mm512_add_epi32(_mm512_slli_epi32(gh[j], 8), gl[j]);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sv, acc[j]);
+        }
+        g += G == 32 ? 2 : 1;
+    }
+    if (i < n) { /* group 32: the last 32 codes; the input is 32 h bytes, 32 l bytes */
+        const __m512i xh = _mm512_maskz_loadu_epi8(0xffffffffull, xb + 2 * i);
+        const __m512i xl = _mm512_maskz_loadu_epi8(0xffffffffull, xb + 2 * i + 32);
+        for (int j = 0; j < nr; j++) {
+            __m512i cv = codes64(u, row[j] + (size_t)i * bits / 8, b8, 32);
+            __m512i t = _mm512_add_epi32(_mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), cv, xh), 8),
+                                         _mm512_dpbusd_epi32(_mm512_setzero_si512(), cv, xl));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(cs[j][g]), acc[j]);
+        }
+    }
+}
+
 /* Up to 4 packed rows at once (independent accumulators hide the latency of the dot-product
  * chains; the int16 input is loaded once for all of them). cs: per row and group, the weight
  * scale times the input scale. */
@@ -194,8 +249,13 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
         acc[j] = _mm512_setzero_ps();
         gi[j] = _mm512_setzero_si512();
     }
-    if (!mx && bits == 4) {
-        q4_loop(w, row, nr, x, cs, acc);
+    if (!mx) {
+        if (bits == 4)
+            q4_loop(w, row, nr, x, cs, acc);
+        else if (bits == 8)
+            bytes_loop(w, u, row, nr, x, cs, acc, 1);
+        else
+            bytes_loop(w, u, row, nr, x, cs, acc, 0);
         for (int j = 0; j < nr; j++)
             y[j * rs] += _mm512_reduce_add_ps(acc[j]);
         return;
@@ -244,7 +304,9 @@ static int packed_ok(const lm_linear *w) {
 }
 
 static int avx512_x_layout(const lm_linear *w) {
-    return w->kind == LM_W_AFFINE && w->bits == 4 ? LM_XL_NIBBLES : LM_XL_NATURAL;
+    if (w->kind != LM_W_AFFINE)
+        return LM_XL_NATURAL;
+    return w->bits == 4 ? LM_XL_NIBBLES : LM_XL_BYTES;
 }
 
 static int avx512_matvec_ok(const lm_linear *w) { return w->kind == LM_W_DENSE ? w->in_step <= 1 : packed_ok(w); }
@@ -315,13 +377,30 @@ TGT static void avx512_quant_x(const float *x, int in, int group, int layout, in
         __m512i qs = _mm512_setzero_si512();
         for (int i = 0; i < group; i += 16) {
             __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + i), _mm512_set1_ps(id)));
-            v = _mm512_max_epi32(_mm512_min_epi32(v, _mm512_set1_epi32(32767)), _mm512_set1_epi32(-32767));
+            v = _mm512_max_epi32(_mm512_min_epi32(v, _mm512_set1_epi32((int)LM_XQ_MAX)), _mm512_set1_epi32(-(int)LM_XQ_MAX));
             qs = _mm512_add_epi32(qs, v);
             _mm256_storeu_si256((__m256i *)(q + (size_t)g * group + i), _mm512_cvtepi32_epi16(v));
         }
         d[g] = amax / LM_XQ_MAX;
         sum[g] = _mm512_reduce_add_ps(sm);
         corr[g] = sum[g] - d[g] * (float)_mm512_reduce_add_epi32(qs);
+    }
+    if (layout == LM_XL_BYTES) { /* q = 256 h + l: 64 h bytes, then 64 l bytes */
+        for (int i = 0; i < in; i += 64) {
+            int cs = in - i >= 64 ? 64 : 32;
+            __m512i a = _mm512_loadu_si512(q + i), b = _mm512_maskz_loadu_epi16(cs == 64 ? 0xffffffffu : 0, q + i + 32);
+            __m512i ha = _mm512_srai_epi16(_mm512_add_epi16(a, _mm512_set1_epi16(128)), 8);
+            __m512i hb = _mm512_srai_epi16(_mm512_add_epi16(b, _mm512_set1_epi16(128)), 8);
+            __m512i la = _mm512_sub_epi16(a, _mm512_slli_epi16(ha, 8)), lb = _mm512_sub_epi16(b, _mm512_slli_epi16(hb, 8));
+            int8_t *o = (int8_t *)(q + i);
+            _mm256_storeu_si256((__m256i *)o, _mm512_cvtepi16_epi8(ha));
+            _mm256_storeu_si256((__m256i *)(o + cs), _mm512_cvtepi16_epi8(la));
+            if (cs == 64) {
+                _mm256_storeu_si256((__m256i *)(o + 32), _mm512_cvtepi16_epi8(hb));
+                _mm256_storeu_si256((__m256i *)(o + 96), _mm512_cvtepi16_epi8(lb));
+            }
+        }
+        return;
     }
     if (layout != LM_XL_NIBBLES)
         return;

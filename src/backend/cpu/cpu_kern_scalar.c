@@ -150,8 +150,8 @@ void lm_quant_x_i16(const float *x, int in, int group, int layout, int16_t *q, f
         long qs = 0;
         for (int i = 0; i < group; i++) {
             long v = lrintf(xg[i] * id);
-            v = v > 32767 ? 32767 : v < -32767 ? -32767 : v;
-            q[lm_xq_pos(g * group + i, in, layout)] = (int16_t)v;
+            v = v > (long)LM_XQ_MAX ? (long)LM_XQ_MAX : v < -(long)LM_XQ_MAX ? -(long)LM_XQ_MAX : v;
+            lm_xq_set(q, g * group + i, in, layout, (int)v);
             qs += v;
         }
         d[g] = dg;

@@ -204,9 +204,9 @@ TGT static inline __attribute__((always_inline)) void bytes_loop(const lm_linear
     }
 }
 
-/* Up to 4 packed rows at once (independent accumulators hide the latency of the dot-product
- * chains; the int16 input is loaded once for all of them). cs: per row and group, the weight
- * scale times the input scale. */
+/* Up to 4 packed rows at once (the int16 input loaded once for all of them); decode calls it
+ * with one row (see avx512_matvec). cs: per row and group, the weight scale times the input
+ * scale. */
 
 TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linear *w, const unpacker *u, int r, int rs,
                                                                   const int nr, const lm_xvec *x, float *y) {
@@ -339,16 +339,16 @@ TGT static inline __attribute__((always_inline)) void dense_rows(const lm_linear
 TGT static void avx512_matvec(const lm_linear *w, const lm_xvec *x, int r0, int r1, float *y) {
     if (w->kind != LM_W_DENSE) {
         unpacker u = unpacker_new(w->kind == LM_W_MXFP4 ? 4 : w->bits);
-        /* four rows at a time from four quarters of the range: each quarter is read front to
-         * back, so memory sees four sequential streams (rows side by side defeat the prefetchers) */
-        int q = (r1 - r0) / 4;
-        for (int k = 0; k < q; k++)
-            packed_rows(w, &u, r0 + k, q, 4, x, y + k);
-        for (int r = r0 + 4 * q; r < r1; r++)
+        /* one row after the other: one sequential stream. Measured on Zen 4 (2 threads, 8192 x
+         * 2048): q8 28 -> 33-38 GB/s, q4 26 -> 28-29 GB/s against four rows from four quarters
+         * of the range (two halves fall in between; the dense rows below prefer the quarters) */
+        for (int r = r0; r < r1; r++)
             packed_rows(w, &u, r, 0, 1, x, y + (r - r0));
         return;
     }
-    int q = (r1 - r0) / 4; /* as above: four sequential streams */
+    /* four rows at a time from four quarters of the range: each quarter is read front to back,
+     * so memory sees four sequential streams (rows side by side defeat the prefetchers) */
+    int q = (r1 - r0) / 4;
     if (w->dtype == LM_DT_BF16) {
         for (int k = 0; k < q; k++)
             dense_rows(w, LM_DT_BF16, r0 + k, q, 4, x->x, y + k);

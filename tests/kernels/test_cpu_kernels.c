@@ -323,6 +323,58 @@ static void test_set(const lm_cpu_kernels *k, rng *r) {
     }
 }
 
+/* The fused decode ops (linear_n, linear_glu) against the separate ones, same input preparation:
+ * equal to float rounding; weights of one format (one run) and of mixed formats (fallback). */
+static void test_backend_fused(const char *isa, rng *r) {
+    setenv("LMCORE_ISA", isa, 1);
+    lm_backend *be = NULL;
+    CHECK(lm_backend_cpu_new(2, &be) == LM_OK);
+    if (!be)
+        return;
+    for (int c = 0; c < 4; c++) {
+        const fmt *fa = &FORMATS[c == 0 ? 1 : c == 1 ? 3 : c == 2 ? 5 : 13], *fb = c == 3 ? &FORMATS[5] : fa;
+        int in = 256, outs[3] = {96 + (int)(rnd(r) % 40), 40 + (int)(rnd(r) % 30), 40};
+        CHECK(be->ops->reserve(be, in, 16) == LM_OK);
+        tw t[3];
+        for (int i = 0; i < 3; i++)
+            t[i] = make_weight(r, i == 2 ? fb->kind : fa->kind, i == 2 ? fb->dt : fa->dt, i == 2 ? fb->bits : fa->bits,
+                               i == 2 ? fb->group : fa->group, outs[i], in, i == 1);
+        for (int T = 1; T <= 3; T += 2) {
+            float *x = malloc((size_t)T * in * sizeof(float)), *y[3], *z[3];
+            for (int i = 0; i < T * in; i++)
+                x[i] = rndf(r);
+            const lm_linear *ws[3] = {&t[0].w, &t[1].w, &t[2].w};
+            for (int i = 0; i < 3; i++) {
+                y[i] = malloc((size_t)T * outs[i] * sizeof(float));
+                z[i] = malloc((size_t)T * outs[i] * sizeof(float));
+                be->ops->linear(be, ws[i], x, T, z[i]);
+            }
+            be->ops->linear_n(be, 3, ws, x, T, y);
+            double e = 0;
+            for (int i = 0; i < 3; i++)
+                for (int k = 0; k < T * outs[i]; k++)
+                    e = fmax(e, fabs(y[i][k] - z[i][k]) / (1e-6 + 1e-6 * fabs(z[i][k])));
+            CHECKF(e <= 1.0, "backend %s linear_n %s/%s T=%d: err %.3g", isa, fa->name, fb->name, T, e);
+            lm_linear gate = t[0].w, up = t[0].w; /* act(g) * g */
+            int I = outs[0];
+            float *g = malloc((size_t)T * I * sizeof(float)), *u = malloc((size_t)T * I * sizeof(float));
+            float *o = malloc((size_t)T * I * sizeof(float)), *o2 = malloc((size_t)T * I * sizeof(float));
+            be->ops->linear_glu(be, &gate, &up, x, T, LM_ACT_SILU, 0.0f, g, u, o);
+            be->ops->glu(be, z[0], z[0], I, T, I, LM_ACT_SILU, 0.0f, o2);
+            e = 0;
+            for (int k = 0; k < T * I; k++)
+                e = fmax(e, fabs(o[k] - o2[k]) / (1e-6 + 1e-5 * fabs(o2[k])));
+            CHECKF(e <= 1.0, "backend %s linear_glu %s T=%d: err %.3g", isa, fa->name, T, e);
+            free(g), free(u), free(o), free(o2), free(x);
+            for (int i = 0; i < 3; i++)
+                free(y[i]), free(z[i]);
+        }
+        for (int i = 0; i < 3; i++)
+            free_weight(&t[i]);
+    }
+    be->ops->destroy(be);
+}
+
 /* attn_scores and attn_values against double sums on ragged shapes (head dims off the vector
  * width, odd group sizes, padded rows, row counts off the blocks) */
 static void test_attn_kernels(const lm_cpu_kernels *k, rng *r) {
@@ -489,6 +541,7 @@ int main(void) {
         test_attn_kernels(k, &r);
         test_backend_linear(k->name, &r);
         test_backend_attention(k->name, &r);
+        test_backend_fused(k->name, &r);
         ran++;
         printf("kernel set %s: tested\n", k->name);
     }

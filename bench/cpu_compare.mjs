@@ -61,18 +61,26 @@ for (const shape of opt.shapes.split(",")) {
             run("sync", []); // write the files back now, not during the timing
             run("sleep", ["3"]);
         }
-        const bw = probe(); // just before the row: the machine's load changes by the minute
-        log(`bandwidth: ${bw.median_gbs} GB/s median, ${bw.best_gbs} best (${opt.threads} threads)`);
+        // bandwidth before, between and after the two engines: the machine's memory bandwidth
+        // changes by the minute (36 to 58 GB/s here), so each engine's bound uses the mean of
+        // the probes on either side of its run
+        const bwLog = (b) => log(`bandwidth: ${b.median_gbs} GB/s median, ${b.best_gbs} best (${opt.threads} threads)`);
+        const bw0 = probe();
+        bwLog(bw0);
         log(`lmcore ${shape} ${f} ...`);
         const lm = json(run(bin("cpu_bench"), [dir, "-t", opt.threads, "-p", opt.prompt, "-n", opt.decode, "-r", opt.reps]));
+        const bw1 = probe();
+        bwLog(bw1);
         log(`llama.cpp ${shape} ${FORMATS[f].gguf} ...`);
         const lc = json(run("node", [join(here, "llamacpp_bench.mjs"), gguf, opt.threads, opt.prompt, opt.decode, opt.reps],
                             { cwd: here }));
+        const bw2 = probe();
+        bwLog(bw2);
+        const bw = { lm: (bw0.median_gbs + bw1.median_gbs) / 2, lc: (bw1.median_gbs + bw2.median_gbs) / 2 };
         // decode bytes per token: all weights (tied head) + KV cache at mid-decode
         // (lmcore keeps f32 K/V, llama.cpp f16)
         const lmBytes = lm.weight_bytes + lm.kv_bytes, lcBytes = statSync(gguf).size + lm.kv_bytes / 2;
-        const bound = (b) => (bw.median_gbs * 1e9) / b;
-        rows.push({ shape, f, lm, lc, bw, lmBound: bound(lmBytes), lcBound: bound(lcBytes) });
+        rows.push({ shape, f, lm, lc, bw, lmBound: (bw.lm * 1e9) / lmBytes, lcBound: (bw.lc * 1e9) / lcBytes });
         log(JSON.stringify({ shape, f, lm, lc }));
         if (!opt.keep) {
             rmSync(dir, { recursive: true, force: true });
@@ -84,14 +92,15 @@ const pct = (x) => `${(100 * x).toFixed(0)}%`;
 const fx = (x) => x.toFixed(1);
 console.log(`\nCPU: ${opt.threads} threads (lmcore and llama.cpp alike); prompt ${opt.prompt} tokens (pp), then ${opt.decode} ` +
             `decode steps (tg); tok/s, median of ${opt.reps} runs after a warm-up; lmcore kernels: ${rows[0]?.lm.isa}. ` +
-            `Bandwidth: read-only streaming probe just before each row (median of 5). Decode bound = bandwidth / ` +
-            `bytes read per token (all weights + KV cache at mid-decode), lmcore / llama.cpp.\n`);
-console.log("| model | format (lmcore / llama.cpp) | bpw | pp lmcore | pp llama.cpp | pp ratio | tg lmcore | tg llama.cpp | tg ratio | GB/s | decode bound | lmcore % of bound | llama.cpp % of bound |");
+            `Bandwidth: read-only streaming probe (median of 5) before, between and after the two engines; each ` +
+            `engine's bandwidth is the mean of the probes on either side of its run, lmcore / llama.cpp. Decode bound = ` +
+            `bandwidth / bytes read per token (all weights + KV cache at mid-decode), lmcore / llama.cpp.\n`);
+console.log("| model | format (lmcore / llama.cpp) | bpw | pp lmcore | pp llama.cpp | pp ratio | tg lmcore | tg llama.cpp | tg ratio | GB/s (lmcore / llama.cpp) | decode bound | lmcore % of bound | llama.cpp % of bound |");
 console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 for (const r of rows) {
     const name = `${r.f === "bf16" ? "bf16" : `MLX ${r.f}/g64`} / ${FORMATS[r.f].gguf}`;
     console.log(`| ${r.shape} | ${name} | ${FORMATS[r.f].bpw} | ${fx(r.lm.pp_tps)} | ${fx(r.lc.pp_tps)} | ` +
                 `${(r.lm.pp_tps / r.lc.pp_tps).toFixed(2)}x | ${fx(r.lm.tg_tps)} | ${fx(r.lc.tg_tps)} | ` +
-                `${(r.lm.tg_tps / r.lc.tg_tps).toFixed(2)}x | ${r.bw.median_gbs.toFixed(1)} | ${fx(r.lmBound)} / ${fx(r.lcBound)} | ` +
+                `${(r.lm.tg_tps / r.lc.tg_tps).toFixed(2)}x | ${r.bw.lm.toFixed(1)} / ${r.bw.lc.toFixed(1)} | ${fx(r.lmBound)} / ${fx(r.lcBound)} | ` +
                 `${pct(r.lm.tg_tps / r.lmBound)} | ${pct(r.lc.tg_tps / r.lcBound)} |`);
 }

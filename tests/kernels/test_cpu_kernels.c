@@ -153,16 +153,17 @@ static void check_quant_x(const lm_cpu_kernels *k, const float *x, int in, int g
     for (int g = 0; g < in / group; g++) {
         double resid = 0, l1 = 0; /* sum(x) - d sum(q), in double; float sums err by ~1e-7 sum|x| */
         for (int i = g * group; i < (g + 1) * group; i++) {
-            resid += x[i] - (double)d[g] * q[lm_xq_pos(i, in, layout)];
+            resid += x[i] - (double)d[g] * lm_xq_get(q, i, in, layout);
             l1 += fabs(x[i]);
         }
         double tol = 1e-6 * l1 + 1e-9;
         bad += fabsf(d[g] - d2[g]) > 1e-6f * d2[g] || fabs(sum[g] - s2[g]) > 2 * tol || fabs(corr[g] - resid) > tol ||
                fabs(c2[g] - resid) > tol;
         for (int i = g * group; i < (g + 1) * group; i++) {
-            int p = lm_xq_pos(i, in, layout);
-            /* half a step, plus the f32 rounding of x * (1/d) at |q| up to 32767 */
-            bad += fabs(x[i] - (double)q[p] * d[g]) > 0.5 * d[g] + 4e-7 * fabs(x[i]) + 1e-12 || abs(q[p] - q2[p]) > 1;
+            int qi = lm_xq_get(q, i, in, layout), q2i = lm_xq_get(q2, i, in, layout);
+            /* half a step, plus the f32 rounding of x * (1/d) at |q| up to LM_XQ_MAX */
+            bad += fabs(x[i] - (double)qi * d[g]) > 0.5 * d[g] + 4e-7 * fabs(x[i]) + 1e-12 || abs(qi - q2i) > 1 ||
+                   abs(qi) > (int)LM_XQ_MAX;
         }
     }
     CHECKF(bad == 0, "%s quant_x in=%d group=%d: %d bad", k->name, in, group, bad);
@@ -322,6 +323,176 @@ static void test_set(const lm_cpu_kernels *k, rng *r) {
     }
 }
 
+/* The fused decode ops (linear_n, linear_glu) against the separate ones, same input preparation:
+ * equal to float rounding; weights of one format (one run) and of mixed formats (fallback). */
+static void test_backend_fused(const char *isa, rng *r) {
+    setenv("LMCORE_ISA", isa, 1);
+    lm_backend *be = NULL;
+    CHECK(lm_backend_cpu_new(2, &be) == LM_OK);
+    if (!be)
+        return;
+    for (int c = 0; c < 4; c++) {
+        const fmt *fa = &FORMATS[c == 0 ? 1 : c == 1 ? 3 : c == 2 ? 5 : 13], *fb = c == 3 ? &FORMATS[5] : fa;
+        int in = 256, outs[3] = {96 + (int)(rnd(r) % 40), 40 + (int)(rnd(r) % 30), 40};
+        CHECK(be->ops->reserve(be, in, 16) == LM_OK);
+        tw t[3];
+        for (int i = 0; i < 3; i++)
+            t[i] = make_weight(r, i == 2 ? fb->kind : fa->kind, i == 2 ? fb->dt : fa->dt, i == 2 ? fb->bits : fa->bits,
+                               i == 2 ? fb->group : fa->group, outs[i], in, i == 1);
+        for (int T = 1; T <= 3; T += 2) {
+            float *x = malloc((size_t)T * in * sizeof(float)), *y[3], *z[3];
+            for (int i = 0; i < T * in; i++)
+                x[i] = rndf(r);
+            const lm_linear *ws[3] = {&t[0].w, &t[1].w, &t[2].w};
+            for (int i = 0; i < 3; i++) {
+                y[i] = malloc((size_t)T * outs[i] * sizeof(float));
+                z[i] = malloc((size_t)T * outs[i] * sizeof(float));
+                be->ops->linear(be, ws[i], x, T, z[i]);
+            }
+            be->ops->linear_n(be, 3, ws, x, T, y);
+            double e = 0;
+            for (int i = 0; i < 3; i++)
+                for (int k = 0; k < T * outs[i]; k++)
+                    e = fmax(e, fabs(y[i][k] - z[i][k]) / (1e-6 + 1e-6 * fabs(z[i][k])));
+            CHECKF(e <= 1.0, "backend %s linear_n %s/%s T=%d: err %.3g", isa, fa->name, fb->name, T, e);
+            lm_linear gate = t[0].w, up = t[0].w; /* act(g) * g */
+            int I = outs[0];
+            float *g = malloc((size_t)T * I * sizeof(float)), *u = malloc((size_t)T * I * sizeof(float));
+            float *o = malloc((size_t)T * I * sizeof(float)), *o2 = malloc((size_t)T * I * sizeof(float));
+            be->ops->linear_glu(be, &gate, &up, x, T, LM_ACT_SILU, 0.0f, g, u, o);
+            be->ops->glu(be, z[0], z[0], I, T, I, LM_ACT_SILU, 0.0f, o2);
+            e = 0;
+            for (int k = 0; k < T * I; k++)
+                e = fmax(e, fabs(o[k] - o2[k]) / (1e-6 + 1e-5 * fabs(o2[k])));
+            CHECKF(e <= 1.0, "backend %s linear_glu %s T=%d: err %.3g", isa, fa->name, T, e);
+            free(g), free(u), free(o), free(o2), free(x);
+            for (int i = 0; i < 3; i++)
+                free(y[i]), free(z[i]);
+        }
+        for (int i = 0; i < 3; i++)
+            free_weight(&t[i]);
+    }
+    be->ops->destroy(be);
+}
+
+/* attn_scores and attn_values against double sums on ragged shapes (head dims off the vector
+ * width, odd group sizes, padded rows, row counts off the blocks) */
+static void test_attn_kernels(const lm_cpu_kernels *k, rng *r) {
+    static const int shapes[][3] = {{16, 8, 128}, {32, 8, 64}, {4, 4, 80}, {6, 2, 17}, {3, 1, 256}, {7, 7, 33},
+                                    {8, 2, 64},   {2, 1, 144}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        int nh = shapes[c][0], nkv = shapes[c][1], hd = shapes[c][2], n = 1 + (int)(rnd(r) % 45);
+        size_t stride = (size_t)nkv * hd + (c % 2 ? 0 : 5), lds = (size_t)n + c % 3;
+        float *kv = malloc((2 * n * stride + 1) * sizeof(float)), *q = malloc((size_t)nh * hd * sizeof(float));
+        float *s = malloc(nh * lds * sizeof(float)), *out = malloc((size_t)nh * hd * sizeof(float));
+        float *o0 = malloc((size_t)nh * hd * sizeof(float));
+        for (size_t i = 0; i < 2 * n * stride; i++)
+            kv[i] = rndf(r);
+        for (int i = 0; i < nh * hd; i++)
+            q[i] = rndf(r);
+        lm_attn_rows a = {kv, kv + n * stride, stride, n, nh, nkv, hd};
+        k->attn_scores(&a, q, 0.125f, s, lds);
+        double se = 0, ve = 0;
+        int per = nh / nkv;
+        for (int h = 0; h < nh; h++)
+            for (int i = 0; i < n; i++) {
+                double d = 0, m = 0;
+                for (int e = 0; e < hd; e++) {
+                    double t = (double)q[h * hd + e] * a.k[i * stride + (size_t)(h / per) * hd + e];
+                    d += t;
+                    m += fabs(t);
+                }
+                se = fmax(se, fabs(s[h * lds + i] - 0.125 * d) / (2e-5 * 0.125 * m + 1e-6));
+            }
+        CHECKF(se <= 1.0, "%s attn_scores nh=%d nkv=%d hd=%d n=%d: err %.3g", k->name, nh, nkv, hd, n, se);
+        for (int h = 0; h < nh; h++)
+            for (size_t i = 0; i < (size_t)n; i++)
+                s[h * lds + i] = 0.5f * (rndf(r) + 1.0f);
+        for (int i = 0; i < nh * hd; i++)
+            out[i] = o0[i] = rndf(r);
+        k->attn_values(&a, s, lds, out);
+        for (int h = 0; h < nh; h++)
+            for (int e = 0; e < hd; e++) {
+                double d = o0[h * hd + e], m = fabs(d);
+                for (int i = 0; i < n; i++) {
+                    double t = (double)s[h * lds + i] * a.v[i * stride + (size_t)(h / per) * hd + e];
+                    d += t;
+                    m += fabs(t);
+                }
+                ve = fmax(ve, fabs(out[h * hd + e] - d) / (2e-5 * m + 1e-6));
+            }
+        CHECKF(ve <= 1.0, "%s attn_values nh=%d nkv=%d hd=%d n=%d: err %.3g", k->name, nh, nkv, hd, n, ve);
+        free(kv), free(q), free(s), free(out), free(o0);
+    }
+}
+
+/* The backend's attention op against a double-precision softmax: causal prefill, decode over a
+ * long cache (split into chunks and merged), cache positions with holes, windows, sinks, softcap. */
+static void test_backend_attention(const char *isa, rng *r) {
+    setenv("LMCORE_ISA", isa, 1);
+    lm_backend *be = NULL;
+    CHECK(lm_backend_cpu_new(2, &be) == LM_OK);
+    if (!be)
+        return;
+    for (int c = 0; c < 8; c++) {
+        int nh = c % 2 ? 8 : 6, nkv = c % 2 ? 2 : 3, hd = c % 3 == 0 ? 64 : 40 + c;
+        int n = c < 4 ? 9 + c : 300 + 37 * c, T = c < 4 ? 5 : 1 + c % 2;
+        int window = c == 2 || c == 5 ? 50 + c : 0, sinks = c == 3 || c == 6, holes = c == 1 || c == 7;
+        float cap = c == 4 ? 5.0f : 0.0f;
+        size_t ks = (size_t)nkv * hd;
+        float *k = malloc(n * ks * sizeof(float)), *v = malloc(n * ks * sizeof(float));
+        float *q = malloc((size_t)T * nh * hd * sizeof(float)), *out = malloc((size_t)T * nh * hd * sizeof(float));
+        float sk[8];
+        int32_t *kpos = malloc((size_t)n * sizeof(int32_t)), qpos[2 + 5];
+        double *p = malloc((size_t)n * sizeof(double));
+        for (size_t i = 0; i < n * ks; i++) {
+            k[i] = 2 * rndf(r);
+            v[i] = rndf(r);
+        }
+        for (int i = 0; i < T * nh * hd; i++)
+            q[i] = rndf(r);
+        for (int i = 0; i < n; i++)
+            kpos[i] = holes && i % 7 == 3 ? -1 : i;
+        for (int t = 0; t < T; t++)
+            qpos[t] = n - T + t;
+        for (int h = 0; h < nh; h++)
+            sk[h] = rndf(r);
+        lm_attn_args a = {.q = q, .k = k, .v = v, .kpos = kpos, .n_rows = n, .qpos = qpos, .T = T, .n_heads = nh,
+                          .n_kv = nkv, .head_dim = hd, .window = window, .scale = 0.2f, .softcap = cap,
+                          .sinks = sinks ? sk : NULL, .out = out};
+        be->ops->attention(be, &a);
+        double worst = 0;
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < nh; h++) {
+                const float *qh = q + ((size_t)t * nh + h) * hd;
+                double mx = sinks ? sk[h] : -INFINITY, sum = 0;
+                for (int i = 0; i < n; i++) {
+                    int vis = kpos[i] >= 0 && kpos[i] <= qpos[t] && !(window && qpos[t] - kpos[i] >= window);
+                    double d = 0;
+                    for (int e = 0; e < hd; e++)
+                        d += (double)qh[e] * k[i * ks + (size_t)(h / (nh / nkv)) * hd + e];
+                    d *= 0.2;
+                    if (cap > 0)
+                        d = cap * tanh(d / cap);
+                    p[i] = vis ? d : -INFINITY;
+                    mx = fmax(mx, p[i]);
+                }
+                for (int i = 0; i < n; i++)
+                    sum += p[i] = exp(p[i] - mx);
+                sum += sinks ? exp(sk[h] - mx) : 0;
+                for (int e = 0; e < hd; e++) {
+                    double o = 0;
+                    for (int i = 0; i < n; i++)
+                        o += p[i] / sum * v[i * ks + (size_t)(h / (nh / nkv)) * hd + e];
+                    worst = fmax(worst, fabs(out[((size_t)t * nh + h) * hd + e] - o));
+                }
+            }
+        CHECKF(worst <= 2e-5, "backend %s attention case %d (T=%d n=%d hd=%d): err %.3g", isa, c, T, n, hd, worst);
+        free(k), free(v), free(q), free(out), free(kpos), free(p);
+    }
+    be->ops->destroy(be);
+}
+
 /* The backend's linear op (decode and prefill paths, with bias) with the set forced by LMCORE_ISA. */
 static void test_backend_linear(const char *isa, rng *r) {
     setenv("LMCORE_ISA", isa, 1);
@@ -367,7 +538,10 @@ int main(void) {
         }
         CHECK(k->isa == (lm_isa)i);
         test_set(k, &r);
+        test_attn_kernels(k, &r);
         test_backend_linear(k->name, &r);
+        test_backend_attention(k->name, &r);
+        test_backend_fused(k->name, &r);
         ran++;
         printf("kernel set %s: tested\n", k->name);
     }

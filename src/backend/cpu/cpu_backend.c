@@ -25,6 +25,8 @@ typedef struct cpu_backend {
     size_t mq_cap;
     float *xcorr;            /* [max_in] per-group rounding residual of xq */
     size_t xsum_cap;
+    float *part;             /* [part_cap] partial attention results of row chunks */
+    size_t part_cap;
 } cpu_backend;
 
 static cpu_backend *cpu(lm_backend *be) { return (cpu_backend *)be; }
@@ -80,21 +82,85 @@ typedef struct linear_job {
     cpu_backend *c;
     const lm_linear *w;
     const float *x;
-    lm_xvec xv;   /* decode: the prepared input */
-    lm_xmat xm;   /* prefill: the prepared input */
-    int T, chunk; /* chunk: rows per task */
+    lm_xmat xm; /* prefill: the prepared input */
+    int T;
     float *y;
 } linear_job;
 
-/* Decode (T = 1): each task streams a contiguous chunk of rows straight from their storage. */
-static void matvec_task(void *ctx, int task, int thread) {
-    linear_job *j = ctx;
-    const lm_linear *w = j->w;
-    int r0 = task * j->chunk, r1 = r0 + j->chunk < w->out ? r0 + j->chunk : w->out;
-    j->c->k->matvec(w, &j->xv, r0, r1, j->y + r0);
+/* Decode (T = 1): up to three weights that share one input (q, k, v; gate and up) in one
+ * parallel run, the input prepared once. Each task streams a contiguous chunk of rows of one
+ * weight straight from its storage. GLU mode: a task computes the same rows of gate and up and
+ * writes act(gate) * up, so the pair costs one barrier and no separate activation pass. */
+typedef struct mv_job {
+    cpu_backend *c;
+    int n;                  /* weights */
+    const lm_linear *w[3];
+    float *y[3];            /* [w->out] each */
+    int chunk[3], first[4]; /* rows per task; first task of each weight (first[n]: all tasks) */
+    lm_xvec xv;
+    int glu;                /* n == 2: out = act(y[0]) * y[1] */
+    lm_act act;
+    float limit;
+    float *out;
+} mv_job;
+
+static void glu_row(const lm_cpu_kernels *k, const float *g, const float *u, float *o, int n, lm_act act, float limit);
+
+static void mv_rows(const mv_job *j, int i, int r0, int r1) {
+    const lm_linear *w = j->w[i];
+    j->c->k->matvec(w, &j->xv, r0, r1, j->y[i] + r0);
     if (w->bias)
         for (int r = r0; r < r1; r++)
-            j->y[r] += w->bias[r];
+            j->y[i][r] += w->bias[r];
+}
+
+static void mv_task(void *ctx, int task, int thread) {
+    const mv_job *j = ctx;
+    int i = 0;
+    while (task >= j->first[i + 1])
+        i++;
+    int r0 = (task - j->first[i]) * j->chunk[i], r1 = r0 + j->chunk[i] < j->w[i]->out ? r0 + j->chunk[i] : j->w[i]->out;
+    mv_rows(j, i, r0, r1);
+    if (j->glu) {
+        mv_rows(j, 1, r0, r1);
+        glu_row(j->c->k, j->y[0] + r0, j->y[1] + r0, j->out + r0, r1 - r0, j->act, j->limit);
+    }
+}
+
+/* 1 when the decode path can multiply w and b with one prepared input */
+static int mv_same_input(const cpu_backend *c, const lm_linear *a, const lm_linear *b) {
+    int g = lm_xvec_group(a);
+    return a->in == b->in && g == lm_xvec_group(b) && (g == 0 || !c->k->quant_x || c->k->x_layout(a) == c->k->x_layout(b));
+}
+
+/* Prepare x for the weights of j (all mv_same_input) and run them. */
+static void mv_run(cpu_backend *c, mv_job *j, const float *x) {
+    const lm_linear *w = j->w[0];
+    int group = lm_xvec_group(w);
+    j->c = c;
+    j->xv = (lm_xvec){.x = x};
+    if (group > 0) {
+        if (!ensure_xsum(c, (size_t)w->in))
+            return; /* reserve allocated it at load; this cannot fail after that */
+        if (c->k->quant_x)
+            c->k->quant_x(x, w->in, group, c->k->x_layout(w), c->xq, c->xd, c->xsum, c->xcorr);
+        else
+            lm_group_sums(x, w->in, group, c->xsum);
+        j->xv = (lm_xvec){x, c->xsum, c->xq, c->xd, c->xcorr};
+    }
+    /* about 8 chunks per thread over the whole run (balance on a shared machine), multiples of
+     * 16 rows; GLU tasks count the rows of gate only */
+    int rows = 0, nw = j->glu ? 1 : j->n;
+    for (int k = 0; k < nw; k++)
+        rows += j->w[k]->out;
+    int chunk = rows / (c->n_threads * 8);
+    chunk = chunk < 16 ? 16 : chunk > 512 ? 512 : (chunk + 15) / 16 * 16;
+    j->first[0] = 0;
+    for (int i = 0; i < nw; i++) {
+        j->chunk[i] = chunk;
+        j->first[i + 1] = j->first[i] + (j->w[i]->out + chunk - 1) / chunk;
+    }
+    lm_pool_run(c->pool, j->first[nw], mv_task, j);
 }
 
 /* Prefill: a block of rows is converted to f32 once and multiplied with every token. */
@@ -112,23 +178,10 @@ static void gemm_task(void *ctx, int task, int thread) {
 
 static void cpu_linear(lm_backend *be, const lm_linear *w, const float *x, int T, float *y) {
     cpu_backend *c = cpu(be);
-    linear_job j = {.c = c, .w = w, .x = x, .xv = {.x = x}, .T = T, .y = y};
+    linear_job j = {.c = c, .w = w, .x = x, .T = T, .y = y};
     if (T == 1 && c->k->matvec_ok(w)) {
-        int group = lm_xvec_group(w);
-        if (group > 0) {
-            if (!ensure_xsum(c, (size_t)w->in))
-                return; /* reserve allocated it at load; this cannot fail after that */
-            if (c->k->quant_x)
-                c->k->quant_x(x, w->in, group, c->k->x_layout(w), c->xq, c->xd, c->xsum, c->xcorr);
-            else
-                lm_group_sums(x, w->in, group, c->xsum);
-            j.xv = (lm_xvec){x, c->xsum, c->xq, c->xd, c->xcorr};
-        }
-        /* about 8 chunks per thread (balance on a shared machine), multiples of 16 rows */
-        int chunk = w->out / (c->n_threads * 8);
-        chunk = chunk < 16 ? 16 : chunk > 512 ? 512 : (chunk + 15) / 16 * 16;
-        j.chunk = chunk;
-        lm_pool_run(c->pool, (w->out + chunk - 1) / chunk, matvec_task, &j);
+        mv_job mj = {.n = 1, .w = {w}, .y = {y}};
+        mv_run(c, &mj, x);
         return;
     }
     if (!ensure_scratch(c, LM_GEMM_SCRATCH(w->in)))
@@ -139,6 +192,43 @@ static void cpu_linear(lm_backend *be, const lm_linear *w, const float *x, int T
         c->k->prep_xmat(w, x, T, c->mq, c->md, c->msum))
         j.xm = (lm_xmat){x, T, c->mq, c->md, c->msum};
     lm_pool_run(c->pool, (w->out + LM_GEMM_ROWS - 1) / LM_GEMM_ROWS, gemm_task, &j);
+}
+
+/* y[i] = x W[i]^T for n <= 3 weights sharing x: one run when decoding */
+static void cpu_linear_n(lm_backend *be, int n, const lm_linear *const *w, const float *x, int T, float *const *y) {
+    cpu_backend *c = cpu(be);
+    int fuse = T == 1 && n <= 3;
+    for (int i = 0; i < n && fuse; i++)
+        fuse = c->k->matvec_ok(w[i]) && mv_same_input(c, w[0], w[i]);
+    if (!fuse) {
+        for (int i = 0; i < n; i++)
+            cpu_linear(be, w[i], x, T, y[i]);
+        return;
+    }
+    mv_job j = {.n = n};
+    for (int i = 0; i < n; i++) {
+        j.w[i] = w[i];
+        j.y[i] = y[i];
+    }
+    mv_run(c, &j, x);
+}
+
+static void cpu_glu(lm_backend *be, const float *gate, const float *up, int ld, int T, int n, lm_act act,
+                    float limit, float *out);
+
+/* out = act(x Wg^T) * (x Wu^T): gate, up and the activation in one run when decoding */
+static void cpu_linear_glu(lm_backend *be, const lm_linear *gate, const lm_linear *up, const float *x, int T,
+                           lm_act act, float limit, float *g_buf, float *u_buf, float *out) {
+    cpu_backend *c = cpu(be);
+    if (T != 1 || gate->out != up->out || !c->k->matvec_ok(gate) || !c->k->matvec_ok(up) ||
+        !mv_same_input(c, gate, up)) {
+        cpu_linear(be, gate, x, T, g_buf);
+        cpu_linear(be, up, x, T, u_buf);
+        cpu_glu(be, g_buf, u_buf, gate->out, T, gate->out, act, limit, out);
+        return;
+    }
+    mv_job j = {.n = 2, .w = {gate, up}, .y = {g_buf, u_buf}, .glu = 1, .act = act, .limit = limit, .out = out};
+    mv_run(c, &j, x);
 }
 
 /* --- small ops ------------------------------------------------------------------------------------ */
@@ -190,14 +280,10 @@ typedef struct glu_job {
     float *out;
 } glu_job;
 
-static void glu_task(void *ctx, int t, int thread) {
-    const glu_job *j = ctx;
-    const float *g = j->gate + (size_t)t * j->ld, *u = j->up + (size_t)t * j->ld;
-    float *o = j->out + (size_t)t * j->n;
-    int n = j->n;
-    switch (j->act) {
+static void glu_row(const lm_cpu_kernels *k, const float *g, const float *u, float *o, int n, lm_act act, float limit) {
+    switch (act) {
     case LM_ACT_SILU:
-        j->k->silu_mul(g, u, o, n);
+        k->silu_mul(g, u, o, n);
         break;
     case LM_ACT_GELU_TANH:
         for (int i = 0; i < n; i++)
@@ -205,8 +291,8 @@ static void glu_task(void *ctx, int t, int thread) {
         break;
     case LM_ACT_SWIGLU_OAI:
         for (int i = 0; i < n; i++) {
-            float x = g[i] < j->limit ? g[i] : j->limit;
-            float y = u[i] < -j->limit ? -j->limit : u[i] > j->limit ? j->limit : u[i];
+            float x = g[i] < limit ? g[i] : limit;
+            float y = u[i] < -limit ? -limit : u[i] > limit ? limit : u[i];
             o[i] = x / (1.0f + expf(-1.702f * x)) * (y + 1.0f);
         }
         break;
@@ -215,6 +301,12 @@ static void glu_task(void *ctx, int t, int thread) {
             o[i] = lm_gelu_erf(g[i]) * u[i];
         break;
     }
+}
+
+static void glu_task(void *ctx, int t, int thread) {
+    const glu_job *j = ctx;
+    glu_row(j->k, j->gate + (size_t)t * j->ld, j->up + (size_t)t * j->ld, j->out + (size_t)t * j->n, j->n, j->act,
+            j->limit);
 }
 
 static void cpu_glu(lm_backend *be, const float *gate, const float *up, int ld, int T, int n, lm_act act,
@@ -235,54 +327,136 @@ static void cpu_scale(lm_backend *be, float *x, float s, size_t n) {
 }
 
 /* --- attention ------------------------------------------------------------------------------------ */
+/* A task is one query token and a chunk of cache rows, all heads at once (each row read once for
+ * every head of its group). Decode splits the rows into chunks (flash-decoding): each task keeps
+ * per head the max score, the sum of exponentials and the unnormalised output of its rows, and
+ * the chunks are merged afterwards. With one chunk per token the task writes the output itself. */
 
 typedef struct attn_job {
     cpu_backend *c;
     const lm_attn_args *a;
+    int n_split, chunk; /* chunks per token, rows per chunk */
+    float *part;        /* n_split > 1: per task [nh][hd] output, then [nh] max, [nh] sum */
 } attn_job;
+
+static int key_visible(const lm_attn_args *a, int r, int32_t qp) {
+    int32_t kp = a->kpos ? a->kpos[r] : r;
+    return kp >= 0 && kp <= qp && !(a->window > 0 && qp - kp >= a->window);
+}
+
+/* scores s[h][n] of rows lo.. -> exponentials; max and sum per head (sinks count when `sinks`) */
+static void attn_softmax(const attn_job *j, float *s, int lo, int n, int32_t qp, const float *sinks, float *mx,
+                         float *sum) {
+    const lm_attn_args *a = j->a;
+    int nh = a->n_heads;
+    if (a->softcap > 0)
+        for (size_t i = 0; i < (size_t)nh * n; i++)
+            s[i] = a->softcap * tanhf(s[i] / a->softcap);
+    if (a->kpos || a->window > 0) /* rows inside [lo, lo+n) may still be hidden */
+        for (int r = 0; r < n; r++)
+            if (!key_visible(a, lo + r, qp))
+                for (int h = 0; h < nh; h++)
+                    s[(size_t)h * n + r] = -INFINITY;
+    for (int h = 0; h < nh; h++) {
+        float *sh = s + (size_t)h * n, m = sinks ? sinks[h] : -INFINITY;
+        for (int r = 0; r < n; r++)
+            m = sh[r] > m ? sh[r] : m;
+        mx[h] = m;
+        if (m == -INFINITY) { /* nothing visible */
+            memset(sh, 0, (size_t)n * sizeof(float));
+            sum[h] = 0;
+            continue;
+        }
+        sum[h] = j->c->k->exp_sum(sh, n, m) + (sinks ? expf(sinks[h] - m) : 0.0f);
+    }
+}
 
 static void attn_task(void *ctx, int task, int thread) {
     attn_job *j = ctx;
     const lm_attn_args *a = j->a;
-    int t = task / a->n_heads, h = task % a->n_heads;
-    int hd = a->head_dim, g = h / (a->n_heads / a->n_kv);
-    size_t kstride = (size_t)a->n_kv * hd;
-    const float *q = a->q + ((size_t)t * a->n_heads + h) * hd;
-    float *out = a->out + ((size_t)t * a->n_heads + h) * hd;
-    float *s = j->c->scratch[thread];
-    const lm_cpu_kernels *k = j->c->k;
+    int nh = a->n_heads, hd = a->head_dim, t = task / j->n_split, split = j->n_split > 1;
     int32_t qp = a->qpos[t];
-    float mx = a->sinks ? a->sinks[h] : -INFINITY;
-    for (int r = 0; r < a->n_rows; r++) {
-        int32_t kp = a->kpos ? a->kpos[r] : r;
-        if (kp < 0 || kp > qp || (a->window > 0 && qp - kp >= a->window)) {
-            s[r] = -INFINITY;
-            continue;
-        }
-        float v = k->dot(q, a->k + (size_t)r * kstride + (size_t)g * hd, hd) * a->scale;
-        if (a->softcap > 0)
-            v = a->softcap * tanhf(v / a->softcap);
-        s[r] = v;
-        if (v > mx)
-            mx = v;
+    int lo = task % j->n_split * j->chunk, hi = lo + j->chunk < a->n_rows ? lo + j->chunk : a->n_rows;
+    while (lo < hi && !key_visible(a, lo, qp))
+        lo++;
+    while (hi > lo && !key_visible(a, hi - 1, qp))
+        hi--;
+    int n = hi - lo;
+    float *s = j->c->scratch[thread]; /* [nh][n] scores, then [nh] max and sum */
+    float *o = split ? j->part + (size_t)task * nh * (hd + 2) : a->out + (size_t)t * nh * hd;
+    float *mx = split ? o + (size_t)nh * hd : s + (size_t)nh * j->chunk, *sum = mx + nh;
+    memset(o, 0, (size_t)nh * hd * sizeof(float));
+    for (int h = 0; h < nh; h++) {
+        mx[h] = -INFINITY;
+        sum[h] = 0;
     }
-    float sum = (a->sinks ? expf(a->sinks[h] - mx) : 0.0f) + k->exp_sum(s, a->n_rows, mx);
-    for (int i = 0; i < hd; i++)
-        out[i] = 0;
-    for (int r = 0; r < a->n_rows; r++)
-        if (s[r] != 0.0f) /* masked keys (and ones that underflow) add nothing */
-            k->axpy(out, s[r], a->v + (size_t)r * kstride + (size_t)g * hd, hd);
-    float inv = sum > 0 ? 1.0f / sum : 0.0f;
-    for (int i = 0; i < hd; i++)
-        out[i] *= inv;
+    if (n <= 0)
+        return;
+    size_t ks = (size_t)a->n_kv * hd;
+    lm_attn_rows rows = {a->k + lo * ks, a->v + lo * ks, ks, n, nh, a->n_kv, hd};
+    j->c->k->attn_scores(&rows, a->q + (size_t)t * nh * hd, a->scale, s, (size_t)n);
+    attn_softmax(j, s, lo, n, qp, split ? NULL : a->sinks, mx, sum);
+    j->c->k->attn_values(&rows, s, (size_t)n, o);
+    if (!split)
+        for (int h = 0; h < nh; h++)
+            cpu_scale(NULL, o + (size_t)h * hd, sum[h] > 0 ? 1.0f / sum[h] : 0.0f, (size_t)hd);
+}
+
+/* out[t][h] = the chunks' outputs weighted by exp(max_c - max), over the merged sum (and sink) */
+static void attn_merge(const attn_job *j) {
+    const lm_attn_args *a = j->a;
+    int nh = a->n_heads, hd = a->head_dim, ns = j->n_split;
+    size_t tstride = (size_t)nh * (hd + 2);
+    for (int t = 0; t < a->T; t++)
+        for (int h = 0; h < nh; h++) {
+            const float *pt = j->part + (size_t)t * ns * tstride;
+            float *out = a->out + ((size_t)t * nh + h) * hd, m = a->sinks ? a->sinks[h] : -INFINITY, l = 0;
+            for (int c = 0; c < ns; c++) {
+                float mc = pt[c * tstride + (size_t)nh * hd + h];
+                m = mc > m ? mc : m;
+            }
+            memset(out, 0, (size_t)hd * sizeof(float));
+            if (m == -INFINITY)
+                continue;
+            for (int c = 0; c < ns; c++) {
+                const float *pc = pt + c * tstride;
+                float mc = pc[(size_t)nh * hd + h];
+                if (mc == -INFINITY)
+                    continue;
+                float w = expf(mc - m);
+                l += w * pc[(size_t)nh * hd + nh + h];
+                j->c->k->axpy(out, w, pc + (size_t)h * hd, hd);
+            }
+            l += a->sinks ? expf(a->sinks[h] - m) : 0.0f;
+            cpu_scale(NULL, out, l > 0 ? 1.0f / l : 0.0f, (size_t)hd);
+        }
 }
 
 static void cpu_attention(lm_backend *be, const lm_attn_args *a) {
     cpu_backend *c = cpu(be);
-    if (!ensure_scratch(c, (size_t)a->n_rows))
+    attn_job j = {c, a, 1, a->n_rows > 0 ? a->n_rows : 1, NULL};
+    /* few tokens: split the rows so that every thread has a few chunks of at least 64 rows */
+    if (a->T < 2 * c->n_threads && a->n_rows >= 128) {
+        int want = (4 * c->n_threads + a->T - 1) / a->T, most = a->n_rows / 64;
+        j.n_split = want < most ? want : most;
+        j.chunk = (a->n_rows + j.n_split - 1) / j.n_split;
+        j.chunk = (j.chunk + 15) / 16 * 16;
+        j.n_split = (a->n_rows + j.chunk - 1) / j.chunk;
+    }
+    size_t part = j.n_split > 1 ? (size_t)a->T * j.n_split * a->n_heads * (a->head_dim + 2) : 0;
+    if (!ensure_scratch(c, (size_t)a->n_heads * (j.chunk + 2)))
         return;
-    attn_job j = {c, a};
-    lm_pool_run(c->pool, a->T * a->n_heads, attn_task, &j);
+    if (part > c->part_cap) {
+        lm_free(c->part);
+        c->part = lm_malloc(part * sizeof(float));
+        c->part_cap = c->part ? part : 0;
+        if (!c->part)
+            return;
+    }
+    j.part = c->part;
+    lm_pool_run(c->pool, a->T * j.n_split, attn_task, &j);
+    if (j.n_split > 1)
+        attn_merge(&j);
 }
 
 /* --- lifetime ------------------------------------------------------------------------------------ */
@@ -315,6 +489,7 @@ static void cpu_destroy(lm_backend *be) {
     lm_free(c->mq);
     lm_free(c->md);
     lm_free(c->msum);
+    lm_free(c->part);
     free(c);
 }
 
@@ -327,6 +502,8 @@ static const lm_backend_ops CPU_OPS = {
     .copy = cpu_copy,
     .reserve = cpu_reserve,
     .linear = cpu_linear,
+    .linear_n = cpu_linear_n,
+    .linear_glu = cpu_linear_glu,
     .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm,
     .rope = cpu_rope,

@@ -224,6 +224,22 @@ TGT static void avx2_axpy(float *y, float a, const float *x, int n) {
 
 static void avx2_gemm_rows(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch);
 
+/* attention over cache rows: the portable loops on this set's dot and axpy */
+TGT static void avx2_attn_scores(const lm_attn_rows *a, const float *q, float scale, float *s, size_t lds) {
+    int per = a->nh / a->nkv;
+    for (int h = 0; h < a->nh; h++)
+        for (int r = 0; r < a->n; r++)
+            s[h * lds + r] =
+                scale * dot_f32(q + (size_t)h * a->hd, a->k + r * a->stride + (size_t)(h / per) * a->hd, a->hd);
+}
+
+TGT static void avx2_attn_values(const lm_attn_rows *a, const float *p, size_t lds, float *out) {
+    int per = a->nh / a->nkv;
+    for (int h = 0; h < a->nh; h++)
+        for (int r = 0; r < a->n; r++)
+            avx2_axpy(out + (size_t)h * a->hd, p[h * lds + r], a->v + r * a->stride + (size_t)(h / per) * a->hd, a->hd);
+}
+
 static int natural_layout(const lm_linear *w) { return LM_XL_NATURAL; }
 
 static const lm_cpu_kernels AVX2 = {
@@ -241,6 +257,8 @@ static const lm_cpu_kernels AVX2 = {
     .exp_sum = lm_exp_sum_ref,
     .silu_mul = lm_silu_mul_ref,
     .axpy = avx2_axpy,
+    .attn_scores = avx2_attn_scores,
+    .attn_values = avx2_attn_values,
 };
 
 static void avx2_gemm_rows(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch) {

@@ -149,9 +149,64 @@ TGT static inline __attribute__((always_inline)) void q4_loop(const lm_linear *w
     }
 }
 
-/* Up to 4 packed rows at once (independent accumulators hide the latency of the dot-product
- * chains; the int16 input is loaded once for all of them). cs: per row and group, the weight
- * scale times the input scale. */
+/* Affine rows of any width but 4 against the input in LM_XL_BYTES order: per 64 codes (bytes,
+ * straight from memory when 8-bit, else unpacked) two vpdpbusd, unsigned codes times the signed
+ * high and low bytes of the input; per group acc += (256 hi + lo) * scale. Group 32: lanes
+ * 0..7 of a 64-code chunk belong to one group and 8..15 to the next. Written without branches
+ * in the inner loop (the 32-code tail of group 32 comes last). */
+TGT static inline __attribute__((always_inline)) __m512i codes64(const unpacker *u, const uint8_t *p, const int b8,
+                                                                 int n) {
+    if (b8)
+        return n == 64 ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi8(0xffffffffull, p);
+    return unpack(u, p, n);
+}
+
+TGT static inline __attribute__((always_inline)) void bytes_loop(const lm_linear *w, const unpacker *u,
+                                                                 const uint8_t *const *row, const int nr,
+                                                                 const lm_xvec *x, float (*cs)[MAXG], __m512 *acc,
+                                                                 const int b8) {
+    const int G = w->group, n = w->in, cpg = G >= 64 ? G / 64 : 1, nfull = n / 64 * 64, bits = u->bits;
+    const size_t pf = 2 * w->w_row_bytes;
+    const int8_t *xb = (const int8_t *)x->q;
+    int i = 0, g = 0;
+    while (i < nfull) {
+        __m512i gh[4], gl[4];
+        for (int j = 0; j < nr; j++)
+            gh[j] = gl[j] = _mm512_setzero_si512();
+        for (int c = 0; c < cpg; c++, i += 64) {
+            const __m512i xh = _mm512_loadu_si512(xb + 2 * i), xl = _mm512_loadu_si512(xb + 2 * i + 64);
+            for (int j = 0; j < nr; j++) {
+                const uint8_t *p = row[j] + (size_t)i * bits / 8;
+                _mm_prefetch((const char *)(p + pf), _MM_HINT_T0);
+                __m512i cv = codes64(u, p, b8, 64);
+                gh[j] = _mm512_dpbusd_epi32(gh[j], cv, xh);
+                gl[j] = _mm512_dpbusd_epi32(gl[j], cv, xl);
+            }
+        }
+        for (int j = 0; j < nr; j++) {
+            __m512 sv = _mm512_set1_ps(cs[j][g]);
+            if (G == 32)
+                sv = _mm512_insertf32x8(sv, _mm256_set1_ps(cs[j][g + 1]), 1);
+            __m512i t = _mm512_add_epi32(_mm512_slli_epi32(gh[j], 8), gl[j]);
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), sv, acc[j]);
+        }
+        g += G == 32 ? 2 : 1;
+    }
+    if (i < n) { /* group 32: the last 32 codes; the input is 32 h bytes, 32 l bytes */
+        const __m512i xh = _mm512_maskz_loadu_epi8(0xffffffffull, xb + 2 * i);
+        const __m512i xl = _mm512_maskz_loadu_epi8(0xffffffffull, xb + 2 * i + 32);
+        for (int j = 0; j < nr; j++) {
+            __m512i cv = codes64(u, row[j] + (size_t)i * bits / 8, b8, 32);
+            __m512i t = _mm512_add_epi32(_mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), cv, xh), 8),
+                                         _mm512_dpbusd_epi32(_mm512_setzero_si512(), cv, xl));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(cs[j][g]), acc[j]);
+        }
+    }
+}
+
+/* Up to 4 packed rows at once (the int16 input loaded once for all of them); decode calls it
+ * with one row (see avx512_matvec). cs: per row and group, the weight scale times the input
+ * scale. */
 
 TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linear *w, const unpacker *u, int r, int rs,
                                                                   const int nr, const lm_xvec *x, float *y) {
@@ -194,8 +249,13 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
         acc[j] = _mm512_setzero_ps();
         gi[j] = _mm512_setzero_si512();
     }
-    if (!mx && bits == 4) {
-        q4_loop(w, row, nr, x, cs, acc);
+    if (!mx) {
+        if (bits == 4)
+            q4_loop(w, row, nr, x, cs, acc);
+        else if (bits == 8)
+            bytes_loop(w, u, row, nr, x, cs, acc, 1);
+        else
+            bytes_loop(w, u, row, nr, x, cs, acc, 0);
         for (int j = 0; j < nr; j++)
             y[j * rs] += _mm512_reduce_add_ps(acc[j]);
         return;
@@ -244,7 +304,9 @@ static int packed_ok(const lm_linear *w) {
 }
 
 static int avx512_x_layout(const lm_linear *w) {
-    return w->kind == LM_W_AFFINE && w->bits == 4 ? LM_XL_NIBBLES : LM_XL_NATURAL;
+    if (w->kind != LM_W_AFFINE)
+        return LM_XL_NATURAL;
+    return w->bits == 4 ? LM_XL_NIBBLES : LM_XL_BYTES;
 }
 
 static int avx512_matvec_ok(const lm_linear *w) { return w->kind == LM_W_DENSE ? w->in_step <= 1 : packed_ok(w); }
@@ -277,16 +339,16 @@ TGT static inline __attribute__((always_inline)) void dense_rows(const lm_linear
 TGT static void avx512_matvec(const lm_linear *w, const lm_xvec *x, int r0, int r1, float *y) {
     if (w->kind != LM_W_DENSE) {
         unpacker u = unpacker_new(w->kind == LM_W_MXFP4 ? 4 : w->bits);
-        /* four rows at a time from four quarters of the range: each quarter is read front to
-         * back, so memory sees four sequential streams (rows side by side defeat the prefetchers) */
-        int q = (r1 - r0) / 4;
-        for (int k = 0; k < q; k++)
-            packed_rows(w, &u, r0 + k, q, 4, x, y + k);
-        for (int r = r0 + 4 * q; r < r1; r++)
+        /* one row after the other: one sequential stream. Measured on Zen 4 (2 threads, 8192 x
+         * 2048): q8 28 -> 33-38 GB/s, q4 26 -> 28-29 GB/s against four rows from four quarters
+         * of the range (two halves fall in between; the dense rows below prefer the quarters) */
+        for (int r = r0; r < r1; r++)
             packed_rows(w, &u, r, 0, 1, x, y + (r - r0));
         return;
     }
-    int q = (r1 - r0) / 4; /* as above: four sequential streams */
+    /* four rows at a time from four quarters of the range: each quarter is read front to back,
+     * so memory sees four sequential streams (rows side by side defeat the prefetchers) */
+    int q = (r1 - r0) / 4;
     if (w->dtype == LM_DT_BF16) {
         for (int k = 0; k < q; k++)
             dense_rows(w, LM_DT_BF16, r0 + k, q, 4, x->x, y + k);
@@ -315,13 +377,30 @@ TGT static void avx512_quant_x(const float *x, int in, int group, int layout, in
         __m512i qs = _mm512_setzero_si512();
         for (int i = 0; i < group; i += 16) {
             __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xg + i), _mm512_set1_ps(id)));
-            v = _mm512_max_epi32(_mm512_min_epi32(v, _mm512_set1_epi32(32767)), _mm512_set1_epi32(-32767));
+            v = _mm512_max_epi32(_mm512_min_epi32(v, _mm512_set1_epi32((int)LM_XQ_MAX)), _mm512_set1_epi32(-(int)LM_XQ_MAX));
             qs = _mm512_add_epi32(qs, v);
             _mm256_storeu_si256((__m256i *)(q + (size_t)g * group + i), _mm512_cvtepi32_epi16(v));
         }
         d[g] = amax / LM_XQ_MAX;
         sum[g] = _mm512_reduce_add_ps(sm);
         corr[g] = sum[g] - d[g] * (float)_mm512_reduce_add_epi32(qs);
+    }
+    if (layout == LM_XL_BYTES) { /* q = 256 h + l: 64 h bytes, then 64 l bytes */
+        for (int i = 0; i < in; i += 64) {
+            int cs = in - i >= 64 ? 64 : 32;
+            __m512i a = _mm512_loadu_si512(q + i), b = _mm512_maskz_loadu_epi16(cs == 64 ? 0xffffffffu : 0, q + i + 32);
+            __m512i ha = _mm512_srai_epi16(_mm512_add_epi16(a, _mm512_set1_epi16(128)), 8);
+            __m512i hb = _mm512_srai_epi16(_mm512_add_epi16(b, _mm512_set1_epi16(128)), 8);
+            __m512i la = _mm512_sub_epi16(a, _mm512_slli_epi16(ha, 8)), lb = _mm512_sub_epi16(b, _mm512_slli_epi16(hb, 8));
+            int8_t *o = (int8_t *)(q + i);
+            _mm256_storeu_si256((__m256i *)o, _mm512_cvtepi16_epi8(ha));
+            _mm256_storeu_si256((__m256i *)(o + cs), _mm512_cvtepi16_epi8(la));
+            if (cs == 64) {
+                _mm256_storeu_si256((__m256i *)(o + 32), _mm512_cvtepi16_epi8(hb));
+                _mm256_storeu_si256((__m256i *)(o + 96), _mm512_cvtepi16_epi8(lb));
+            }
+        }
+        return;
     }
     if (layout != LM_XL_NIBBLES)
         return;
@@ -415,6 +494,162 @@ TGT static void avx512_axpy(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i += 16) {
         __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
         _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+
+/* --- attention over cache rows ---------------------------------------------------------------- */
+
+/* Both kernels walk the rows in blocks of 8, every head group of a block before the next block
+ * (one group's slice of every row in turn streams at half the speed). Measured on Zen 4: the
+ * group-major order within a block still streams at ~10-15 GB/s per core against 25-30 for
+ * row-major order; software prefetch of the next block did not change that. */
+
+/* the four sums of a, b, c, d */
+TGT static inline __m128 hsum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    __m256 a2 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    __m256 b2 = _mm256_add_ps(_mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1));
+    __m256 c2 = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
+    __m256 d2 = _mm256_add_ps(_mm512_castps512_ps256(d), _mm512_extractf32x8_ps(d, 1));
+    __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a2, b2), _mm256_hadd_ps(c2, d2)); /* a b c d | a b c d */
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+/* Keep v in a register: without this GCC folds a load used by several FMAs into each of them,
+ * and the load port, not the FMA units, sets the pace. */
+#define IN_REG(v) __asm__("" : "+v"(v))
+
+/* s[h*lds + r] = scale * q[h] . k[r] for H heads (q rows hd apart) and R rows (ks apart), R % 4 == 0;
+ * full: hd % 16 == 0 */
+TGT static inline __attribute__((always_inline)) void scores_tile(const float *q, const float *k, size_t ks, int hd,
+                                                                  float scale, float *s, size_t lds, const int H,
+                                                                  const int R, const int full) {
+    __m512 acc[4][8];
+    for (int h = 0; h < H; h++)
+        for (int r = 0; r < R; r++)
+            acc[h][r] = _mm512_setzero_ps();
+    for (int i = 0; i < hd; i += 16) {
+        __mmask16 m = full || hd - i >= 16 ? 0xffff : (__mmask16)((1u << (hd - i)) - 1);
+        __m512 kv[8];
+        for (int r = 0; r < R; r++) {
+            kv[r] = _mm512_maskz_loadu_ps(m, k + r * ks + i);
+            IN_REG(kv[r]);
+        }
+        for (int h = 0; h < H; h++) {
+            __m512 x = _mm512_maskz_loadu_ps(m, q + (size_t)h * hd + i);
+            for (int r = 0; r < R; r++)
+                acc[h][r] = _mm512_fmadd_ps(x, kv[r], acc[h][r]);
+        }
+    }
+    const __m128 sc = _mm_set1_ps(scale);
+    for (int h = 0; h < H; h++)
+        for (int r = 0; r < R; r += 4)
+            _mm_storeu_ps(s + h * lds + r, _mm_mul_ps(hsum4(acc[h][r], acc[h][r + 1], acc[h][r + 2], acc[h][r + 3]), sc));
+}
+
+/* R rows (4 or 8) against every head: per group, heads 4 x 4 rows, 2 x 8 or 1 x 8 at a time */
+TGT static inline __attribute__((always_inline)) void scores_rows(const lm_attn_rows *a, const float *q, int r0,
+                                                                  float scale, float *s, size_t lds, const int R,
+                                                                  const int full) {
+    const int hd = a->hd, per = a->nh / a->nkv;
+    for (int g = 0; g < a->nkv; g++) {
+        const float *k = a->k + r0 * a->stride + (size_t)g * hd;
+        int j = 0;
+        for (; j + 4 <= per; j += 4)
+            for (int rr = 0; rr < R; rr += 4)
+                scores_tile(q + (size_t)(g * per + j) * hd, k + rr * a->stride, a->stride, hd, scale,
+                            s + (g * per + j) * lds + r0 + rr, lds, 4, 4, full);
+        for (; j + 2 <= per; j += 2)
+            scores_tile(q + (size_t)(g * per + j) * hd, k, a->stride, hd, scale, s + (g * per + j) * lds + r0, lds, 2, R,
+                        full);
+        for (; j < per; j++)
+            scores_tile(q + (size_t)(g * per + j) * hd, k, a->stride, hd, scale, s + (g * per + j) * lds + r0, lds, 1, R,
+                        full);
+    }
+}
+
+TGT static void avx512_attn_scores(const lm_attn_rows *a, const float *q, float scale, float *s, size_t lds) {
+    const int hd = a->hd, per = a->nh / a->nkv, n = a->n;
+    int r = 0;
+    if (hd % 16 == 0) {
+        for (; r + 8 <= n; r += 8)
+            scores_rows(a, q, r, scale, s, lds, 8, 1);
+        for (; r + 4 <= n; r += 4)
+            scores_rows(a, q, r, scale, s, lds, 4, 1);
+    } else {
+        for (; r + 4 <= n; r += 4)
+            scores_rows(a, q, r, scale, s, lds, 4, 0);
+    }
+    for (; r < n; r++)
+        for (int h = 0; h < a->nh; h++)
+            s[h * lds + r] = scale * dot_f32(q + (size_t)h * hd, a->k + r * a->stride + (size_t)(h / per) * hd, hd);
+}
+
+/* o[h] += sum over n rows of p[h*lds + r] v[r] for H heads (o rows ho apart), NV vectors of 16
+ * (masks m): H * NV accumulators stay in registers, each row's values are loaded once */
+TGT static inline __attribute__((always_inline)) void values_tile(const float *v, size_t vs, int n, const float *p,
+                                                                  size_t lds, float *o, size_t ho,
+                                                                  const __mmask16 *m, const int H, const int NV) {
+    __m512 c[4][8];
+    for (int h = 0; h < H; h++)
+        for (int u = 0; u < NV; u++)
+            c[h][u] = _mm512_maskz_loadu_ps(m[u], o + h * ho + 16 * u);
+    for (int r = 0; r < n; r++) {
+        const float *vr = v + r * vs;
+        __m512 x[8];
+        for (int u = 0; u < NV; u++) {
+            x[u] = _mm512_maskz_loadu_ps(m[u], vr + 16 * u);
+            IN_REG(x[u]);
+        }
+        for (int h = 0; h < H; h++) {
+            __m512 w = _mm512_set1_ps(p[h * lds + r]);
+            for (int u = 0; u < NV; u++)
+                c[h][u] = _mm512_fmadd_ps(w, x[u], c[h][u]);
+        }
+    }
+    for (int h = 0; h < H; h++)
+        for (int u = 0; u < NV; u++)
+            _mm512_mask_storeu_ps(o + h * ho + 16 * u, m[u], c[h][u]);
+}
+
+#define VROWS 8 /* rows per block of attn_values */
+
+/* Per block of rows and head group: up to 64 dims (4 vectors) of 4 heads, or 128 dims of 2
+ * heads (or 1) at a time. */
+TGT static void avx512_attn_values(const lm_attn_rows *a, const float *p, size_t lds, float *out) {
+    const int hd = a->hd, per = a->nh / a->nkv;
+    const size_t vs = a->stride;
+    for (int r0 = 0; r0 < a->n; r0 += VROWS) {
+        const int nb = a->n - r0 < VROWS ? a->n - r0 : VROWS;
+        for (int g = 0; g < a->nkv; g++) {
+            const float *v = a->v + r0 * vs + (size_t)g * hd;
+            for (int i0 = 0; i0 < hd;) {
+                const int left = hd - i0, wide = left > 64; /* 128 dims (2 heads) or 64 (4 heads) */
+                __mmask16 m[8];
+                for (int u = 0; u < 8; u++)
+                    m[u] = left - 16 * u >= 16 ? 0xffff
+                           : left > 16 * u     ? (__mmask16)((1u << (left - 16 * u)) - 1)
+                                               : 0;
+                int j = 0;
+                for (; !wide && j + 4 <= per; j += 4)
+                    values_tile(v + i0, vs, nb, p + (g * per + j) * lds + r0, lds, out + (size_t)(g * per + j) * hd + i0,
+                                (size_t)hd, m, 4, 4);
+                for (; j + 2 <= per; j += 2)
+                    if (wide)
+                        values_tile(v + i0, vs, nb, p + (g * per + j) * lds + r0, lds,
+                                    out + (size_t)(g * per + j) * hd + i0, (size_t)hd, m, 2, 8);
+                    else
+                        values_tile(v + i0, vs, nb, p + (g * per + j) * lds + r0, lds,
+                                    out + (size_t)(g * per + j) * hd + i0, (size_t)hd, m, 2, 4);
+                for (; j < per; j++)
+                    if (wide)
+                        values_tile(v + i0, vs, nb, p + (g * per + j) * lds + r0, lds,
+                                    out + (size_t)(g * per + j) * hd + i0, (size_t)hd, m, 1, 8);
+                    else
+                        values_tile(v + i0, vs, nb, p + (g * per + j) * lds + r0, lds,
+                                    out + (size_t)(g * per + j) * hd + i0, (size_t)hd, m, 1, 4);
+                i0 += wide ? 128 : 64;
+            }
+        }
     }
 }
 
@@ -706,6 +941,8 @@ static const lm_cpu_kernels AVX512 = {
     .exp_sum = avx512_exp_sum,
     .silu_mul = avx512_silu_mul,
     .axpy = avx512_axpy,
+    .attn_scores = avx512_attn_scores,
+    .attn_values = avx512_attn_values,
 };
 
 const lm_cpu_kernels *lm_cpu_kernels_avx512(void) {

@@ -78,6 +78,22 @@ static void scalar_gemm_rows(const lm_linear *w, const lm_xmat *x, int r0, int n
     lm_gemm_rows_f32(lm_cpu_kernels_scalar(), w, x, r0, nr, y, ldy, scratch);
 }
 
+void lm_attn_scores_ref(const lm_attn_rows *a, const float *q, float scale, float *s, size_t lds) {
+    int per = a->nh / a->nkv;
+    for (int h = 0; h < a->nh; h++)
+        for (int r = 0; r < a->n; r++)
+            s[h * lds + r] =
+                scale * lm_dot_f32(q + (size_t)h * a->hd, a->k + r * a->stride + (size_t)(h / per) * a->hd, a->hd);
+}
+
+void lm_attn_values_ref(const lm_attn_rows *a, const float *p, size_t lds, float *out) {
+    int per = a->nh / a->nkv;
+    for (int h = 0; h < a->nh; h++)
+        for (int r = 0; r < a->n; r++)
+            scalar_axpy(out + (size_t)h * a->hd, p[h * lds + r], a->v + r * a->stride + (size_t)(h / per) * a->hd,
+                        a->hd);
+}
+
 float lm_exp_sum_ref(float *s, int n, float mx) {
     float sum = 0;
     for (int i = 0; i < n; i++) {
@@ -107,6 +123,8 @@ static const lm_cpu_kernels SCALAR = {
     .exp_sum = lm_exp_sum_ref,
     .silu_mul = lm_silu_mul_ref,
     .axpy = scalar_axpy,
+    .attn_scores = lm_attn_scores_ref,
+    .attn_values = lm_attn_values_ref,
 };
 
 const lm_cpu_kernels *lm_cpu_kernels_scalar(void) { return &SCALAR; }
@@ -132,8 +150,8 @@ void lm_quant_x_i16(const float *x, int in, int group, int layout, int16_t *q, f
         long qs = 0;
         for (int i = 0; i < group; i++) {
             long v = lrintf(xg[i] * id);
-            v = v > 32767 ? 32767 : v < -32767 ? -32767 : v;
-            q[lm_xq_pos(g * group + i, in, layout)] = (int16_t)v;
+            v = v > (long)LM_XQ_MAX ? (long)LM_XQ_MAX : v < -(long)LM_XQ_MAX ? -(long)LM_XQ_MAX : v;
+            lm_xq_set(q, g * group + i, in, layout, (int)v);
             qs += v;
         }
         d[g] = dg;

@@ -35,6 +35,15 @@ typedef struct lm_xmat {
     const float *d, *sum; /* [T, in/group] their scales, and sums of x */
 } lm_xmat;
 
+/* Rows of a KV cache as the attention kernels read them: row r of head group g starts at
+ * k + r*stride + g*hd (v alike); query head h reads group h / (nh/nkv). */
+typedef struct lm_attn_rows {
+    const float *k, *v; /* [n][stride] */
+    size_t stride;      /* floats between rows (>= nkv*hd) */
+    int n;              /* rows */
+    int nh, nkv, hd;    /* query heads, kv heads (nh % nkv == 0), head dim */
+} lm_attn_rows;
+
 /* Scratch floats per thread that gemm_rows needs. */
 #define LM_GEMM_SCRATCH(in) (2 * (size_t)LM_GEMM_ROWS * (size_t)(in) + 64)
 
@@ -69,6 +78,10 @@ typedef struct lm_cpu_kernels {
     void (*silu_mul)(const float *g, const float *u, float *out, int n);
     /* y[i] += a * x[i] */
     void (*axpy)(float *y, float a, const float *x, int n);
+    /* s[h*lds + r] = scale * q[h] . k[r] (its group) for h < nh, r < n; q [nh][hd] */
+    void (*attn_scores)(const lm_attn_rows *a, const float *q, float scale, float *s, size_t lds);
+    /* out[h][i] += sum_r p[h*lds + r] * v[r] (its group)[i] for h < nh, i < hd; out [nh][hd] */
+    void (*attn_values)(const lm_attn_rows *a, const float *p, size_t lds, float *out);
 } lm_cpu_kernels;
 
 /* The set for `isa`, or NULL when this CPU (or build) cannot run it. */
@@ -79,15 +92,39 @@ const char *lm_isa_name(lm_isa isa);
 
 /* Sums of x per group of `group` elements: out[in/group]. */
 void lm_group_sums(const float *x, int in, int group, float *out);
-/* Layouts of the int16 input: natural, or per 64 elements the 32 even ones then the 32 odd
- * ones (a trailing 32: 16 even, 16 odd) to meet 4-bit codes split into low and high nibbles. */
-enum { LM_XL_NATURAL = 0, LM_XL_NIBBLES = 1 };
+/* Layouts of the int16 input: natural; or per 64 elements the 32 even ones then the 32 odd
+ * ones (a trailing 32: 16 even, 16 odd) to meet 4-bit codes split into low and high nibbles;
+ * or (BYTES) each value split as q = 256 h + l with h, l signed bytes, per 64 elements the 64
+ * h then the 64 l (a trailing 32: 32 h, 32 l) in the same storage, for byte-by-byte products
+ * (|q| <= LM_XQ_MAX keeps h within a signed byte). */
+enum { LM_XL_NATURAL = 0, LM_XL_NIBBLES = 1, LM_XL_BYTES = 2 };
 static inline int lm_xq_pos(int i, int in, int layout) {
     if (layout == LM_XL_NATURAL)
         return i;
     int base = i / 64 * 64, cs = in - base < 64 ? in - base : 64, k = i - base;
     return base + (k % 2) * (cs / 2) + k / 2;
 }
+/* Element i of an input in any layout, and storing it. */
+static inline int lm_xq_get(const int16_t *q, int i, int in, int layout) {
+    if (layout != LM_XL_BYTES)
+        return q[lm_xq_pos(i, in, layout)];
+    int base = i / 64 * 64, cs = in - base < 64 ? in - base : 64;
+    const int8_t *b = (const int8_t *)(q + base);
+    return 256 * b[i - base] + b[cs + i - base];
+}
+static inline void lm_xq_set(int16_t *q, int i, int in, int layout, int v) {
+    if (layout != LM_XL_BYTES) {
+        q[lm_xq_pos(i, in, layout)] = (int16_t)v;
+        return;
+    }
+    int base = i / 64 * 64, cs = in - base < 64 ? in - base : 64, h = (v + 128) >> 8;
+    int8_t *b = (int8_t *)(q + base);
+    b[i - base] = (int8_t)h;
+    b[cs + i - base] = (int8_t)(v - 256 * h);
+}
+/* Portable attention kernels (the scalar set's). */
+void lm_attn_scores_ref(const lm_attn_rows *a, const float *q, float scale, float *s, size_t lds);
+void lm_attn_values_ref(const lm_attn_rows *a, const float *p, size_t lds, float *out);
 /* Portable exp_sum and silu_mul (libm expf). */
 float lm_exp_sum_ref(float *s, int n, float mx);
 void lm_silu_mul_ref(const float *g, const float *u, float *out, int n);
@@ -96,7 +133,7 @@ void lm_gemm_rows_f32(const lm_cpu_kernels *k, const lm_linear *w, const lm_xmat
                       float *scratch);
 /* Portable quant_x. */
 void lm_quant_x_i16(const float *x, int in, int group, int layout, int16_t *q, float *d, float *sum, float *corr);
-#define LM_XQ_MAX 32767.0f
+#define LM_XQ_MAX 32639.0f /* (32639 + 128) >> 8 = 127 */
 /* The group a packed weight's input is prepared in (0 for dense weights). */
 static inline int lm_xvec_group(const lm_linear *w) {
     return w->kind == LM_W_AFFINE ? w->group : w->kind == LM_W_MXFP4 ? 32 : 0;

@@ -472,7 +472,9 @@ static void *cpu_alloc(lm_backend *be, size_t n) {
     void *p = NULL;
     if (posix_memalign(&p, huge, n) != 0)
         return NULL;
+#ifdef MADV_HUGEPAGE /* Linux; elsewhere the alignment alone */
     madvise(p, n / huge * huge, MADV_HUGEPAGE); /* a hint: without THP, small pages */
+#endif
     memset(p, 0, n);
     return p;
 }

@@ -23,6 +23,24 @@ static void ws(jscan *j) {
         j->i++;
 }
 
+/* After a key: the ':' (skipped with the space around it), or an error. */
+static lm_status jcolon(jscan *j) {
+    ws(j);
+    if (j->i >= j->n || j->s[j->i] != ':')
+        return jerr(j, "expected ':'");
+    j->i++;
+    return LM_OK;
+}
+
+/* After an element of an object or array: 1 after a ',', 0 after the closing `close` (both
+ * consumed), -1 when neither follows (the caller reports where it was). */
+static int jnext(jscan *j, char close) {
+    ws(j);
+    if (j->i < j->n && (j->s[j->i] == ',' || j->s[j->i] == close))
+        return j->s[j->i++] == ',';
+    return -1;
+}
+
 static int hex4(const char *p, uint32_t *v) {
     *v = 0;
     for (int k = 0; k < 4; k++) {
@@ -127,22 +145,14 @@ static lm_status jskip(jscan *j, int depth) {
             if (c == '{') {
                 ws(j);
                 LM_TRY(jstring(j, NULL));
-                ws(j);
-                if (j->i >= j->n || j->s[j->i] != ':')
-                    return jerr(j, "expected ':'");
-                j->i++;
+                LM_TRY(jcolon(j));
             }
             LM_TRY(jskip(j, depth + 1));
-            ws(j);
-            if (j->i < j->n && j->s[j->i] == ',') {
-                j->i++;
-                continue;
-            }
-            if (j->i < j->n && j->s[j->i] == close) {
-                j->i++;
+            int more = jnext(j, close);
+            if (more < 0)
+                return jerr(j, "expected ',' or a closing bracket");
+            if (!more)
                 return LM_OK;
-            }
-            return jerr(j, "expected ',' or a closing bracket");
         }
     }
     size_t st = j->i;
@@ -169,14 +179,8 @@ static lm_status find_spans(jscan *j, size_t span[2][2]) {
             level--;
             goto after_value;
         }
-        if ((st = jstring(j, &key)) != LM_OK)
+        if ((st = jstring(j, &key)) != LM_OK || (st = jcolon(j)) != LM_OK)
             break;
-        ws(j);
-        if (j->i >= j->n || j->s[j->i] != ':') {
-            st = jerr(j, "expected ':'");
-            break;
-        }
-        j->i++;
         ws(j);
         if (level == 0 && key.n == 5 && memcmp(key.p, "model", 5) == 0 && j->i < j->n && j->s[j->i] == '{') {
             j->i++;
@@ -194,20 +198,18 @@ static lm_status find_spans(jscan *j, size_t span[2][2]) {
             span[which][0] = start;
             span[which][1] = j->i;
         }
-    after_value:
-        ws(j);
-        if (j->i < j->n && j->s[j->i] == ',') {
-            j->i++;
+    after_value:;
+        int more = jnext(j, '}');
+        if (more > 0)
             continue;
+        if (more < 0) {
+            st = jerr(j, "expected ',' or '}'");
+            break;
         }
-        if (j->i < j->n && j->s[j->i] == '}') {
-            j->i++;
-            if (level == 0)
-                break;
-            level--;
-            goto after_value;
-        }
-        st = jerr(j, "expected ',' or '}'");
+        if (level == 0)
+            break;
+        level--;
+        goto after_value;
     }
     tk_buf_free(&key);
     return st;
@@ -252,15 +254,7 @@ static lm_status parse_vocab(jscan *j, tk_bpe *bpe) {
         while (st == LM_OK) {
             int32_t id;
             ws(j);
-            if ((st = jstring(j, &key)) != LM_OK)
-                break;
-            ws(j);
-            if (j->i >= j->n || j->s[j->i] != ':') {
-                st = jerr(j, "expected ':'");
-                break;
-            }
-            j->i++;
-            if ((st = parse_int(j, &id)) != LM_OK)
+            if ((st = jstring(j, &key)) != LM_OK || (st = jcolon(j)) != LM_OK || (st = parse_int(j, &id)) != LM_OK)
                 break;
             if (pass == 0) {
                 max_id = id > max_id ? id : max_id;
@@ -269,14 +263,12 @@ static lm_status parse_vocab(jscan *j, tk_bpe *bpe) {
                 st = lm_err_prefix(st, "%s", j->what);
                 break;
             }
-            ws(j);
-            if (j->i < j->n && j->s[j->i] == ',') {
-                j->i++;
+            int more = jnext(j, '}');
+            if (more > 0)
                 continue;
-            }
-            if (j->i < j->n && j->s[j->i] == '}')
-                break;
-            st = jerr(j, "expected ',' or '}' in model.vocab");
+            if (more < 0)
+                st = jerr(j, "expected ',' or '}' in model.vocab");
+            break;
         }
         if (st == LM_OK && pass == 0)
             st = tk_vocab_init(&bpe->vocab, max_id + 1, bytes);
@@ -339,14 +331,12 @@ static lm_status parse_merges(jscan *j, tk_bpe *bpe) {
         }
         if (st != LM_OK)
             break;
-        ws(j);
-        if (j->i < j->n && j->s[j->i] == ',') {
-            j->i++;
+        int more = jnext(j, ']');
+        if (more > 0)
             continue;
-        }
-        if (j->i < j->n && j->s[j->i] == ']')
-            break;
-        st = jerr(j, "expected ',' or ']' in model.merges");
+        if (more < 0)
+            st = jerr(j, "expected ',' or ']' in model.merges");
+        break;
     }
     tk_buf_free(&a);
     tk_buf_free(&b);

@@ -22,34 +22,23 @@ static void run_one(const char *dir_diff, const char *name) {
     int n = 0, ok_ids = 0, ok_sp = 0, ok_dec = 0, n_seq = 0, ok_seq = 0;
     const cJSON *cases = cJSON_GetObjectItem(j, "cases");
     for (const cJSON *c = cases ? cases->child : NULL; c; c = c->next, n++) {
-        const char *text = cJSON_GetObjectItem(c, "text")->valuestring;
-        const char *want_dec = cJSON_GetObjectItem(c, "decoded")->valuestring;
-        int nw, nws, n1, n2, split;
-        int32_t *want = tok_json_ids(cJSON_GetObjectItem(c, "ids"), &nw);
-        int32_t *want_s = tok_json_ids(cJSON_GetObjectItem(c, "ids_with_special"), &nws);
-        int32_t *got = tok_encode(tok, text, strlen(text), 0, &n1);
-        int32_t *got_s = tok_encode(tok, text, strlen(text), 1, &n2);
-        char *dec = tok_decode(tok, want, nw, 0, NULL);
-        char *str = tok_stream(tok, want, nw, 0, &split);
-        int a = got && tok_ids_eq(got, n1, want, nw), b = got_s && tok_ids_eq(got_s, n2, want_s, nws);
-        int d = dec && strcmp(dec, want_dec) == 0 && str && strcmp(str, want_dec) == 0 && !split;
-        ok_ids += a;
-        ok_sp += b;
+        tok_case r;
+        tok_case_run(tok, c, &r);
+        int d = r.decoded && r.streamed;
+        ok_ids += r.ids;
+        ok_sp += r.special;
         ok_dec += d;
-        if ((!a || !b || !d) && report_limit-- > 0) {
-            fprintf(stderr, "%s: mismatch (ids %d, special %d, decode %d) for text \"%s\"\n", name, a, b, d, text);
-            tok_print_ids("want", want, nw);
-            if (got)
-                tok_print_ids("got ", got, n1);
+        if ((!r.ids || !r.special || !d) && report_limit-- > 0) {
+            fprintf(stderr, "%s: mismatch (ids %d, special %d, decode %d) for text \"%s\"\n", name, r.ids, r.special, d,
+                    r.text);
+            tok_print_ids("want", r.want, r.nw);
+            if (r.got)
+                tok_print_ids("got ", r.got, r.n1);
             if (!d)
-                fprintf(stderr, "  decoded \"%s\" streamed \"%s\" want \"%s\"\n", dec ? dec : "", str ? str : "", want_dec);
+                fprintf(stderr, "  decoded \"%s\" streamed \"%s\" want \"%s\"\n", r.dec ? r.dec : "", r.str ? r.str : "",
+                        r.want_dec);
         }
-        free(want);
-        free(want_s);
-        free(got);
-        free(got_s);
-        free(dec);
-        free(str);
+        tok_case_free(&r);
     }
     const cJSON *seqs = cJSON_GetObjectItem(j, "id_cases");
     for (const cJSON *c = seqs ? seqs->child : NULL; c; c = c->next, n_seq++) {

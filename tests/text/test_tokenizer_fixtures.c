@@ -22,34 +22,20 @@ static void run_one(const char *name) {
     const cJSON *cases = cJSON_GetObjectItem(j, "cases");
     int n_cases = 0, n_ok = 0;
     for (const cJSON *c = cases ? cases->child : NULL; c; c = c->next, n_cases++) {
-        const char *text = cJSON_GetObjectItem(c, "text")->valuestring;
-        const char *want_dec = cJSON_GetObjectItem(c, "decoded")->valuestring;
-        int nw, nws, n1, n2, split;
-        int32_t *want = tok_json_ids(cJSON_GetObjectItem(c, "ids"), &nw);
-        int32_t *want_s = tok_json_ids(cJSON_GetObjectItem(c, "ids_with_special"), &nws);
-        int32_t *got = tok_encode(tok, text, strlen(text), 0, &n1);
-        int32_t *got_s = tok_encode(tok, text, strlen(text), 1, &n2);
-        char *dec = tok_decode(tok, want, nw, 0, NULL);
-        char *str = tok_stream(tok, want, nw, 0, &split);
-        int ok1 = got && tok_ids_eq(got, n1, want, nw), ok2 = got_s && tok_ids_eq(got_s, n2, want_s, nws);
-        int ok3 = dec && strcmp(dec, want_dec) == 0, ok4 = str && strcmp(str, want_dec) == 0 && !split;
-        CHECKF(ok1, "%s: ids of \"%s\"", name, text);
-        CHECKF(ok2, "%s: ids_with_special of \"%s\"", name, text);
-        CHECKF(ok3, "%s: decode of \"%s\" gave \"%s\"", name, text, dec ? dec : "(null)");
-        CHECKF(ok4, "%s: streaming decode of \"%s\" gave \"%s\"%s", name, text, str ? str : "(null)",
-               split ? " (split a character)" : "");
-        if (!ok1) {
-            tok_print_ids("want", want, nw);
-            if (got)
-                tok_print_ids("got ", got, n1);
+        tok_case r;
+        tok_case_run(tok, c, &r);
+        CHECKF(r.ids, "%s: ids of \"%s\"", name, r.text);
+        CHECKF(r.special, "%s: ids_with_special of \"%s\"", name, r.text);
+        CHECKF(r.decoded, "%s: decode of \"%s\" gave \"%s\"", name, r.text, r.dec ? r.dec : "(null)");
+        CHECKF(r.streamed, "%s: streaming decode of \"%s\" gave \"%s\"%s", name, r.text, r.str ? r.str : "(null)",
+               r.split ? " (split a character)" : "");
+        if (!r.ids) {
+            tok_print_ids("want", r.want, r.nw);
+            if (r.got)
+                tok_print_ids("got ", r.got, r.n1);
         }
-        n_ok += ok1 && ok2 && ok3 && ok4;
-        free(want);
-        free(want_s);
-        free(got);
-        free(got_s);
-        free(dec);
-        free(str);
+        n_ok += r.ids && r.special && r.decoded && r.streamed;
+        tok_case_free(&r);
     }
     CHECKF(n_cases >= 30, "%s: only %d cases in %s", name, n_cases, fix);
     printf("%-12s %d/%d cases identical (ids, ids_with_special, decoded, streamed)\n", name, n_ok, n_cases);

@@ -132,4 +132,39 @@ static inline void tok_print_ids(const char *label, const int32_t *v, int n) {
     fprintf(stderr, "%s]\n", n > 60 ? ", ..." : "");
 }
 
+/* One expectation case {text, ids, ids_with_special, decoded} run through a tokenizer: what it
+ * produced, and which of the four results match. tok_case_free releases it. */
+typedef struct tok_case {
+    const char *text, *want_dec;
+    int32_t *want, *want_s, *got, *got_s;
+    int nw, nws, n1, n2, split; /* split: the streaming decoder cut a character */
+    char *dec, *str;            /* decode and streaming decode of the expected ids */
+    int ids, special, decoded, streamed;
+} tok_case;
+
+static inline void tok_case_run(const lm_tokenizer *tok, const cJSON *c, tok_case *r) {
+    memset(r, 0, sizeof *r);
+    r->text = cJSON_GetObjectItem(c, "text")->valuestring;
+    r->want_dec = cJSON_GetObjectItem(c, "decoded")->valuestring;
+    r->want = tok_json_ids(cJSON_GetObjectItem(c, "ids"), &r->nw);
+    r->want_s = tok_json_ids(cJSON_GetObjectItem(c, "ids_with_special"), &r->nws);
+    r->got = tok_encode(tok, r->text, strlen(r->text), 0, &r->n1);
+    r->got_s = tok_encode(tok, r->text, strlen(r->text), 1, &r->n2);
+    r->dec = tok_decode(tok, r->want, r->nw, 0, NULL);
+    r->str = tok_stream(tok, r->want, r->nw, 0, &r->split);
+    r->ids = r->got && tok_ids_eq(r->got, r->n1, r->want, r->nw);
+    r->special = r->got_s && tok_ids_eq(r->got_s, r->n2, r->want_s, r->nws);
+    r->decoded = r->dec && strcmp(r->dec, r->want_dec) == 0;
+    r->streamed = r->str && strcmp(r->str, r->want_dec) == 0 && !r->split;
+}
+
+static inline void tok_case_free(tok_case *r) {
+    free(r->want);
+    free(r->want_s);
+    free(r->got);
+    free(r->got_s);
+    free(r->dec);
+    free(r->str);
+}
+
 #endif

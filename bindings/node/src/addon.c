@@ -133,7 +133,10 @@ static bool get_prop(napi_env env, napi_value obj, const char *key, napi_value *
     return true;
 }
 
-static bool prop_number(napi_env env, napi_value obj, const char *key, double *out, bool *present) {
+/* options[key] as a number in [lo, hi] (a whole one when `whole`; `what` names the range in
+ * the error); *present is false when the option is absent. */
+static bool prop_number(napi_env env, napi_value obj, const char *key, double lo, double hi, bool whole,
+                        const char *what, double *out, bool *present) {
     napi_value v;
     napi_valuetype t;
     if (!get_prop(env, obj, key, &v, &t, present))
@@ -144,51 +147,42 @@ static bool prop_number(napi_env env, napi_value obj, const char *key, double *o
         nm_throw_type(env, "options.%s must be a number", key);
         return false;
     }
-    return nm_ok(env, napi_get_value_double(env, v, out));
+    if (!nm_ok(env, napi_get_value_double(env, v, out)))
+        return false;
+    if (!(*out >= lo && *out <= hi) || (whole && *out != floor(*out))) {
+        nm_throw(env, "ERR_OUT_OF_RANGE", "options.%s must be %s (got %g)", key, what, *out);
+        return false;
+    }
+    return true;
 }
 
 bool nm_prop_int(napi_env env, napi_value obj, const char *key, int *out) {
     double d;
     bool present;
-    if (!prop_number(env, obj, key, &d, &present))
+    if (!prop_number(env, obj, key, -2147483648.0, 2147483647.0, true, "a 32-bit integer", &d, &present))
         return false;
-    if (!present)
-        return true;
-    if (!(d >= -2147483648.0 && d <= 2147483647.0) || d != floor(d)) {
-        nm_throw(env, "ERR_OUT_OF_RANGE", "options.%s must be a 32-bit integer (got %g)", key, d);
-        return false;
-    }
-    *out = (int)d;
+    if (present)
+        *out = (int)d;
     return true;
 }
 
 bool nm_prop_int64(napi_env env, napi_value obj, const char *key, int64_t *out) {
     double d;
     bool present;
-    if (!prop_number(env, obj, key, &d, &present))
+    if (!prop_number(env, obj, key, -9007199254740991.0, 9007199254740991.0, true, "a safe integer", &d, &present))
         return false;
-    if (!present)
-        return true;
-    if (!(d >= -9007199254740991.0 && d <= 9007199254740991.0) || d != floor(d)) {
-        nm_throw(env, "ERR_OUT_OF_RANGE", "options.%s must be a safe integer (got %g)", key, d);
-        return false;
-    }
-    *out = (int64_t)d;
+    if (present)
+        *out = (int64_t)d;
     return true;
 }
 
 bool nm_prop_float(napi_env env, napi_value obj, const char *key, float *out) {
     double d;
     bool present;
-    if (!prop_number(env, obj, key, &d, &present))
+    if (!prop_number(env, obj, key, -3.0e38, 3.0e38, false, "a finite number", &d, &present))
         return false;
-    if (!present)
-        return true;
-    if (!isfinite(d) || fabs(d) > 3.0e38) {
-        nm_throw(env, "ERR_OUT_OF_RANGE", "options.%s must be a finite number (got %g)", key, d);
-        return false;
-    }
-    *out = (float)d;
+    if (present)
+        *out = (float)d;
     return true;
 }
 

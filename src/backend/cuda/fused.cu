@@ -25,24 +25,6 @@ void lm_cuda_linear_glu(lm_backend *be, const lm_linear *gate, const lm_linear *
     lm_cuda_glu(be, g_buf, u_buf, up->out, T, up->out, act, limit, out);
 }
 
-/* x[r] += y[r]; h[r] = x[r] / rms(x[r]) * w (sums in double, as rmsnorm_f32) */
-__global__ void add_rmsnorm_f32(float *x, const float *__restrict__ y, const float *__restrict__ w, int n, float eps,
-                                float *h) {
-    float *xr = x + (size_t)blockIdx.x * n;
-    const float *yr = y + (size_t)blockIdx.x * n;
-    float *hr = h + (size_t)blockIdx.x * n;
-    double ss = 0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float v = xr[i] + yr[i];
-        xr[i] = v;
-        ss += (double)v * v;
-    }
-    ss = block_sum(ss);
-    float inv = 1.0f / sqrtf((float)(ss / n) + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) /* each element read back by the thread that wrote it */
-        hr[i] = xr[i] * inv * (w ? w[i] : 1.0f);
-}
-
 void lm_cuda_add_rmsnorm(lm_backend *be, float *x, const float *y, const float *w, int rows, int n, float eps,
                          float *h) {
     cuda_backend *c = cu_be(be);
@@ -53,10 +35,7 @@ void lm_cuda_add_rmsnorm(lm_backend *be, float *x, const float *y, const float *
         lm_cuda_rmsnorm(be, x, w, rows, n, eps, h);
         return;
     }
-    if (lm_cuda_rms_rows(c, x, y, w, rows, n, eps, h))
-        return;
-    add_rmsnorm_f32<<<rows, 256, 0, c->stream>>>(x, y, w, n, eps, h);
-    lm_cuda_launched(c, "add_rmsnorm_f32");
+    lm_cuda_rms_rows(c, x, y, w, rows, n, eps, h);
 }
 
 /* kd[i] = k[i], vd[i] = v[i] for T rows of n floats; pos_d[t] = p0 + t */

@@ -4,22 +4,29 @@
 
 #define NORM_THREADS 256
 
-__global__ void rmsnorm_f32(const float *x, const float *__restrict__ w, int n, float eps, float *y) {
-    const float *xr = x + (size_t)blockIdx.x * n;
-    float *yr = y + (size_t)blockIdx.x * n;
+/* x[r] += y[r] (when ADD); h[r] = x[r] / rms(x[r]) * w. Any n and alignment. */
+template <bool ADD>
+__global__ void rmsnorm_f32(float *x, const float *__restrict__ y, const float *__restrict__ w, int n, float eps,
+                            float *h) {
+    float *xr = x + (size_t)blockIdx.x * n, *hr = h + (size_t)blockIdx.x * n;
     double ss = 0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
-        ss += (double)xr[i] * xr[i];
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = xr[i];
+        if (ADD) {
+            v += y[(size_t)blockIdx.x * n + i];
+            xr[i] = v;
+        }
+        ss += (double)v * v;
+    }
     ss = block_sum(ss);
     float inv = 1.0f / sqrtf((float)(ss / n) + eps);
-    for (int i = threadIdx.x; i < n; i += blockDim.x) /* y may equal x: each element read then written by one thread */
-        yr[i] = xr[i] * inv * (w ? w[i] : 1.0f);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) /* h may equal x: each element read then written by one thread */
+        hr[i] = xr[i] * inv * (w ? w[i] : 1.0f);
 }
 
-/* The same over rows of float4 (n % 4 == 0, 16-byte aligned rows), optionally adding y into x
- * first (x += y; h = rmsnorm(x) * w): each thread keeps its first RN_V vectors in registers
- * between the two passes and issues their loads together, so a row costs about one memory
- * round trip. */
+/* The same over rows of float4 (n % 4 == 0, 16-byte aligned rows): each thread keeps its first
+ * RN_V vectors and their weights in registers between the two passes and issues their loads
+ * together, so a row costs about one memory round trip. */
 #define RN_V 4
 
 static __device__ __forceinline__ float4 rms_scale(float4 a, float inv, float4 s) {
@@ -70,9 +77,15 @@ __global__ void rms_rows_f32(float *x, const float *__restrict__ y, const float 
         hr[i] = rms_scale(xr[i], inv, w ? wr[i] : make_float4(1.0f, 1.0f, 1.0f, 1.0f));
 }
 
-int lm_cuda_rms_rows(cuda_backend *c, float *x, const float *y, const float *w, int rows, int n, float eps, float *h) {
-    if (n % 4 || (((uintptr_t)x | (uintptr_t)y | (uintptr_t)w | (uintptr_t)h) & 15))
-        return 0;
+void lm_cuda_rms_rows(cuda_backend *c, float *x, const float *y, const float *w, int rows, int n, float eps, float *h) {
+    if (n % 4 || (((uintptr_t)x | (uintptr_t)y | (uintptr_t)w | (uintptr_t)h) & 15)) {
+        if (y)
+            rmsnorm_f32<true><<<rows, NORM_THREADS, 0, c->stream>>>(x, y, w, n, eps, h);
+        else
+            rmsnorm_f32<false><<<rows, NORM_THREADS, 0, c->stream>>>(x, y, w, n, eps, h);
+        lm_cuda_launched(c, "rmsnorm_f32");
+        return;
+    }
     int per = (n / 4 + 1) / 2, threads = (per + 31) / 32 * 32; /* two vectors a thread */
     threads = threads > 1024 ? 1024 : threads;
     if (y)
@@ -80,20 +93,12 @@ int lm_cuda_rms_rows(cuda_backend *c, float *x, const float *y, const float *w, 
     else
         rms_rows_f32<false><<<rows, threads, 0, c->stream>>>(x, y, w, n, eps, h);
     lm_cuda_launched(c, "rms_rows_f32");
-    return 1;
-}
-
-static void rmsnorm_f32_launch(cuda_backend *c, const float *x, const float *w, int rows, int n, float eps, float *y) {
-    if (lm_cuda_rms_rows(c, (float *)x, NULL, w, rows, n, eps, y)) /* x is only read without y */
-        return;
-    rmsnorm_f32<<<rows, NORM_THREADS, 0, c->stream>>>(x, w, n, eps, y);
-    lm_cuda_launched(c, "rmsnorm_f32");
 }
 
 void lm_cuda_rmsnorm(lm_backend *be, const float *x, const float *w, int rows, int n, float eps, float *y) {
     cuda_backend *c = cu_be(be);
     if (rows > 0 && n > 0 && !lm_cuda_skip(c))
-        rmsnorm_f32_launch(c, x, w, rows, n, eps, y);
+        lm_cuda_rms_rows(c, (float *)x, NULL, w, rows, n, eps, y); /* without y, x is only read */
 }
 
 /* --- Gemma 3n ------------------------------------------------------------------------------------- */

@@ -10,7 +10,7 @@
 #include "io/config.h"
 #include "layers/linear.h"
 
-#define LM_BACKEND_OPS_VERSION 3
+#define LM_BACKEND_OPS_VERSION 4
 
 typedef struct lm_backend lm_backend;
 
@@ -120,6 +120,11 @@ typedef struct lm_backend_ops {
      * it did nothing (the caller copies and uploads). NULL: the same as returning 0. */
     int (*kv_put)(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,
                   int32_t *pos_d, int32_t p0);
+    /* --- version 4 --- */
+    /* At load: the n bf16 weight values at backend address p may be stored as f16 instead (same
+     * bytes, for the backend's f16 tensor-core paths); returns 1 when they were converted (the
+     * caller then reads them as f16), 0 when kept. NULL: weights stay as stored. */
+    int (*weights_to_f16)(lm_backend *be, void *p, size_t n);
 } lm_backend_ops;
 
 #define LM_MOE_MAX_EXPERTS 4096
@@ -133,6 +138,9 @@ int lm_backend_cpu_threads(const lm_backend *be);
 /* CUDA (built with LMCORE_CUDA): device `device`; LM_ERR_DEVICE when there is none.
  * lm_backend_cuda_available() returns 0 when the build has no CUDA or no device is visible. */
 lm_status lm_backend_cuda_new(int device, lm_backend **out);
+/* CUDA attention for this many query tokens or more (head_dim 16..128) runs on the tensor cores
+ * with f16 q, k, v and probabilities (attention_tc.cu). */
+#define LM_CUDA_ATTN_TC_MIN_T 64
 int lm_backend_cuda_available(void);
 
 #endif

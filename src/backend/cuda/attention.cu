@@ -1,4 +1,5 @@
-/* Attention over the cached rows. attention_split (below) serves head dims 32/64/128/256 with up
+/* Attention over the cached rows. Prompts of LM_CUDA_ATTN_TC_MIN_T tokens or more take the
+ * tensor-core kernel (attention_tc.cu) where it handles the head_dim. attention_split (below) serves head dims 32/64/128/256 with up
  * to 8 query heads per kv head; other shapes take the first kernel: one warp per (query token,
  * head) with an online softmax over
  * chunks of 32 keys (each lane scores one key, then the warp accumulates the chunk's values,
@@ -311,6 +312,8 @@ void lm_cuda_attention(lm_backend *be, const lm_attn_args *a) {
         lm_cuda_fail(c, LM_ERR_UNSUPPORTED, "attention: head_dim above 512 or heads not a multiple of kv heads");
         return;
     }
+    if (a->T >= LM_CUDA_ATTN_TC_MIN_T && lm_cuda_attention_tc(c, a))
+        return;
     if (!attention_split(c, a))
         attention_f32_launch(c, a);
 }

@@ -265,6 +265,7 @@ static const lm_backend_ops CUDA_OPS = {
     .linear_glu = lm_cuda_linear_glu,
     .add_rmsnorm = lm_cuda_add_rmsnorm,
     .kv_put = lm_cuda_kv_put,
+    .weights_to_f16 = lm_cuda_weights_to_f16,
 };
 
 extern "C" int lm_backend_cuda_available(void) {

@@ -160,12 +160,14 @@ static __device__ __forceinline__ float act_f32(float g, float u, int act, float
 int lm_cuda_matvec(cuda_backend *c, const lm_linear *w, const float *x, float *y);         /* T == 1 */
 int lm_cuda_gemm(cuda_backend *c, const lm_linear *w, const float *x, int T, float *y);    /* T large */
 void lm_cuda_gemm_free(cuda_backend *c);
+int lm_cuda_weights_to_f16(lm_backend *be, void *p, size_t n);
 int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const float *x, float *const *y);
 int lm_cuda_matvec_glu(cuda_backend *c, const lm_linear *gate, const lm_linear *up, const float *x, lm_act act,
                        float limit, float *out);
 /* x += y (when y), then h = rmsnorm(x) * w, row by row (rows of float4 where n and the
  * addresses allow, else element by element). */
 void lm_cuda_rms_rows(cuda_backend *c, float *x, const float *y, const float *w, int rows, int n, float eps, float *h);
+int lm_cuda_attention_tc(cuda_backend *c, const lm_attn_args *a); /* 0: shape not handled */
 #define LM_CUDA_GEMM_MIN_T 64 /* tokens from which linear goes through cuBLAS */
 
 void lm_cuda_linear(lm_backend *be, const lm_linear *w, const float *x, int T, float *y);

@@ -1,21 +1,29 @@
-/* Prefill GEMMs on the tensor cores through cuBLAS: y[T,out] = x[T,in] W^T with bf16 operands
- * and f32 accumulation. The activations are split into two bf16 halves (hi + lo: 16 mantissa
- * bits, close to f32), so the result matches the f32 kernels to about 1e-5 relative at twice the
- * tensor-core work (one bf16 rounding of x moved the decode logits after a 300-token prefill by
- * 5e-3, over the fixtures' 2e-3). A bf16 weight is read as stored, any other
- * format (f16, MLX affine, MXFP4, strided experts) is dequantized to bf16 in chunks of rows
- * into scratch first. f32 weights keep linear.cu's exact kernel. */
+/* Prefill GEMMs on the tensor cores through cuBLAS: y[T,out] = x[T,in] W^T with f16 operands and
+ * f32 accumulation. f16 keeps 11 significant bits of x (bf16: 8; one bf16 rounding of x moved the
+ * decode logits after a 300-token prefill by 5e-3, over the fixtures' 2e-3). Each row of x is
+ * scaled by a power of two when its largest magnitude would leave f16's comfortable range (above
+ * 2^15 or below 2^-7); the scale is undone on y afterwards (exact). Dense bf16 weights are stored
+ * as f16 on the device when every value fits (lm_cuda_weights_to_f16, at load) and are read as
+ * stored; any other format (MLX affine, MXFP4, strided experts) is dequantized to f16 in chunks
+ * of rows into scratch first. A bf16 weight with values beyond f16's range keeps bf16 and x goes
+ * in as two bf16 halves (hi + lo: 16 significant bits) at twice the work. f32 weights keep
+ * linear.cu's exact kernel. */
 #include <cublas_v2.h>
+#include <cuda_fp16.h>
 #include <stdio.h>
 
 #include "backend/cuda/cuda_internal.cuh"
 
 #define GEMM_WB_MAX ((size_t)256 << 20) /* bytes of dequantized weight per chunk */
+#define F16_HI_EXP 15                   /* rows whose max magnitude is >= 2^15 are scaled down */
+#define F16_LO_EXP (-7)                 /* and those below 2^-7 up, to 2^14 <= max < 2^15 */
 
 static __device__ __forceinline__ uint16_t f32_bf16(float f) { /* round to nearest even (NaN stays NaN) */
     uint32_t u = __float_as_uint(f);
     return (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40) : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
 }
+
+static __device__ __forceinline__ uint16_t f32_f16(float f) { return __half_as_ushort(__float2half_rn(f)); }
 
 /* x = hi + lo, both bf16: hi[i] = bf16(x[i]), lo[i] = bf16(x[i] - hi[i]) (16 mantissa bits together) */
 __global__ void to_bf16_split(const float *__restrict__ x, size_t n, uint16_t *__restrict__ hi, uint16_t *__restrict__ lo) {
@@ -27,18 +35,81 @@ __global__ void to_bf16_split(const float *__restrict__ x, size_t n, uint16_t *_
     }
 }
 
-__global__ void dequant_bf16(lm_linear w, int r0, int n, uint16_t *__restrict__ out) {
+/* One block per row t of x [T, in]: xh[t] = x[t] * 2^e as f16, with e = 0 unless the row's largest
+ * finite magnitude lies outside [2^F16_LO_EXP, 2^F16_HI_EXP); then inv[t] = 2^-e and *scaled = 1. */
+__global__ void to_f16_rows(const float *__restrict__ x, int in, uint16_t *__restrict__ xh, float *__restrict__ inv,
+                            int *__restrict__ scaled) {
+    __shared__ float part[32];
+    const float *xr = x + (size_t)blockIdx.x * in;
+    float m = 0.0f;
+    for (int i = threadIdx.x; i < in; i += blockDim.x) {
+        float a = fabsf(xr[i]);
+        if (a <= 3.0e38f) /* finite: inf and NaN pass through unscaled */
+            m = fmaxf(m, a);
+    }
+    m = warp_max(m);
+    if ((threadIdx.x & 31) == 0)
+        part[threadIdx.x >> 5] = m;
+    __syncthreads();
+    m = 0.0f;
+    for (int w = 0; w < (int)(blockDim.x + 31) / 32; w++)
+        m = fmaxf(m, part[w]);
+    int k = 0, e = 0;
+    if (m > 0.0f) {
+        frexpf(m, &k); /* m in [2^(k-1), 2^k) */
+        if (k > F16_HI_EXP || k <= F16_LO_EXP)
+            e = F16_HI_EXP - k;
+    }
+    float s = ldexpf(1.0f, e);
+    for (int i = threadIdx.x; i < in; i += blockDim.x)
+        xh[(size_t)blockIdx.x * in + i] = f32_f16(xr[i] * s);
+    if (threadIdx.x == 0) {
+        inv[blockIdx.x] = ldexpf(1.0f, -e);
+        if (e)
+            *scaled = 1;
+    }
+}
+
+/* y[t] *= inv[t] when any row was scaled, then + bias; nothing to do (one flag read) otherwise. */
+__global__ void gemm_finish(float *y, const float *__restrict__ inv, const int *__restrict__ scaled,
+                            const float *__restrict__ b, int T, int out) {
+    int sc = inv && *scaled;
+    if (!sc && !b)
+        return;
+    size_t n = (size_t)T * out;
+    for (size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x) {
+        float v = y[k];
+        if (sc)
+            v *= inv[k / out];
+        if (b)
+            v += b[k % out];
+        y[k] = v;
+    }
+}
+
+/* W[r0 .. r0+n) as f16 (any stored format). */
+__global__ void dequant_f16(lm_linear w, int r0, int n, uint16_t *__restrict__ out) {
     size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= (size_t)n * w.in)
         return;
     int r = (int)(k / w.in), i = (int)(k % w.in);
-    out[k] = f32_bf16(weight_at(w, r0 + r, i));
+    out[k] = f32_f16(weight_at(w, r0 + r, i));
 }
 
-__global__ void add_bias(float *y, const float *__restrict__ b, int T, int out) {
-    size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (k < (size_t)T * out)
-        y[k] += b[k % out];
+/* In place: n bf16 values become f16 when *ok (every finite value fits; set by f16_fits). */
+__global__ void f16_fits(const uint16_t *__restrict__ p, size_t n, int *bad) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float v = fabsf(__uint_as_float((uint32_t)p[i] << 16));
+        if (v > 65504.0f && v <= 3.0e38f)
+            *bad = 1;
+    }
+}
+
+__global__ void bf16_to_f16(uint16_t *p, size_t n, const int *__restrict__ bad) {
+    if (*bad)
+        return;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        p[i] = f32_f16(__uint_as_float((uint32_t)p[i] << 16));
 }
 
 static int cublas_ok(cuda_backend *c, cublasStatus_t s, const char *what) {
@@ -70,33 +141,47 @@ void lm_cuda_gemm_free(cuda_backend *c) {
     c->cublas = NULL;
 }
 
-/* y[:, r0:r0+n] = (hi + lo) W[r0:r0+n]^T, W rows as bf16 with leading dimension lda (elements):
- * two products, the second accumulated into the first. */
-static int gemm_rows(cuda_backend *c, cublasHandle_t h, const uint16_t *wb, int lda, const uint16_t *xb, int T, int in,
-                     int n, float *y, int ldy) {
+/* y[:, r0:r0+n] = x W[r0:r0+n]^T with W rows of `wt` (CUDA_R_16F or CUDA_R_16BF) and leading
+ * dimension lda (elements); x is one f16 matrix, or (bf16) hi then lo, the second product
+ * accumulated into the first. */
+static int gemm_rows(cuda_backend *c, cublasHandle_t h, cudaDataType wt, const uint16_t *wb, int lda,
+                     const uint16_t *xb, int T, int in, int n, float *y, int ldy) {
     const float one = 1.0f, zero = 0.0f;
-    const uint16_t *lo = xb + (size_t)T * in;
-    return cublas_ok(c, cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, T, in, &one, wb, CUDA_R_16BF, lda, xb, CUDA_R_16BF,
-                                     in, &zero, y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                     "cublasGemmEx") &&
-           cublas_ok(c, cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, T, in, &one, wb, CUDA_R_16BF, lda, lo, CUDA_R_16BF,
-                                     in, &one, y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                     "cublasGemmEx");
+    int ok = cublas_ok(c, cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, T, in, &one, wb, wt, lda, xb, wt, in, &zero, y,
+                                       CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                       "cublasGemmEx");
+    if (ok && wt == CUDA_R_16BF)
+        ok = cublas_ok(c, cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, T, in, &one, wb, wt, lda, xb + (size_t)T * in, wt,
+                                       in, &one, y, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                       "cublasGemmEx");
+    return ok;
 }
 
 int lm_cuda_gemm(cuda_backend *c, const lm_linear *w, const float *x, int T, float *y) {
     if (w->kind == LM_W_DENSE && w->dtype == LM_DT_F32)
         return 0;
     cublasHandle_t h = handle(c);
-    size_t nx = (size_t)T * w->in;
-    uint16_t *xb = (uint16_t *)lm_cuda_scratch(c, LM_CUDA_SCR_XB, nx * 4);
-    if (!h || !xb)
+    int rows_ok = w->kind == LM_W_DENSE && w->in_step <= 1 && w->w_row_bytes % 2 == 0;
+    int split = rows_ok && w->dtype == LM_DT_BF16; /* a bf16 weight beyond f16's range */
+    int direct = rows_ok && (split || w->dtype == LM_DT_F16);
+    size_t nx = (size_t)T * w->in, xb_bytes = (nx * (split ? 4 : 2) + 15) & ~(size_t)15;
+    uint8_t *scr = (uint8_t *)lm_cuda_scratch(c, LM_CUDA_SCR_XB, xb_bytes + (size_t)T * 4 + 16);
+    if (!h || !scr)
         return 1; /* the error is recorded */
-    to_bf16_split<<<lm_cuda_blocks(nx, 256), 256, 0, c->stream>>>(x, nx, xb, xb + nx);
-    lm_cuda_launched(c, "to_bf16_split");
-    int direct = w->kind == LM_W_DENSE && w->dtype == LM_DT_BF16 && w->in_step <= 1 && w->w_row_bytes % 2 == 0;
+    uint16_t *xb = (uint16_t *)scr;
+    float *inv = split ? NULL : (float *)(scr + xb_bytes);
+    int *scaled = (int *)(scr + xb_bytes + (size_t)T * 4);
+    cudaDataType wt = split ? CUDA_R_16BF : CUDA_R_16F;
+    if (split) {
+        to_bf16_split<<<lm_cuda_blocks(nx, 256), 256, 0, c->stream>>>(x, nx, xb, xb + nx);
+        lm_cuda_launched(c, "to_bf16_split");
+    } else {
+        lm_cuda_check(c, cudaMemsetAsync(scaled, 0, sizeof(int), c->stream), "cudaMemsetAsync");
+        to_f16_rows<<<(unsigned)T, 256, 0, c->stream>>>(x, w->in, xb, inv, scaled);
+        lm_cuda_launched(c, "to_f16_rows");
+    }
     if (direct) {
-        gemm_rows(c, h, (const uint16_t *)w->w, (int)(w->w_row_bytes / 2), xb, T, w->in, w->out, y, w->out);
+        gemm_rows(c, h, wt, (const uint16_t *)w->w, (int)(w->w_row_bytes / 2), xb, T, w->in, w->out, y, w->out);
     } else {
         size_t row_b = (size_t)w->in * 2;
         int chunk = (int)(GEMM_WB_MAX / row_b);
@@ -110,14 +195,38 @@ int lm_cuda_gemm(cuda_backend *c, const lm_linear *w, const float *x, int T, flo
         for (int r0 = 0; r0 < w->out && !lm_cuda_skip(c); r0 += chunk) {
             int n = w->out - r0 < chunk ? w->out - r0 : chunk;
             size_t ne = (size_t)n * w->in;
-            dequant_bf16<<<lm_cuda_blocks(ne, 256), 256, 0, c->stream>>>(*w, r0, n, wb);
-            lm_cuda_launched(c, "dequant_bf16");
-            gemm_rows(c, h, wb, w->in, xb, T, w->in, n, y + r0, w->out);
+            dequant_f16<<<lm_cuda_blocks(ne, 256), 256, 0, c->stream>>>(*w, r0, n, wb);
+            lm_cuda_launched(c, "dequant_f16");
+            gemm_rows(c, h, wt, wb, w->in, xb, T, w->in, n, y + r0, w->out);
         }
     }
-    if (w->bias) {
-        add_bias<<<lm_cuda_blocks((size_t)T * w->out, 256), 256, 0, c->stream>>>(y, w->bias, T, w->out);
-        lm_cuda_launched(c, "add_bias");
+    if (!split || w->bias) {
+        size_t n = (size_t)T * w->out;
+        unsigned blocks = lm_cuda_blocks(n, 256);
+        gemm_finish<<<blocks < 4096 ? blocks : 4096, 256, 0, c->stream>>>(y, inv, scaled, w->bias, T, w->out);
+        lm_cuda_launched(c, "gemm_finish");
     }
     return 1;
+}
+
+/* At load: a bf16 weight of n values at device address p becomes f16 in place when every finite
+ * value fits f16's range (values below 2^-14 lose bits: at most 2^-25 absolute). Returns 1 when
+ * converted, 0 when kept (or after an error, which is recorded). */
+int lm_cuda_weights_to_f16(lm_backend *be, void *p, size_t n) {
+    cuda_backend *c = cu_be(be);
+    int *bad = (int *)lm_cuda_scratch(c, LM_CUDA_SCR_XB, sizeof(int));
+    if (!n || !bad || !lm_cuda_check(c, cudaMemsetAsync(bad, 0, sizeof(int), c->stream), "cudaMemsetAsync"))
+        return 0;
+    unsigned blocks = lm_cuda_blocks(n, 256);
+    if (blocks > 8192)
+        blocks = 8192;
+    f16_fits<<<blocks, 256, 0, c->stream>>>((const uint16_t *)p, n, bad);
+    lm_cuda_launched(c, "f16_fits");
+    bf16_to_f16<<<blocks, 256, 0, c->stream>>>((uint16_t *)p, n, bad);
+    lm_cuda_launched(c, "bf16_to_f16");
+    int h_bad = 1;
+    if (!lm_cuda_check(c, cudaMemcpyAsync(&h_bad, bad, sizeof(int), cudaMemcpyDeviceToHost, c->stream), "download") ||
+        !lm_cuda_check(c, cudaStreamSynchronize(c->stream), "bf16_to_f16"))
+        return 0;
+    return !h_bad;
 }

@@ -2,6 +2,7 @@
  * bench/gpu_bench.py drives it):
  *   gpu_bench DIR [--device cuda|cpu] [--prefill N (2048)] [--ctx A,B (128,4096)] [--decode N (64)]
  *             [--profile N: decode steps 2..2+N of the first context inside cudaProfilerStart/Stop]
+ *             [--profile-prefill 1: one more prefill of N tokens, inside cudaProfilerStart/Stop]
  * Token ids are fixed pseudo-random values (no tokenizer, no sampling in the timings); decode
  * steps feed ids one at a time through the KV cache and download the last token's logits, as a
  * generation loop does. Prints one JSON object on stdout:
@@ -34,7 +35,7 @@ static int fail(const char *what) {
 typedef struct bench_opts {
     const char *dir;
     lm_device device;
-    int prefill, decode, n_ctx, profile;
+    int prefill, decode, n_ctx, profile, profile_prefill;
     int ctx[MAX_CTX];
 } bench_opts;
 
@@ -65,6 +66,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
             o->decode = atoi(v);
         else if (!strcmp(a, "--profile"))
             o->profile = atoi(v);
+        else if (!strcmp(a, "--profile-prefill"))
+            o->profile_prefill = atoi(v);
         else if (!strcmp(a, "--ctx")) {
             o->n_ctx = 0;
             for (char *s = (char *)v; *s && o->n_ctx < MAX_CTX;) {
@@ -80,7 +83,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
         }
     }
     if (!o->dir || o->prefill < 1 || o->decode < 1 || o->n_ctx < 1) {
-        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N]\n");
+        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N] [--profile-prefill 1]\n");
         return 0;
     }
     for (int i = 0; i < o->n_ctx; i++)
@@ -180,6 +183,15 @@ int main(int argc, char **argv) {
             return fail("prefill");
     }
     printf(", \"prefill\": {\"tokens\": %d, \"tok_s\": %.1f}}\n", o.prefill, o.prefill / prefill_s);
+#ifdef LM_HAVE_CUDA
+    if (o.profile_prefill) {
+        lm_ctx_reset(ctx);
+        (void)cudaProfilerStart();
+        if (prompt(ctx, ids, o.prefill, o.prefill, logits, NULL) != LM_OK)
+            return fail("prefill");
+        (void)cudaProfilerStop();
+    }
+#endif
     free(step);
     free(ids);
     free(logits);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Where a decode step's GPU time goes, per kernel, with Nsight Compute (on the GPU machine):
 #   bench/gpu_profile.sh MODEL_DIR [BUILD_DIR (build-gpu)] [STEPS (2)] [DETAIL_KERNEL_REGEX]
+# PREFILL=N in the environment profiles one prefill of N tokens instead ("per step": per prefill).
 # Runs gpu_bench with --profile STEPS (decode steps 2.. of a 128-token context inside
 # cudaProfilerStart/Stop), collects each kernel's duration and DRAM bytes read
 # (ncu --clock-control none --cache-control none: clocks and caches are left alone, as in a
@@ -14,8 +15,13 @@ cd "$(dirname "$0")/.."
 model=$1 build=${2:-build-gpu} steps=${3:-2} detail=${4:-}
 ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
 csv=$(mktemp /tmp/lmcore-ncu.XXXXXX.csv)
+if [ -n "${PREFILL:-}" ]; then
+  what=(--prefill "$PREFILL" --profile-prefill 1 --decode 4) steps=1
+else
+  what=(--prefill 128 --decode $((steps + 3)) --profile "$steps")
+fi
 "$ncu" --clock-control none --cache-control none --profile-from-start off --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size \
-  "$build"/bench/gpu_bench "$model" --prefill 128 --ctx 128 --decode $((steps + 3)) --profile "$steps" >"$csv" 2>/dev/null
+  "$build"/bench/gpu_bench "$model" --ctx 128 "${what[@]}" >"$csv" 2>/dev/null
 python3 - "$csv" "$steps" <<'PY'
 import csv, sys, collections
 rows = list(csv.reader(open(sys.argv[1])))

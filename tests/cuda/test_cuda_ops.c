@@ -296,6 +296,31 @@ static void test_linear_gemm(void) {
     dropw(&w);
     w = mkw(LM_W_AFFINE, LM_DT_BF16, 45, 256, 4, 64, 1, 1);
     check_linear_gemm("q4/g64", &w, 100);
+    { /* linear_n converts x once for all its weights: the same results as one linear each */
+        wpair u = mkw(LM_W_AFFINE, LM_DT_BF16, 30, 256, 8, 64, 1, 0);
+        int T = 67;
+        buf x = mkf((size_t)T * 256, 1.0f), y1 = mk((size_t)T * 45 * 4), y2 = mk((size_t)T * 30 * 4);
+        float *a = malloc((size_t)T * 45 * 4), *b = malloc((size_t)T * 30 * 4);
+        gpu->ops->linear(gpu, &w.g, x.g, T, y1.g);
+        gpu->ops->linear(gpu, &u.g, x.g, T, y2.g);
+        gpu->ops->download(gpu, a, y1.g, (size_t)T * 45 * 4);
+        gpu->ops->download(gpu, b, y2.g, (size_t)T * 30 * 4);
+        const lm_linear *ws[2] = {&w.g, &u.g};
+        float *ys[2] = {y1.g, y2.g};
+        gpu->ops->zero(gpu, y1.g, (size_t)T * 45 * 4);
+        gpu->ops->zero(gpu, y2.g, (size_t)T * 30 * 4);
+        gpu->ops->linear_n(gpu, 2, ws, x.g, T, ys);
+        memcpy(y1.c, a, (size_t)T * 45 * 4);
+        memcpy(y2.c, b, (size_t)T * 30 * 4);
+        cmp_tol("linear_n (GEMM) vs linear (0)", &y1, (size_t)T * 45, 0.0);
+        cmp_tol("linear_n (GEMM) vs linear (1)", &y2, (size_t)T * 30, 0.0);
+        free(a);
+        free(b);
+        drop(&x);
+        drop(&y1);
+        drop(&y2);
+        dropw(&u);
+    }
     dropw(&w);
     w = mkw(LM_W_AFFINE, LM_DT_F16, 33, 128, 8, 32, 1, 0);
     check_linear_gemm("q8/g32", &w, 65);

@@ -1,11 +1,16 @@
-/* Prefill attention on the tensor cores (flash attention): a block of FA_WARPS warps takes
- * FA_BQ = 16 * FA_WARPS query rows of one head and walks the cached rows in tiles of FA_BK keys.
- * Each tile's K and V rows are converted from the f32 cache to f16 in shared memory; each warp
- * computes its 16 x FA_BK scores with mma.m16n8k16 (f16 in, f32 accumulate; q pre-scaled), masks
- * them (empty rows, causality by absolute position, the sliding window) and soft-caps them in
- * registers, updates its rows' online softmax, and multiplies the probabilities (f16, taken
- * straight from the score accumulators) by V (B fragments by ldmatrix.trans). Tiles that no query
- * of the block can see are skipped whole. Sinks add one logit per head. f16 operands keep 11
+/* Prefill attention on the tensor cores (flash attention).
+ *
+ * kv_tiles first converts the cached rows to f16 in tiles of FA_BK rows (padding rows are zero),
+ * copies their positions (-1: empty or padding) and records each tile's lowest and highest
+ * position and whether every row is filled. attn_tc then gives a block of FA_WARPS warps
+ * FA_BQ = 16 * FA_WARPS query rows of one head; it walks the tiles that some query of the block
+ * may see (by the tile's position range: causality and the sliding window), copying each into
+ * shared memory with cp.async while the previous one is used (two buffers). Each warp computes
+ * its 16 x FA_BK scores with mma.m16n8k16 (f16 in, f32 accumulate; q pre-scaled by scale *
+ * log2(e), so the softmax runs in base 2 with ex2.approx), masks them only when the tile is not
+ * wholly visible to its rows, soft-caps them (in natural units), updates its rows' online softmax
+ * and multiplies the probabilities (f16, taken straight from the score accumulators) by V
+ * (B fragments by ldmatrix.trans). Sinks add one logit per head. f16 operands keep 11
  * significant bits of q, k, v and p; the softmax and every sum stay f32. head_dim 16..128. */
 #include <cuda_fp16.h>
 #include <math.h>
@@ -15,10 +20,63 @@
 #define FA_WARPS 4
 #define FA_BQ (16 * FA_WARPS)
 #define FA_BK 64
+#define FA_LOG2E 1.4426950408889634f
+#ifndef FA_MINB
+#define FA_MINB 2 /* blocks per multiprocessor the register budget must allow (head_dim 128: 232 registers) */
+#endif
+
+typedef struct fa_tile {
+    int32_t lo, hi; /* lowest and highest position of a filled row (lo > hi: none) */
+    int32_t full;   /* every row filled */
+    int32_t pad;
+} fa_tile;
+
+/* One block per tile: rows [FA_BK * tile, +FA_BK) of K and V ([rows, dim] f32) as f16, their
+ * positions, and the tile's summary. */
+__global__ void kv_tiles(const float *__restrict__ k, const float *__restrict__ v, const int32_t *__restrict__ kpos,
+                         int n_rows, int dim, uint16_t *__restrict__ kh, uint16_t *__restrict__ vh,
+                         int32_t *__restrict__ kp, fa_tile *__restrict__ info) {
+    int r0 = blockIdx.x * FA_BK;
+    for (size_t e = threadIdx.x; e < (size_t)FA_BK * dim / 4; e += blockDim.x) {
+        size_t o = (size_t)r0 * dim + 4 * e;
+        float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), b = a;
+        if (r0 + (int)(4 * e / dim) < n_rows) {
+            a = *(const float4 *)(k + o);
+            b = *(const float4 *)(v + o);
+        }
+        __half2 a0 = __floats2half2_rn(a.x, a.y), a1 = __floats2half2_rn(a.z, a.w);
+        __half2 b0 = __floats2half2_rn(b.x, b.y), b1 = __floats2half2_rn(b.z, b.w);
+        *(uint2 *)(kh + o) = make_uint2(*(uint32_t *)&a0, *(uint32_t *)&a1);
+        *(uint2 *)(vh + o) = make_uint2(*(uint32_t *)&b0, *(uint32_t *)&b1);
+    }
+    if (threadIdx.x < 32) {
+        int32_t lo = INT32_MAX, hi = INT32_MIN, full = 1;
+        for (int i = threadIdx.x; i < FA_BK; i += 32) {
+            int r = r0 + i;
+            int32_t p = r < n_rows ? (kpos ? kpos[r] : r) : -1;
+            kp[r] = p;
+            if (p < 0)
+                full = 0;
+            else
+                lo = min(lo, p), hi = max(hi, p);
+        }
+        lo = __reduce_min_sync(0xffffffffu, lo);
+        hi = __reduce_max_sync(0xffffffffu, hi);
+        full = __reduce_and_sync(0xffffffffu, full);
+        if (threadIdx.x == 0)
+            info[blockIdx.x] = fa_tile{lo, hi, full, 0};
+    }
+}
 
 static __device__ __forceinline__ uint32_t h2(float lo, float hi) {
     __half2 v = __floats2half2_rn(lo, hi);
     return *(uint32_t *)&v;
+}
+
+static __device__ __forceinline__ float ex2(float x) { /* 2^x; -inf gives 0 */
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
 }
 
 /* d += a b: a 16x16 (row), b 16x8 (col), f16 in, f32 accumulate */
@@ -38,12 +96,43 @@ static __device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const uint16_t *p)
                  : "r"(a));
 }
 
-template <int HD> __global__ void __launch_bounds__(FA_WARPS * 32) attn_tc(lm_attn_args a) {
+static __device__ __forceinline__ void cp16(void *dst, const void *src) {
+    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+}
+static __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+static __device__ __forceinline__ void cp_wait_prev() { asm volatile("cp.async.wait_group 1;\n" ::); }
+
+/* May a query in [qlo, qhi] see a row of tile t? */
+static __device__ __forceinline__ int tile_visible(const fa_tile &t, int32_t qlo, int32_t qhi, int window) {
+    return t.lo <= t.hi && t.lo <= qhi && !(window > 0 && qlo - t.hi >= window);
+}
+
+/* The first tile from t on that the block may see (n_tiles: none). */
+static __device__ __forceinline__ int next_tile(const fa_tile *info, int t, int n_tiles, int32_t qlo, int32_t qhi,
+                                                int window) {
+    while (t < n_tiles && !tile_visible(info[t], qlo, qhi, window))
+        t++;
+    return t;
+}
+
+template <int HD> struct fa_smem {
+    static constexpr int LD = HD + 8; /* row stride (halves): no bank conflicts */
+    static constexpr size_t bytes = 2 * (2 * FA_BK * LD * sizeof(uint16_t) + FA_BK * sizeof(int32_t));
+};
+
+template <int HD>
+__global__ void __launch_bounds__(FA_WARPS * 32, FA_MINB) attn_tc(lm_attn_args a, const uint16_t *__restrict__ kh,
+                                                          const uint16_t *__restrict__ vh,
+                                                          const int32_t *__restrict__ kpt,
+                                                          const fa_tile *__restrict__ info, int n_tiles) {
     constexpr int KT = HD / 16, NT = HD / 8, ST = FA_BK / 8; /* k steps over dims, dim tiles, key tiles */
-    constexpr int LD = HD + 8;                               /* shared row stride (halves): no bank conflicts */
-    __shared__ __align__(16) uint16_t Ks[FA_BK * LD];
-    __shared__ __align__(16) uint16_t Vs[FA_BK * LD];
-    __shared__ int32_t kp_s[FA_BK];
+    constexpr int LD = fa_smem<HD>::LD;
+    extern __shared__ __align__(16) uint8_t smem[];
+    /* buffer b: K rows at smem + b * BUF, V rows after them, positions after both buffers */
+    constexpr int BUF = 2 * FA_BK * LD;
+    uint16_t *const kv_s = (uint16_t *)smem;
+    int32_t *const kp_s = (int32_t *)(kv_s + 2 * BUF);
     __shared__ int32_t q_lim[2];
     int h = blockIdx.y, q0 = blockIdx.x * FA_BQ;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gi = lane >> 2, ci = lane & 3;
@@ -53,19 +142,20 @@ template <int HD> __global__ void __launch_bounds__(FA_WARPS * 32) attn_tc(lm_at
     int32_t qp[2];
     for (int i = 0; i < 2; i++)
         qp[i] = row[i] < a.T ? a.qpos[row[i]] : -1; /* rows past T see nothing */
-    if (warp == 0) { /* the block's lowest and highest query positions */
-        int32_t lo = INT32_MAX, hi = -1;
-        for (int t = q0 + lane; t < q0 + FA_BQ && t < a.T; t += 32) {
-            int32_t p = a.qpos[t];
-            lo = min(lo, p);
-            hi = max(hi, p);
-        }
-        lo = __reduce_min_sync(0xffffffffu, lo);
-        hi = __reduce_max_sync(0xffffffffu, hi);
-        if (lane == 0)
-            q_lim[0] = lo, q_lim[1] = hi;
+    /* this warp's rows' position range (a row past T, at -1, forces masking), and the block's over
+     * the rows before T */
+    int32_t wlo = __reduce_min_sync(0xffffffffu, min(qp[0], qp[1]));
+    int32_t whi = __reduce_max_sync(0xffffffffu, max(qp[0], qp[1]));
+    int32_t vlo = __reduce_min_sync(0xffffffffu, min(row[0] < a.T ? qp[0] : INT32_MAX, row[1] < a.T ? qp[1] : INT32_MAX));
+    if (threadIdx.x == 0)
+        q_lim[0] = INT32_MAX, q_lim[1] = -1;
+    __syncthreads();
+    if (lane == 0) {
+        atomicMin(&q_lim[0], vlo);
+        atomicMax(&q_lim[1], whi);
     }
     /* q as A fragments, scaled: kt-th 16 dims; regs (row g, dims 2c..), (g+8, 2c..), (g, 2c+8..), (g+8, 2c+8..) */
+    const float qs = a.scale * FA_LOG2E;
     uint32_t qa[KT][4];
 #pragma unroll
     for (int kt = 0; kt < KT; kt++)
@@ -75,81 +165,94 @@ template <int HD> __global__ void __launch_bounds__(FA_WARPS * 32) attn_tc(lm_at
             float2 v = make_float2(0.0f, 0.0f);
             if (r < a.T)
                 v = *(const float2 *)(a.q + (size_t)r * qstride + (size_t)h * HD + d);
-            qa[kt][j] = h2(v.x * a.scale, v.y * a.scale);
+            qa[kt][j] = h2(v.x * qs, v.y * qs);
         }
     float acc[NT][4];
 #pragma unroll
     for (int n = 0; n < NT; n++)
         acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    float sink = a.sinks ? a.sinks[h] : -INFINITY;
-    float m[2] = {sink, sink};                         /* running max per row */
-    float l[2] = {a.sinks && ci == 0 ? 1.0f : 0.0f, 0.0f}; /* this lane's share of the running sum */
-    l[1] = l[0];
+    float sink = a.sinks ? a.sinks[h] * FA_LOG2E : -INFINITY;
+    float m[2] = {sink, sink};                           /* running max per row (base 2) */
+    float l0 = a.sinks && ci == 0 ? 1.0f : 0.0f, l[2] = {l0, l0}; /* this lane's share of the running sum */
+    const float cap2 = a.softcap * FA_LOG2E, inv_cap2 = a.softcap > 0 ? 1.0f / cap2 : 0.0f;
     __syncthreads();
     int32_t qlo = q_lim[0], qhi = q_lim[1];
 
-    for (int r0 = 0; r0 < a.n_rows; r0 += FA_BK) {
-        int vis = 0;
-        if (threadIdx.x < FA_BK) {
-            int r = r0 + threadIdx.x;
-            int32_t kp = r < a.n_rows ? (a.kpos ? a.kpos[r] : r) : -1;
-            kp_s[threadIdx.x] = kp;
-            vis = kp >= 0 && kp <= qhi && !(a.window > 0 && qlo - kp >= a.window);
+    /* copy tile t into buffer b: K and V rows of this kv head, and the positions */
+    auto load = [&](int t, int b) {
+        const uint16_t *ks = kh + (size_t)t * FA_BK * kstride + (size_t)kvh * HD;
+        const uint16_t *vs = vh + (size_t)t * FA_BK * kstride + (size_t)kvh * HD;
+        for (int e = threadIdx.x; e < FA_BK * HD / 8; e += FA_WARPS * 32) {
+            int rr = e / (HD / 8), cc = (e % (HD / 8)) * 8;
+            cp16(kv_s + b * BUF + rr * LD + cc, ks + (size_t)rr * kstride + cc);
+            cp16(kv_s + b * BUF + FA_BK * LD + rr * LD + cc, vs + (size_t)rr * kstride + cc);
         }
-        if (!__syncthreads_or(vis))
-            continue; /* no query of the block sees any key of the tile */
-        /* K and V rows to f16 */
-        for (int e = threadIdx.x; e < FA_BK * HD / 4; e += FA_WARPS * 32) {
-            int rr = e / (HD / 4), cc = (e % (HD / 4)) * 4, r = r0 + rr;
-            float4 k = make_float4(0.0f, 0.0f, 0.0f, 0.0f), v = k;
-            if (r < a.n_rows) {
-                k = *(const float4 *)(a.k + (size_t)r * kstride + (size_t)kvh * HD + cc);
-                v = *(const float4 *)(a.v + (size_t)r * kstride + (size_t)kvh * HD + cc);
-            }
-            *(uint2 *)(Ks + rr * LD + cc) = make_uint2(h2(k.x, k.y), h2(k.z, k.w));
-            *(uint2 *)(Vs + rr * LD + cc) = make_uint2(h2(v.x, v.y), h2(v.z, v.w));
-        }
-        __syncthreads();
-        /* scores: s[n] holds (row g, keys 8n + 2c, +1) and (row g + 8, the same keys) */
+        if (threadIdx.x < FA_BK / 4)
+            cp16(kp_s + b * FA_BK + 4 * threadIdx.x, kpt + (size_t)t * FA_BK + 4 * threadIdx.x);
+    };
+
+    int t = next_tile(info, 0, n_tiles, qlo, qhi, a.window), b = 0;
+    if (t < n_tiles)
+        load(t, 0);
+    cp_commit();
+    while (t < n_tiles) {
+        int tn = next_tile(info, t + 1, n_tiles, qlo, qhi, a.window);
+        if (tn < n_tiles)
+            load(tn, b ^ 1);
+        cp_commit();
+        cp_wait_prev(); /* tile t has landed (this thread's copies) */
+        __syncthreads(); /* (everyone's) */
+        const uint16_t *K = kv_s + b * BUF, *V = K + FA_BK * LD;
+        const int32_t *kp = kp_s + b * FA_BK;
+        fa_tile ti = info[t];
+        int masked = wlo < 0 || !ti.full || ti.hi > wlo || (a.window > 0 && whi - ti.lo >= a.window);
+        /* scores: s[n] holds (row g, keys 8n + 2c, +1) and (row g + 8, the same keys), base 2 */
         float s[ST][4];
 #pragma unroll
         for (int n = 0; n < ST; n++) {
             s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-            const uint16_t *kr = Ks + (n * 8 + gi) * LD + 2 * ci;
+            const uint16_t *kr = K + (n * 8 + gi) * LD + 2 * ci;
 #pragma unroll
             for (int kt = 0; kt < KT; kt++)
                 mma16816(s[n], qa[kt], *(const uint32_t *)(kr + kt * 16), *(const uint32_t *)(kr + kt * 16 + 8));
         }
+        if (a.softcap > 0) /* cap * tanh(s / cap) in natural units = cap2 * tanh(s2 / cap2) in base 2 */
+#pragma unroll
+            for (int n = 0; n < ST; n++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    s[n][j] = cap2 * tanhf(s[n][j] * inv_cap2);
+        if (masked)
+#pragma unroll
+            for (int n = 0; n < ST; n++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    int32_t k = kp[n * 8 + 2 * ci + (j & 1)], p = qp[j >> 1];
+                    if (k < 0 || k > p || (a.window > 0 && p - k >= a.window))
+                        s[n][j] = -INFINITY;
+                }
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int n = 0; n < ST; n++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                int32_t kp = kp_s[n * 8 + 2 * ci + (j & 1)], p = qp[j >> 1];
-                float v = s[n][j];
-                if (kp < 0 || kp > p || (a.window > 0 && p - kp >= a.window))
-                    v = -INFINITY;
-                else if (a.softcap > 0)
-                    v = a.softcap * tanhf(v / a.softcap);
-                s[n][j] = v;
-                mx[j >> 1] = fmaxf(mx[j >> 1], v);
-            }
-        float corr[2];
+            mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1])), mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
+        float corr[2], mu[2];
 #pragma unroll
         for (int i = 0; i < 2; i++) {
             mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
             mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
             float nm = fmaxf(m[i], mx[i]);
-            corr[i] = m[i] == -INFINITY ? 0.0f : expf(m[i] - nm);
+            corr[i] = ex2(m[i] - nm); /* m = -inf: 0 (and nm = -inf too: NaN, but l and acc are 0) */
+            if (m[i] == -INFINITY)
+                corr[i] = 0.0f;
             m[i] = nm;
+            mu[i] = nm == -INFINITY ? 0.0f : nm; /* every score -inf so far: p = 2^-inf = 0 */
             l[i] *= corr[i];
         }
 #pragma unroll
         for (int n = 0; n < ST; n++)
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                float v = s[n][j];
-                float p = v == -INFINITY ? 0.0f : expf(v - m[j >> 1]);
+                float p = ex2(s[n][j] - mu[j >> 1]);
                 s[n][j] = p;
                 l[j >> 1] += p;
             }
@@ -164,16 +267,18 @@ template <int HD> __global__ void __launch_bounds__(FA_WARPS * 32) attn_tc(lm_at
             uint32_t pa[4] = {h2(s[2 * kk][0], s[2 * kk][1]), h2(s[2 * kk][2], s[2 * kk][3]),
                               h2(s[2 * kk + 1][0], s[2 * kk + 1][1]), h2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
             /* lane l: key 16kk + l % 8 (+8 for matrices 1 and 3), dims 8 (n + l / 16) */
-            const uint16_t *vr = Vs + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
+            const uint16_t *vr = V + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
 #pragma unroll
             for (int n = 0; n < NT; n += 2) {
-                uint32_t b[4];
-                ldsm_x4_t(b, vr + n * 8);
-                mma16816(acc[n], pa, b[0], b[1]);
-                mma16816(acc[n + 1], pa, b[2], b[3]);
+                uint32_t bv[4];
+                ldsm_x4_t(bv, vr + n * 8);
+                mma16816(acc[n], pa, bv[0], bv[1]);
+                mma16816(acc[n + 1], pa, bv[2], bv[3]);
             }
         }
-        __syncthreads(); /* the tile's shared rows are read */
+        __syncthreads(); /* buffer b is free for the tile after next */
+        t = tn;
+        b ^= 1;
     }
 #pragma unroll
     for (int i = 0; i < 2; i++) {
@@ -189,24 +294,42 @@ template <int HD> __global__ void __launch_bounds__(FA_WARPS * 32) attn_tc(lm_at
     }
 }
 
-template <int HD> static void attn_tc_launch(cuda_backend *c, const lm_attn_args *a) {
+template <int HD>
+static void attn_tc_launch(cuda_backend *c, const lm_attn_args *a, const uint16_t *kh, const uint16_t *vh,
+                           const int32_t *kp, const fa_tile *info, int n_tiles) {
+    static int ready; /* the dynamic shared memory limit, once per kernel */
+    if (!ready && lm_cuda_check(c, cudaFuncSetAttribute(attn_tc<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                        (int)fa_smem<HD>::bytes),
+                                "cudaFuncSetAttribute"))
+        ready = 1;
     dim3 grid(lm_cuda_blocks((size_t)a->T, FA_BQ), (unsigned)a->n_heads);
-    attn_tc<HD><<<grid, FA_WARPS * 32, 0, c->stream>>>(*a);
+    attn_tc<HD><<<grid, FA_WARPS * 32, fa_smem<HD>::bytes, c->stream>>>(*a, kh, vh, kp, info, n_tiles);
     lm_cuda_launched(c, "attn_tc");
 }
 
 int lm_cuda_attention_tc(cuda_backend *c, const lm_attn_args *a) {
     int hd = a->head_dim;
-    if ((hd != 16 && hd != 32 && hd != 64 && hd != 128) || ((uintptr_t)a->q & 7) ||
+    if ((hd != 16 && hd != 32 && hd != 64 && hd != 128) || a->n_rows <= 0 || ((uintptr_t)a->q & 7) ||
         (((uintptr_t)a->k | (uintptr_t)a->v) & 15))
         return 0;
+    int n_tiles = (a->n_rows + FA_BK - 1) / FA_BK, dim = a->n_kv * hd;
+    size_t half_b = (size_t)n_tiles * FA_BK * dim * sizeof(uint16_t);
+    uint8_t *scr = (uint8_t *)lm_cuda_scratch(c, LM_CUDA_SCR_KVH,
+                                              2 * half_b + (size_t)n_tiles * (FA_BK * sizeof(int32_t) + sizeof(fa_tile)));
+    if (!scr)
+        return 1; /* the error is recorded */
+    uint16_t *kh = (uint16_t *)scr, *vh = (uint16_t *)(scr + half_b);
+    int32_t *kp = (int32_t *)(scr + 2 * half_b);
+    fa_tile *info = (fa_tile *)(kp + (size_t)n_tiles * FA_BK);
+    kv_tiles<<<(unsigned)n_tiles, 256, 0, c->stream>>>(a->k, a->v, a->kpos, a->n_rows, dim, kh, vh, kp, info);
+    lm_cuda_launched(c, "kv_tiles");
     if (hd == 16)
-        attn_tc_launch<16>(c, a);
+        attn_tc_launch<16>(c, a, kh, vh, kp, info, n_tiles);
     else if (hd == 32)
-        attn_tc_launch<32>(c, a);
+        attn_tc_launch<32>(c, a, kh, vh, kp, info, n_tiles);
     else if (hd == 64)
-        attn_tc_launch<64>(c, a);
+        attn_tc_launch<64>(c, a, kh, vh, kp, info, n_tiles);
     else
-        attn_tc_launch<128>(c, a);
+        attn_tc_launch<128>(c, a, kh, vh, kp, info, n_tiles);
     return 1;
 }

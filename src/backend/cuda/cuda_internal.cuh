@@ -12,7 +12,7 @@ extern "C" {
 }
 
 /* Device scratch buffers, grown on demand (lm_cuda_scratch). */
-enum { LM_CUDA_SCR_XB, LM_CUDA_SCR_WB, LM_CUDA_SCR_ATTN, LM_CUDA_SCR_COUNT };
+enum { LM_CUDA_SCR_XB, LM_CUDA_SCR_WB, LM_CUDA_SCR_ATTN, LM_CUDA_SCR_KVH, LM_CUDA_SCR_COUNT };
 
 #define LM_CUDA_STAGE_BYTES (1u << 20) /* pinned staging ring for small uploads */
 
@@ -159,6 +159,8 @@ static __device__ __forceinline__ float act_f32(float g, float u, int act, float
 /* Fast paths of lm_cuda_linear; each returns 0 when it does not handle the weight. */
 int lm_cuda_matvec(cuda_backend *c, const lm_linear *w, const float *x, float *y);         /* T == 1 */
 int lm_cuda_gemm(cuda_backend *c, const lm_linear *w, const float *x, int T, float *y);    /* T large */
+/* n weights sharing x (converted once); 0 when they do not all take the same cuBLAS path */
+int lm_cuda_gemm_n(cuda_backend *c, int n, const lm_linear *const *w, const float *x, int T, float *const *y);
 void lm_cuda_gemm_free(cuda_backend *c);
 int lm_cuda_weights_to_f16(lm_backend *be, void *p, size_t n);
 int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const float *x, float *const *y);

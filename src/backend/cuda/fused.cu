@@ -9,6 +9,8 @@ void lm_cuda_linear_n(lm_backend *be, int n, const lm_linear *const *w, const fl
         return;
     if (c->fuse && T == 1 && lm_cuda_matvec_n(c, n, w, x, y))
         return;
+    if (T >= LM_CUDA_GEMM_MIN_T && lm_cuda_gemm_n(c, n, w, x, T, y)) /* x converted once */
+        return;
     for (int i = 0; i < n; i++)
         lm_cuda_linear(be, w[i], x, T, y[i]);
 }
@@ -20,8 +22,9 @@ void lm_cuda_linear_glu(lm_backend *be, const lm_linear *gate, const lm_linear *
         return;
     if (c->fuse && T == 1 && lm_cuda_matvec_glu(c, gate, up, x, act, limit, out))
         return;
-    lm_cuda_linear(be, gate, x, T, g_buf);
-    lm_cuda_linear(be, up, x, T, u_buf);
+    const lm_linear *w[2] = {gate, up};
+    float *y[2] = {g_buf, u_buf};
+    lm_cuda_linear_n(be, 2, w, x, T, y);
     lm_cuda_glu(be, g_buf, u_buf, up->out, T, up->out, act, limit, out);
 }
 

@@ -15,6 +15,7 @@
 #include "backend/cuda/cuda_internal.cuh"
 
 #define GEMM_WB_MAX ((size_t)256 << 20) /* bytes of dequantized weight per chunk */
+#define FINISH_BLOCKS 264                /* gemm_finish: two per H200 multiprocessor, grid-stride */
 #define F16_HI_EXP 15                   /* rows whose max magnitude is >= 2^15 are scaled down */
 #define F16_LO_EXP (-7)                 /* and those below 2^-7 up, to 2^14 <= max < 2^15 */
 
@@ -36,16 +37,27 @@ __global__ void to_bf16_split(const float *__restrict__ x, size_t n, uint16_t *_
 }
 
 /* One block per row t of x [T, in]: xh[t] = x[t] * 2^e as f16, with e = 0 unless the row's largest
- * finite magnitude lies outside [2^F16_LO_EXP, 2^F16_HI_EXP); then inv[t] = 2^-e and *scaled = 1. */
+ * finite magnitude lies outside [2^F16_LO_EXP, 2^F16_HI_EXP); then inv[t] = 2^-e and *scaled = 1.
+ * V: elements per load (4: in % 4 == 0 and x 16-byte aligned). */
+template <int V>
 __global__ void to_f16_rows(const float *__restrict__ x, int in, uint16_t *__restrict__ xh, float *__restrict__ inv,
                             int *__restrict__ scaled) {
     __shared__ float part[32];
     const float *xr = x + (size_t)blockIdx.x * in;
+    uint16_t *hr = xh + (size_t)blockIdx.x * in;
     float m = 0.0f;
-    for (int i = threadIdx.x; i < in; i += blockDim.x) {
-        float a = fabsf(xr[i]);
-        if (a <= 3.0e38f) /* finite: inf and NaN pass through unscaled */
-            m = fmaxf(m, a);
+    for (int i = threadIdx.x * V; i < in; i += blockDim.x * V) {
+        float v[V];
+        if constexpr (V == 4) {
+            float4 q = *(const float4 *)(xr + i);
+            v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+        } else {
+            v[0] = xr[i];
+        }
+#pragma unroll
+        for (int j = 0; j < V; j++)
+            if (fabsf(v[j]) <= 3.0e38f) /* finite: inf and NaN pass through unscaled */
+                m = fmaxf(m, fabsf(v[j]));
     }
     m = warp_max(m);
     if ((threadIdx.x & 31) == 0)
@@ -61,8 +73,15 @@ __global__ void to_f16_rows(const float *__restrict__ x, int in, uint16_t *__res
             e = F16_HI_EXP - k;
     }
     float s = ldexpf(1.0f, e);
-    for (int i = threadIdx.x; i < in; i += blockDim.x)
-        xh[(size_t)blockIdx.x * in + i] = f32_f16(xr[i] * s);
+    for (int i = threadIdx.x * V; i < in; i += blockDim.x * V) { /* the row is in L1/L2 now */
+        if constexpr (V == 4) {
+            float4 q = *(const float4 *)(xr + i);
+            *(uint2 *)(hr + i) = make_uint2((uint32_t)f32_f16(q.x * s) | (uint32_t)f32_f16(q.y * s) << 16,
+                                            (uint32_t)f32_f16(q.z * s) | (uint32_t)f32_f16(q.w * s) << 16);
+        } else {
+            hr[i] = f32_f16(xr[i] * s);
+        }
+    }
     if (threadIdx.x == 0) {
         inv[blockIdx.x] = ldexpf(1.0f, -e);
         if (e)
@@ -157,29 +176,20 @@ static int gemm_rows(cuda_backend *c, cublasHandle_t h, cudaDataType wt, const u
     return ok;
 }
 
-int lm_cuda_gemm(cuda_backend *c, const lm_linear *w, const float *x, int T, float *y) {
+/* How a weight goes through cuBLAS: -1 not at all (f32: linear.cu's kernel), 1 bf16 with x in
+ * two halves, 0 f16. */
+static int gemm_mode(const lm_linear *w) {
     if (w->kind == LM_W_DENSE && w->dtype == LM_DT_F32)
-        return 0;
-    cublasHandle_t h = handle(c);
-    int rows_ok = w->kind == LM_W_DENSE && w->in_step <= 1 && w->w_row_bytes % 2 == 0;
-    int split = rows_ok && w->dtype == LM_DT_BF16; /* a bf16 weight beyond f16's range */
-    int direct = rows_ok && (split || w->dtype == LM_DT_F16);
-    size_t nx = (size_t)T * w->in, xb_bytes = (nx * (split ? 4 : 2) + 15) & ~(size_t)15;
-    uint8_t *scr = (uint8_t *)lm_cuda_scratch(c, LM_CUDA_SCR_XB, xb_bytes + (size_t)T * 4 + 16);
-    if (!h || !scr)
-        return 1; /* the error is recorded */
-    uint16_t *xb = (uint16_t *)scr;
-    float *inv = split ? NULL : (float *)(scr + xb_bytes);
-    int *scaled = (int *)(scr + xb_bytes + (size_t)T * 4);
+        return -1;
+    return w->kind == LM_W_DENSE && w->in_step <= 1 && w->w_row_bytes % 2 == 0 && w->dtype == LM_DT_BF16;
+}
+
+/* y = x W^T (+ bias) from x already converted (xb; f16 mode: inv and scaled too). */
+static void gemm_one(cuda_backend *c, cublasHandle_t h, const lm_linear *w, int split, const uint16_t *xb,
+                     const float *inv, const int *scaled, int T, float *y) {
     cudaDataType wt = split ? CUDA_R_16BF : CUDA_R_16F;
-    if (split) {
-        to_bf16_split<<<lm_cuda_blocks(nx, 256), 256, 0, c->stream>>>(x, nx, xb, xb + nx);
-        lm_cuda_launched(c, "to_bf16_split");
-    } else {
-        lm_cuda_check(c, cudaMemsetAsync(scaled, 0, sizeof(int), c->stream), "cudaMemsetAsync");
-        to_f16_rows<<<(unsigned)T, 256, 0, c->stream>>>(x, w->in, xb, inv, scaled);
-        lm_cuda_launched(c, "to_f16_rows");
-    }
+    int direct = w->kind == LM_W_DENSE && w->in_step <= 1 && w->w_row_bytes % 2 == 0 &&
+                 (split || w->dtype == LM_DT_F16);
     if (direct) {
         gemm_rows(c, h, wt, (const uint16_t *)w->w, (int)(w->w_row_bytes / 2), xb, T, w->in, w->out, y, w->out);
     } else {
@@ -191,7 +201,7 @@ int lm_cuda_gemm(cuda_backend *c, const lm_linear *w, const float *x, int T, flo
             chunk = w->out;
         uint16_t *wb = (uint16_t *)lm_cuda_scratch(c, LM_CUDA_SCR_WB, (size_t)chunk * row_b);
         if (!wb)
-            return 1;
+            return;
         for (int r0 = 0; r0 < w->out && !lm_cuda_skip(c); r0 += chunk) {
             int n = w->out - r0 < chunk ? w->out - r0 : chunk;
             size_t ne = (size_t)n * w->in;
@@ -200,13 +210,46 @@ int lm_cuda_gemm(cuda_backend *c, const lm_linear *w, const float *x, int T, flo
             gemm_rows(c, h, wt, wb, w->in, xb, T, w->in, n, y + r0, w->out);
         }
     }
-    if (!split || w->bias) {
-        size_t n = (size_t)T * w->out;
-        unsigned blocks = lm_cuda_blocks(n, 256);
-        gemm_finish<<<blocks < 4096 ? blocks : 4096, 256, 0, c->stream>>>(y, inv, scaled, w->bias, T, w->out);
+    if (!split || w->bias) { /* usually every block only reads the flag */
+        gemm_finish<<<FINISH_BLOCKS, 256, 0, c->stream>>>(y, inv, scaled, w->bias, T, w->out);
         lm_cuda_launched(c, "gemm_finish");
     }
+}
+
+int lm_cuda_gemm_n(cuda_backend *c, int n, const lm_linear *const *w, const float *x, int T, float *const *y) {
+    int split = gemm_mode(w[0]);
+    for (int i = 1; i < n; i++)
+        if (gemm_mode(w[i]) != split || w[i]->in != w[0]->in)
+            return 0;
+    if (split < 0)
+        return 0;
+    cublasHandle_t h = handle(c);
+    int in = w[0]->in;
+    size_t nx = (size_t)T * in, xb_bytes = (nx * (split ? 4 : 2) + 15) & ~(size_t)15;
+    uint8_t *scr = (uint8_t *)lm_cuda_scratch(c, LM_CUDA_SCR_XB, xb_bytes + (size_t)T * 4 + 16);
+    if (!h || !scr)
+        return 1; /* the error is recorded */
+    uint16_t *xb = (uint16_t *)scr;
+    float *inv = split ? NULL : (float *)(scr + xb_bytes);
+    int *scaled = (int *)(scr + xb_bytes + (size_t)T * 4);
+    if (split) {
+        to_bf16_split<<<lm_cuda_blocks(nx, 256), 256, 0, c->stream>>>(x, nx, xb, xb + nx);
+        lm_cuda_launched(c, "to_bf16_split");
+    } else {
+        lm_cuda_check(c, cudaMemsetAsync(scaled, 0, sizeof(int), c->stream), "cudaMemsetAsync");
+        if (in % 4 == 0 && ((uintptr_t)x & 15) == 0)
+            to_f16_rows<4><<<(unsigned)T, 256, 0, c->stream>>>(x, in, xb, inv, scaled);
+        else
+            to_f16_rows<1><<<(unsigned)T, 256, 0, c->stream>>>(x, in, xb, inv, scaled);
+        lm_cuda_launched(c, "to_f16_rows");
+    }
+    for (int i = 0; i < n && !lm_cuda_skip(c); i++)
+        gemm_one(c, h, w[i], split, xb, inv, scaled, T, y[i]);
     return 1;
+}
+
+int lm_cuda_gemm(cuda_backend *c, const lm_linear *w, const float *x, int T, float *y) {
+    return lm_cuda_gemm_n(c, 1, &w, x, T, &y);
 }
 
 /* At load: a bf16 weight of n values at device address p becomes f16 in place when every finite

@@ -1,6 +1,6 @@
 /* Prefill attention on the tensor cores (flash attention).
  *
- * kv_tiles first converts the cached rows to f16 in tiles of FA_BK rows (padding rows are zero),
+ * kv_tiles first converts the cached rows to f16, in tiles of FA_BK rows (padding rows are zero),
  * copies their positions (-1: empty or padding) and records each tile's lowest and highest
  * position and whether every row is filled. attn_tc then gives a block of FA_WARPS warps
  * FA_BQ = 16 * FA_WARPS query rows of one head; it walks the tiles that some query of the block
@@ -31,13 +31,14 @@ typedef struct fa_tile {
     int32_t pad;
 } fa_tile;
 
-/* One block per tile: rows [FA_BK * tile, +FA_BK) of K and V ([rows, dim] f32) as f16, their
- * positions, and the tile's summary. */
+/* Blocks of FA_KV_ROWS rows: rows [FA_KV_ROWS * b, +FA_KV_ROWS) of K and V ([rows, dim] f32) as
+ * f16 and their positions; the first block of each tile also writes the tile's summary. */
+#define FA_KV_ROWS 8
 __global__ void kv_tiles(const float *__restrict__ k, const float *__restrict__ v, const int32_t *__restrict__ kpos,
                          int n_rows, int dim, uint16_t *__restrict__ kh, uint16_t *__restrict__ vh,
                          int32_t *__restrict__ kp, fa_tile *__restrict__ info) {
-    int r0 = blockIdx.x * FA_BK;
-    for (size_t e = threadIdx.x; e < (size_t)FA_BK * dim / 4; e += blockDim.x) {
+    int r0 = blockIdx.x * FA_KV_ROWS;
+    for (size_t e = threadIdx.x; e < (size_t)FA_KV_ROWS * dim / 4; e += blockDim.x) {
         size_t o = (size_t)r0 * dim + 4 * e;
         float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), b = a;
         if (r0 + (int)(4 * e / dim) < n_rows) {
@@ -49,23 +50,23 @@ __global__ void kv_tiles(const float *__restrict__ k, const float *__restrict__ 
         *(uint2 *)(kh + o) = make_uint2(*(uint32_t *)&a0, *(uint32_t *)&a1);
         *(uint2 *)(vh + o) = make_uint2(*(uint32_t *)&b0, *(uint32_t *)&b1);
     }
-    if (threadIdx.x < 32) {
-        int32_t lo = INT32_MAX, hi = INT32_MIN, full = 1;
-        for (int i = threadIdx.x; i < FA_BK; i += 32) {
-            int r = r0 + i;
-            int32_t p = r < n_rows ? (kpos ? kpos[r] : r) : -1;
-            kp[r] = p;
-            if (p < 0)
-                full = 0;
-            else
-                lo = min(lo, p), hi = max(hi, p);
-        }
-        lo = __reduce_min_sync(0xffffffffu, lo);
-        hi = __reduce_max_sync(0xffffffffu, hi);
-        full = __reduce_and_sync(0xffffffffu, full);
-        if (threadIdx.x == 0)
-            info[blockIdx.x] = fa_tile{lo, hi, full, 0};
+    if (r0 % FA_BK || threadIdx.x >= 32)
+        return;
+    int32_t lo = INT32_MAX, hi = INT32_MIN, full = 1;
+    for (int i = threadIdx.x; i < FA_BK; i += 32) {
+        int r = r0 + i;
+        int32_t p = r < n_rows ? (kpos ? kpos[r] : r) : -1;
+        kp[r] = p;
+        if (p < 0)
+            full = 0;
+        else
+            lo = min(lo, p), hi = max(hi, p);
     }
+    lo = __reduce_min_sync(0xffffffffu, lo);
+    hi = __reduce_max_sync(0xffffffffu, hi);
+    full = __reduce_and_sync(0xffffffffu, full);
+    if (threadIdx.x == 0)
+        info[r0 / FA_BK] = fa_tile{lo, hi, full, 0};
 }
 
 static __device__ __forceinline__ uint32_t h2(float lo, float hi) {
@@ -321,7 +322,8 @@ int lm_cuda_attention_tc(cuda_backend *c, const lm_attn_args *a) {
     uint16_t *kh = (uint16_t *)scr, *vh = (uint16_t *)(scr + half_b);
     int32_t *kp = (int32_t *)(scr + 2 * half_b);
     fa_tile *info = (fa_tile *)(kp + (size_t)n_tiles * FA_BK);
-    kv_tiles<<<(unsigned)n_tiles, 256, 0, c->stream>>>(a->k, a->v, a->kpos, a->n_rows, dim, kh, vh, kp, info);
+    unsigned blocks = (unsigned)(n_tiles * (FA_BK / FA_KV_ROWS));
+    kv_tiles<<<blocks, 256, 0, c->stream>>>(a->k, a->v, a->kpos, a->n_rows, dim, kh, vh, kp, info);
     lm_cuda_launched(c, "kv_tiles");
     if (hd == 16)
         attn_tc_launch<16>(c, a, kh, vh, kp, info, n_tiles);

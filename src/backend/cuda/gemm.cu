@@ -115,6 +115,33 @@ __global__ void dequant_f16(lm_linear w, int r0, int n, uint16_t *__restrict__ o
     out[k] = f32_f16(weight_at(w, r0 + r, i));
 }
 
+/* MLX affine 4 or 8 bit (BITS) rows [r0, r0+n) as f16: one thread per 32-bit word of codes (all of
+ * its values share a scale group), 8 or 4 values out. */
+template <int BITS> __global__ void dequant_affine_f16(lm_linear w, int r0, int n, uint16_t *__restrict__ out) {
+    constexpr int PER = 32 / BITS;
+    int words = w.in / PER;
+    size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= (size_t)n * words)
+        return;
+    int r = (int)(k / words), i = (int)(k % words) * PER, g = i / w.group;
+    uint32_t q = ((const uint32_t *)((const uint8_t *)w.w + (size_t)(r0 + r) * w.w_row_bytes))[k % words];
+    const uint8_t *s = (const uint8_t *)w.scales + (size_t)(r0 + r) * w.s_row_bytes;
+    const uint8_t *b = (const uint8_t *)w.biases + (size_t)(r0 + r) * w.s_row_bytes;
+    float sc = scalar_at(s, w.dtype, (size_t)g), bi = scalar_at(b, w.dtype, (size_t)g);
+    uint32_t h[PER / 2];
+#pragma unroll
+    for (int j = 0; j < PER; j += 2) {
+        float v0 = (float)((q >> (BITS * j)) & ((1u << BITS) - 1)) * sc + bi;
+        float v1 = (float)((q >> (BITS * (j + 1))) & ((1u << BITS) - 1)) * sc + bi;
+        h[j / 2] = (uint32_t)f32_f16(v0) | (uint32_t)f32_f16(v1) << 16;
+    }
+    uint16_t *o = out + (size_t)r * w.in + i;
+    if constexpr (BITS == 4)
+        *(uint4 *)o = make_uint4(h[0], h[1], h[2], h[3]);
+    else
+        *(uint2 *)o = make_uint2(h[0], h[1]);
+}
+
 /* In place: n bf16 values become f16 when *ok (every finite value fits; set by f16_fits). */
 __global__ void f16_fits(const uint16_t *__restrict__ p, size_t n, int *bad) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
@@ -205,7 +232,16 @@ static void gemm_one(cuda_backend *c, cublasHandle_t h, const lm_linear *w, int 
         for (int r0 = 0; r0 < w->out && !lm_cuda_skip(c); r0 += chunk) {
             int n = w->out - r0 < chunk ? w->out - r0 : chunk;
             size_t ne = (size_t)n * w->in;
-            dequant_f16<<<lm_cuda_blocks(ne, 256), 256, 0, c->stream>>>(*w, r0, n, wb);
+            if (w->kind == LM_W_AFFINE && (w->bits == 4 || w->bits == 8) && w->in % 32 == 0 &&
+                w->w_row_bytes % 4 == 0 && ((uintptr_t)w->w & 3) == 0) {
+                size_t nw = ne * w->bits / 32;
+                if (w->bits == 4)
+                    dequant_affine_f16<4><<<lm_cuda_blocks(nw, 256), 256, 0, c->stream>>>(*w, r0, n, wb);
+                else
+                    dequant_affine_f16<8><<<lm_cuda_blocks(nw, 256), 256, 0, c->stream>>>(*w, r0, n, wb);
+            } else {
+                dequant_f16<<<lm_cuda_blocks(ne, 256), 256, 0, c->stream>>>(*w, r0, n, wb);
+            }
             lm_cuda_launched(c, "dequant_f16");
             gemm_rows(c, h, wt, wb, w->in, xb, T, w->in, n, y + r0, w->out);
         }

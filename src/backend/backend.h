@@ -10,7 +10,7 @@
 #include "io/config.h"
 #include "layers/linear.h"
 
-#define LM_BACKEND_OPS_VERSION 3
+#define LM_BACKEND_OPS_VERSION 4
 
 typedef struct lm_backend lm_backend;
 
@@ -27,6 +27,12 @@ typedef struct lm_attn_args {
     const float *sinks;    /* [n_heads] extra logit per head in the softmax (GPT-OSS), or NULL */
     float *out;            /* [T, n_heads*head_dim] */
 } lm_attn_args;
+
+/* The greedy pick of one row of logits (the argmax op's result, in backend memory). */
+typedef struct lm_argmax_out {
+    int32_t token;
+    float logprob;
+} lm_argmax_out;
 
 typedef struct lm_backend_ops {
     int version;
@@ -120,6 +126,14 @@ typedef struct lm_backend_ops {
      * it did nothing (the caller copies and uploads). NULL: the same as returning 0. */
     int (*kv_put)(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,
                   int32_t *pos_d, int32_t p0);
+
+    /* --- version 4: greedy decoding without downloading the logits --- */
+    /* out (backend memory) = the token lm_argmax_log_softmax (core/softmax.h) picks from x[V]
+     * (backend memory, not modified) and its log-softmax value: lse = (float)(max + log(sum of
+     * exp(x - max) in double)), then the first maximum of the float values x - lse (token 0 when
+     * a logit is NaN or +inf, or all are -inf). A device may sum in another order (the last bit of lse). May be
+     * recorded. NULL: the caller downloads x and picks on the host. */
+    void (*argmax)(lm_backend *be, const float *x, int V, lm_argmax_out *out);
 } lm_backend_ops;
 
 #define LM_MOE_MAX_EXPERTS 4096

@@ -3,9 +3,10 @@
  *   gpu_bench DIR [--device cuda|cpu] [--prefill N (2048)] [--ctx A,B (128,4096)] [--decode N (64)]
  *             [--profile N: decode steps 2..2+N of the first context inside cudaProfilerStart/Stop]
  *             [--profile-prefill 1: one more prefill of N tokens, inside cudaProfilerStart/Stop]
- * Token ids are fixed pseudo-random values (no tokenizer, no sampling in the timings); decode
- * steps feed ids one at a time through the KV cache and download the last token's logits, as a
- * generation loop does. Prints one JSON object on stdout:
+ * Prompt ids are fixed pseudo-random values (no tokenizer); decode steps run as greedy generation
+ * does: each step evaluates one token through the KV cache with lm_ctx_eval_greedy (the token is
+ * picked on the device; only its id and logprob come back, not the logits) and feeds the picked
+ * token back as the next input. Prints one JSON object on stdout:
  *   {"load_s", "prefill": {"tokens", "tok_s"}, "decode": [{"ctx", "tokens", "tok_s",
  *    "ms_median"}...]}
  * where decode at context C runs after a prompt of C tokens (evaluated in chunks of the prefill
@@ -139,8 +140,9 @@ int main(int argc, char **argv) {
         ids[i] = (int32_t)((r >> 33) % (uint64_t)info.vocab_size);
     }
     /* warm-up: module loading, library handles, buffers for the largest chunk */
+    int32_t tok;
     if (lm_ctx_eval(ctx, ids, o.prefill < 256 ? o.prefill : 256, logits, 0) != LM_OK ||
-        lm_ctx_eval(ctx, ids, 1, logits, 0) != LM_OK)
+        lm_ctx_eval(ctx, ids, 1, logits, 0) != LM_OK || lm_ctx_eval_greedy(ctx, ids, 1, &tok, NULL) != LM_OK)
         return fail("warm-up");
     lm_ctx_reset(ctx);
     if (prompt(ctx, ids, o.prefill, o.prefill, logits, NULL) != LM_OK) /* sizes every buffer once */
@@ -157,6 +159,7 @@ int main(int argc, char **argv) {
             return fail("prompt");
         if (o.ctx[c] >= o.prefill)
             prefill_s = first;
+        tok = ids[o.ctx[c]]; /* the first decode input; then each step's greedy token */
         double d0 = lm_time_s();
         for (int i = 0; i < o.decode; i++) {
 #ifdef LM_HAVE_CUDA
@@ -166,7 +169,8 @@ int main(int argc, char **argv) {
                 (void)cudaProfilerStop();
 #endif
             double s = lm_time_s();
-            if (lm_ctx_eval(ctx, ids + o.ctx[c] + i, 1, logits, 0) != LM_OK)
+            int32_t in = tok;
+            if (lm_ctx_eval_greedy(ctx, &in, 1, &tok, NULL) != LM_OK)
                 return fail("decode");
             step[i] = lm_time_s() - s;
         }

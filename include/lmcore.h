@@ -107,6 +107,11 @@ int lm_ctx_n_past(const lm_ctx *ctx);
  * logits: NULL, or [n, vocab] floats (all_logits != 0) or [vocab] floats for the last token.
  * After a failure the sequence is unchanged, except on out-of-memory, which resets it. */
 lm_status lm_ctx_eval(lm_ctx *ctx, const int32_t *ids, int n, float *logits, int all_logits);
+/* lm_ctx_eval followed by greedy decoding of the last token, picked where the logits are (on the
+ * device for CUDA; only the id and its logprob come back): *token = the first maximum of
+ * log_softmax(logits) and *logprob (may be NULL) = its log-softmax value, as lm_session_generate
+ * at temp 0 without logits processors reports them. Failures as lm_ctx_eval. */
+lm_status lm_ctx_eval_greedy(lm_ctx *ctx, const int32_t *ids, int n, int32_t *token, float *logprob);
 
 /* Keep only the first n tokens of the sequence (prefix reuse: a new prompt that shares n tokens
  * with the cached one needs only the rest evaluated). Fails with LM_ERR_UNSUPPORTED once a

@@ -28,6 +28,12 @@ typedef struct lm_attn_args {
     float *out;            /* [T, n_heads*head_dim] */
 } lm_attn_args;
 
+/* The greedy pick of one row of logits (the argmax op's result, in backend memory). */
+typedef struct lm_argmax_out {
+    int32_t token;
+    float logprob;
+} lm_argmax_out;
+
 typedef struct lm_backend_ops {
     int version;
     const char *name;
@@ -125,6 +131,13 @@ typedef struct lm_backend_ops {
      * bytes, for the backend's f16 tensor-core paths); returns 1 when they were converted (the
      * caller then reads them as f16), 0 when kept. NULL: weights stay as stored. */
     int (*weights_to_f16)(lm_backend *be, void *p, size_t n);
+    /* Greedy decoding without downloading the logits: out (backend memory) = the token
+     * lm_argmax_log_softmax (core/softmax.h) picks from x[V]
+     * (backend memory, not modified) and its log-softmax value: lse = (float)(max + log(sum of
+     * exp(x - max) in double)), then the first maximum of the float values x - lse (token 0 when
+     * a logit is NaN or +inf, or all are -inf). A device may sum in another order (the last bit of
+     * lse). May be recorded. NULL: the caller downloads x and picks on the host. */
+    void (*argmax)(lm_backend *be, const float *x, int V, lm_argmax_out *out);
 } lm_backend_ops;
 
 #define LM_MOE_MAX_EXPERTS 4096

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/softmax.h"
 #include "core/util.h"
 #include "generate/sampler.h"
 
@@ -55,26 +56,10 @@ void lm_proc_frequency(float *logits, int V, const int32_t *hist, int n_hist, fl
             logits[hist[i]] -= penalty;
 }
 
-/* The maximum of x and sum(exp(x - max)); 0 when every entry is -inf (nothing to normalise). */
-static int max_and_expsum(const float *x, int V, float *mx_out, double *sum_out) {
-    float mx = -INFINITY;
-    for (int i = 0; i < V; i++)
-        if (x[i] > mx)
-            mx = x[i];
-    if (mx == -INFINITY)
-        return 0;
-    double sum = 0;
-    for (int i = 0; i < V; i++)
-        sum += exp((double)x[i] - mx);
-    *mx_out = mx;
-    *sum_out = sum;
-    return 1;
-}
-
 void lm_log_softmax(float *x, int V) {
     float mx;
     double sum;
-    if (!max_and_expsum(x, V, &mx, &sum))
+    if (!lm_max_expsum(x, V, &mx, &sum))
         return;
     float lse = (float)(mx + log(sum));
     for (int i = 0; i < V; i++)
@@ -212,7 +197,7 @@ void lm_samp_xtc(float *lp, int V, float probability, float threshold, const int
                  double u) {
     float mx;
     double sum;
-    if (u > probability || !max_and_expsum(lp, V, &mx, &sum))
+    if (u > probability || !lm_max_expsum(lp, V, &mx, &sum))
         return;
     /* the smallest probability above the threshold */
     float min_above = INFINITY;
@@ -342,6 +327,16 @@ void lm_sampler_free(lm_sampler *s) {
     s->work = NULL;
     s->idx = NULL;
     s->seen = NULL;
+}
+
+/* temp 0 skips the sampler chain (top-p, min-p, XTC, top-k: no draw either), so the step is
+ * log_softmax + argmax whenever no processor changes a logit: no bias entries (even a bias of 0
+ * turns -0.0 into +0.0), no presence or frequency penalty, and a repetition penalty that is off
+ * or 1 (x * 1 and x / 1 are exact). */
+int lm_sampler_is_greedy(const lm_sampler *s) {
+    const lm_gen_params *p = &s->p;
+    return p->temp == 0 && p->n_logit_bias == 0 && (p->repetition_penalty == 0 || p->repetition_penalty == 1) &&
+           p->presence_penalty == 0 && p->frequency_penalty == 0;
 }
 
 int32_t lm_sampler_sample(lm_sampler *s, const float *logits, const int32_t *hist, int n_hist, float *logprob) {

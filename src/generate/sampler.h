@@ -70,4 +70,9 @@ void lm_sampler_free(lm_sampler *s);
  * log-probability under the processed logits (before the sampler chain), as mlx-lm reports. */
 int32_t lm_sampler_sample(lm_sampler *s, const float *logits, const int32_t *hist, int n_hist, float *logprob);
 
+/* 1 when lm_sampler_sample reduces to lm_argmax_log_softmax (core/softmax.h) of the raw logits
+ * (temp 0, no processor that changes a logit): the token can then be picked where the logits
+ * are (lm_ctx_eval_greedy), with the same token and logprob. */
+int lm_sampler_is_greedy(const lm_sampler *s);
+
 #endif

@@ -179,7 +179,7 @@ static lm_status validate(const lm_session *s, const lm_gen_params *p, int n_pro
     return LM_OK;
 }
 
-/* Prefill all of prompt[from..n) but its last token in chunks; then that token with logits. */
+/* Prefill all of prompt[from..n) but its last token in chunks (that token picks the first one). */
 static lm_status prefill(lm_session *s, const int32_t *prompt, int from, int n, const lm_gen_params *p,
                          int *cancelled) {
     int total = n - from, done = 0;
@@ -194,7 +194,7 @@ static lm_status prefill(lm_session *s, const int32_t *prompt, int from, int n, 
         if (p->on_progress && p->on_progress(p->progress_user, done, total))
             return *cancelled = 1, LM_OK;
     }
-    return eval(s, prompt + n - 1, 1, s->logits);
+    return LM_OK;
 }
 
 static int is_eos(const lm_llm *llm, int32_t t) {
@@ -212,7 +212,28 @@ typedef struct gen_state {
     lm_finish_reason finish;
     int stop_string; /* finished on a stop string: nothing more is released */
     int n_gen;
+    int greedy;      /* lm_sampler_is_greedy: the backend picks the token, the logits stay there */
 } gen_state;
+
+/* Evaluate ids (appended to the history) and pick the next token: where the logits are when the
+ * sampler is plain greedy (the same token and logprob), else through the sampler on the host. */
+static lm_status eval_pick(gen_state *g, const int32_t *ids, int n, int32_t *tok, float *lp) {
+    lm_session *s = g->s;
+    if (!g->greedy) {
+        LM_TRY(eval(s, ids, n, s->logits));
+        *tok = lm_sampler_sample(&g->samp, s->logits, s->hist, s->n_hist, lp);
+        return LM_OK;
+    }
+    int32_t t;
+    float l;
+    LM_TRY(hist_reserve(s, s->n_hist + n));
+    LM_TRY(lm_ctx_eval_greedy(s->ctx, ids, n, &t, &l));
+    memcpy(s->hist + s->n_hist, ids, (size_t)n * sizeof *ids); /* ids may be tok: copied first */
+    s->n_hist += n;
+    *tok = t;
+    *lp = l;
+    return LM_OK;
+}
 
 /* Deliver text for a token; returns 1 when the callback cancels. */
 static int deliver(gen_state *g, const char *text, size_t len, int32_t tok, float lp) {
@@ -296,6 +317,7 @@ lm_status lm_session_generate(lm_session *s, const int32_t *prompt, int n_prompt
 
     gen_state g = {.s = s, .p = &p};
     LM_TRY(lm_sampler_init(&g.samp, s->llm->vocab, &p, s->llm->xtc_special, s->llm->n_xtc_special));
+    g.greedy = lm_sampler_is_greedy(&g.samp);
     lm_stop_init(&g.stop, p.stop_strings, p.n_stop_strings);
     lm_detok_reset(s->detok);
 
@@ -313,11 +335,13 @@ lm_status lm_session_generate(lm_session *s, const int32_t *prompt, int n_prompt
     double t0 = lm_time_s(), t1 = t0;
     int cancelled = 0;
     lm_status st = prefill(s, prompt, reuse, n_prompt, &p, &cancelled);
+    int32_t tok = 0;
+    float lp = NAN;
+    if (st == LM_OK && !cancelled) /* the last prompt token, and the first token from it */
+        st = eval_pick(&g, prompt + n_prompt - 1, 1, &tok, &lp);
     if (st == LM_OK && cancelled)
         g.finish = LM_FINISH_CANCELLED;
     if (st == LM_OK && !cancelled) {
-        float lp = NAN;
-        int32_t tok = lm_sampler_sample(&g.samp, s->logits, s->hist, s->n_hist, &lp);
         t1 = lm_time_s();
         if (p.on_progress && p.on_progress(p.progress_user, n_prompt - reuse, n_prompt - reuse))
             g.finish = LM_FINISH_CANCELLED;
@@ -326,11 +350,9 @@ lm_status lm_session_generate(lm_session *s, const int32_t *prompt, int n_prompt
         if (g.finish == LM_FINISH_NONE)
             st = take_token(&g, tok, lp);
         while (st == LM_OK && g.finish == LM_FINISH_NONE) {
-            st = eval(s, &tok, 1, s->logits);
-            if (st != LM_OK)
-                break;
-            tok = lm_sampler_sample(&g.samp, s->logits, s->hist, s->n_hist, &lp);
-            st = take_token(&g, tok, lp);
+            st = eval_pick(&g, &tok, 1, &tok, &lp);
+            if (st == LM_OK)
+                st = take_token(&g, tok, lp);
         }
         if (st == LM_OK && !g.stop_string && (g.finish == LM_FINISH_LENGTH || g.finish == LM_FINISH_STOP))
             st = finish_text(&g);

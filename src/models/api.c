@@ -260,7 +260,20 @@ int lm_ctx_n_past(const lm_ctx *c) { return c->n_past; }
 lm_status lm_ctx_eval(lm_ctx *c, const int32_t *ids, int n, float *logits, int all_logits) {
     if (!c || (!ids && n))
         return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_eval: NULL argument");
-    return lm_decoder_forward(c, ids, n, logits, all_logits);
+    lm_fwd_out out = {.logits = logits, .all_logits = all_logits};
+    return lm_decoder_forward(c, ids, n, &out);
+}
+
+lm_status lm_ctx_eval_greedy(lm_ctx *c, const int32_t *ids, int n, int32_t *token, float *logprob) {
+    if (!c || (!ids && n) || !token)
+        return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_eval_greedy: NULL argument");
+    lm_argmax_out pick;
+    lm_fwd_out out = {.pick = &pick};
+    LM_TRY(lm_decoder_forward(c, ids, n, &out));
+    *token = pick.token;
+    if (logprob)
+        *logprob = pick.logprob;
+    return LM_OK;
 }
 
 lm_status lm_ctx_truncate(lm_ctx *c, int n) {

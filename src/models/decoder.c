@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/softmax.h"
 #include "models/model.h"
 
 /* --- activation buffers ----------------------------------------------------------------------- */
@@ -16,13 +17,14 @@ static void release_buffers(lm_ctx *c) {
                      (void **)&c->moe_logits, (void **)&c->moe_x,    (void **)&c->moe_y,    (void **)&c->moe_w,
                      (void **)&c->moe_idx_d, (void **)&c->moe_rows_d, (void **)&c->moe_rw_d, (void **)&c->streams,
                      (void **)&c->pred,     (void **)&c->ple,        (void **)&c->ple_emb,  (void **)&c->small,
-                     (void **)&c->ids_d,    (void **)&c->pos_d};
+                     (void **)&c->ids_d,    (void **)&c->pos_d,          (void **)&c->pick_d};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         be->ops->release(be, *bufs[i]);
         *bufs[i] = NULL;
     }
-    void **host[] = {(void **)&c->pos,      (void **)&c->cs_host, (void **)&c->moe_idx,
-                     (void **)&c->moe_wh,   (void **)&c->moe_rows, (void **)&c->moe_rw};
+    void **host[] = {(void **)&c->pos,      (void **)&c->cs_host,  (void **)&c->moe_idx,
+                     (void **)&c->moe_wh,   (void **)&c->moe_rows, (void **)&c->moe_rw,
+                     (void **)&c->logits_host};
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) {
         free(*host[i]);
         *host[i] = NULL;
@@ -64,7 +66,7 @@ static lm_status reserve(lm_ctx *c, int T) {
         {(void **)&c->ple, (n * (size_t)cfg->n_layers * P + 1) * 4},
         {(void **)&c->ple_emb, (n * (size_t)cfg->n_layers * P + 1) * 4},
         {(void **)&c->small, (n * (ns * (ns + 1) + 3 * H + (size_t)cfg->laurel_rank + 2 * P) + 1) * 4},
-        {(void **)&c->ids_d, n * 4}, {(void **)&c->pos_d, n * 4},
+        {(void **)&c->ids_d, n * 4}, {(void **)&c->pos_d, n * 4}, {(void **)&c->pick_d, sizeof(lm_argmax_out)},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         *want[i].p = be->ops->alloc(be, want[i].bytes);
@@ -80,7 +82,8 @@ static lm_status reserve(lm_ctx *c, int T) {
     c->moe_wh = malloc(nk * sizeof *c->moe_wh);
     c->moe_rows = malloc(nk * sizeof *c->moe_rows);
     c->moe_rw = malloc(nk * sizeof *c->moe_rw);
-    if (!c->pos || !c->cs_host || !c->moe_idx || !c->moe_wh || !c->moe_rows || !c->moe_rw) {
+    c->logits_host = calloc(be->ops->argmax ? 1 : (size_t)cfg->vocab, sizeof *c->logits_host);
+    if (!c->pos || !c->cs_host || !c->moe_idx || !c->moe_wh || !c->moe_rows || !c->moe_rw || !c->logits_host) {
         release_buffers(c);
         return lm_err(LM_ERR_NOMEM, "out of memory");
     }
@@ -276,10 +279,23 @@ static int record_step(lm_ctx *c, int T) {
     return be->ops->record_begin(be) == LM_OK;
 }
 
+/* The greedy pick of the logits block's first row into *pick: already computed by the backend's
+ * argmax op, or (no such op) picked on the host from downloaded logits. */
+static void download_pick(lm_ctx *c, lm_argmax_out *pick) {
+    lm_backend *be = c->m->be;
+    int V = c->m->cfg.vocab;
+    if (be->ops->argmax) {
+        be->ops->download(be, pick, c->pick_d, sizeof *pick);
+        return;
+    }
+    be->ops->download(be, c->logits_host, c->logits, (size_t)V * sizeof(float));
+    pick->token = lm_argmax_log_softmax(c->logits_host, V, &pick->logprob);
+}
+
 /* Final norm and the head for n_out rows of c->x from `first`, in blocks of LM_LOGIT_ROWS rows
- * computed in backend memory and downloaded into the caller's logits. A recorded step ends
- * before the first download. */
-static void head(lm_ctx *c, int first, int n_out, float *logits, int recording) {
+ * computed in backend memory and downloaded into out->logits; or, for one row, its greedy pick
+ * into out->pick. A recorded step ends before the first download (after the argmax op). */
+static void head(lm_ctx *c, int first, int n_out, const lm_fwd_out *out, int recording) {
     lm_model *m = c->m;
     const lm_config *cfg = &m->cfg;
     lm_backend *be = m->be;
@@ -291,13 +307,18 @@ static void head(lm_ctx *c, int first, int n_out, float *logits, int recording) 
         op->linear(be, &m->head, c->h + (size_t)r0 * H, nr, c->logits);
         if (cfg->final_softcap > 0)
             op->softcap(be, c->logits, (float)cfg->final_softcap, (size_t)nr * V);
+        if (out->pick && op->argmax)
+            op->argmax(be, c->logits, V, c->pick_d);
         if (recording && r0 == 0)
             op->record_end(be, 1);
-        op->download(be, logits + (size_t)r0 * V, c->logits, (size_t)nr * V * sizeof(float));
+        if (out->pick)
+            download_pick(c, out->pick);
+        else
+            op->download(be, out->logits + (size_t)r0 * V, c->logits, (size_t)nr * V * sizeof(float));
     }
 }
 
-lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits, int all_logits) {
+lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, const lm_fwd_out *out) {
     lm_model *m = c->m;
     const lm_config *cfg = &m->cfg;
     lm_backend *be = m->be;
@@ -335,9 +356,9 @@ lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, float *logits
         op->add(be, c->x, c->o, (size_t)T * cfg->hidden);
 
     /* final norm and the head, for every token or the last one */
-    if (logits) {
-        int first = all_logits ? 0 : T - 1;
-        head(c, first, T - first, logits, recording);
+    if (out && (out->logits || out->pick)) {
+        int first = out->all_logits && !out->pick ? 0 : T - 1;
+        head(c, first, T - first, out, recording);
     } else if (recording) {
         op->record_end(be, 1);
     }

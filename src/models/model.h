@@ -100,6 +100,7 @@ struct lm_ctx {
     float *ple, *ple_emb;         /* Gemma 3n: [cap_T, L*hpl] per-layer inputs, per-layer embeddings */
     float *small;                 /* Gemma 3n: router outputs, coefficients and row scratch */
     int32_t *ids_d, *pos_d;       /* [cap_T] token ids and positions */
+    lm_argmax_out *pick_d;        /* [1] the greedy pick of the last token */
     /* host memory */
     int32_t *pos;                 /* [cap_T] */
     float *cs_host;               /* [2, cap_T, rot_dim] rope tables before upload */
@@ -107,12 +108,19 @@ struct lm_ctx {
     float *moe_wh;                /* [cap_T, top_k] */
     int32_t *moe_rows;            /* [cap_T * top_k] as moe_rows_d */
     float *moe_rw;                /* [cap_T * top_k] as moe_rw_d */
+    float *logits_host;           /* [V] the logits the host picks from when the backend has no argmax op */
 };
 
 #define LM_LOGIT_ROWS 64
 
 lm_status lm_model_resolve(lm_model *m);    /* model_load.c */
-lm_status lm_decoder_forward(struct lm_ctx *ctx, const int32_t *ids, int T, float *logits, int all_logits);
+/* What a forward pass hands back: nothing (NULL or all fields 0), logits, or the greedy pick. */
+typedef struct lm_fwd_out {
+    float *logits;                /* [vocab] of the last token, or [T, vocab] with all_logits */
+    int all_logits;
+    lm_argmax_out *pick;          /* the last token's greedy pick (lm_argmax_log_softmax); logits unused */
+} lm_fwd_out;
+lm_status lm_decoder_forward(struct lm_ctx *ctx, const int32_t *ids, int T, const lm_fwd_out *out);
 /* decoder.c: free the activation buffers (lm_ctx_free). */
 void lm_ctx_release_buffers(struct lm_ctx *c);
 /* decoder.c: self-attention of layer l on c->h (already normed) into c->o, after o_proj and the

@@ -3,10 +3,12 @@
  * 32/64/128, MXFP4), embedding, norms, rope, attention (GQA, empty rows, out-of-order rows,
  * window, softcap, sinks, head_dim not a multiple of 32), activations, MoE routing and row
  * moves, Gemma 3n ops; the decode (matvec), cuBLAS (many tokens) and split-attention paths;
- * the fused decode ops (q/k/v, gate/up/activation, add+rmsnorm, KV rows).
+ * the fused decode ops (q/k/v, gate/up/activation, add+rmsnorm, KV rows); the greedy pick
+ * (argmax) against the host sampler at temp 0, also recorded in a CUDA graph.
  * Tolerance: |gpu - cpu| <= 1e-4 * max(1, |cpu|) (fp32, other summation order), except the
  * f16 tensor-core paths (prefill GEMMs, prompt attention), whose bounds are given where they
- * are checked. Exits 77 (skipped) without a GPU. */
+ * are checked; the argmax token is identical and its logprob within 1e-6 * max(1, |lp|).
+ * Exits 77 (skipped) without a GPU. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 
 #include "backend/backend.h"
 #include "core/util.h"
+#include "generate/sampler.h"
 #include "test_util.h"
 
 static lm_backend *cpu, *gpu;
@@ -515,6 +518,121 @@ static void test_moe(void) {
         drop(all[i]);
 }
 
+/* --- greedy pick ---------------------------------------------------------------------------------- */
+
+/* The pick of backend `be` (a CUDA backend) on x[V] against lm_sampler_sample at temp 0: the same
+ * token; the logprob equal, or within 1e-6 * max(1, |lp|) (the device sums in another order). When
+ * `record`, the op runs recorded in a CUDA graph (the backend must record: LMCORE_CUDA_GRAPHS=1). */
+static void check_argmax(lm_backend *be, const float *x, int V, int record, const char *what) {
+    lm_gen_params p = lm_gen_default_params();
+    lm_sampler s;
+    float lp = 0;
+    int32_t want = -1;
+    if (lm_sampler_init(&s, V, &p, NULL, 0) == LM_OK) {
+        want = lm_sampler_sample(&s, x, NULL, 0, &lp);
+        lm_sampler_free(&s);
+    }
+    float *xd = be->ops->alloc(be, (size_t)V * sizeof *xd);
+    lm_argmax_out *od = be->ops->alloc(be, sizeof *od), out = {-1, 0.0f};
+    CHECK(xd && od);
+    if (!xd || !od)
+        return;
+    be->ops->upload(be, xd, x, (size_t)V * sizeof *xd);
+    int recorded = record && be->ops->record_begin(be) == LM_OK;
+    CHECKF(recorded == record, "%s: record_begin failed", what);
+    be->ops->argmax(be, xd, V, od);
+    if (recorded)
+        be->ops->record_end(be, 1);
+    be->ops->download(be, &out, od, sizeof out);
+    CHECKF(be->ops->status(be) == LM_OK, "%s: %s", what, lm_last_error());
+    int lp_ok = out.logprob == lp || (isnan(lp) && isnan(out.logprob)) ||
+                fabs((double)out.logprob - lp) <= 1e-6 * fmax(1.0, fabs(lp));
+    CHECKF(out.token == want && lp_ok, "%s (V=%d%s): gpu %d %.9g, host %d %.9g", what, V, record ? ", recorded" : "",
+           out.token, out.logprob, want, lp);
+    be->ops->release(be, xd);
+    be->ops->release(be, od);
+}
+
+/* Rows of several sizes (one block up to the capped block count) and shapes: random, ties at the
+ * maximum across chunks, the maximum first or last, -inf entries, a near-tie merged by the
+ * rounding of x - lse, NaN, +inf, all -inf. */
+static void test_argmax(void) {
+    static const int SIZES[] = {1, 7, 1000, 128256, 262144};
+    for (size_t k = 0; k < sizeof SIZES / sizeof SIZES[0]; k++) {
+        int V = SIZES[k];
+        float *x = malloc((size_t)V * sizeof *x);
+        char what[64];
+        for (int c = 0; c < 10; c++) {
+            for (int i = 0; i < V; i++)
+                x[i] = c == 0 ? rndf() * 20.0f : (float)(rnd32() % 64) * 0.5f - 20.0f; /* c > 0: many ties */
+            const char *name = "random";
+            switch (c) {
+            case 0:
+                break;
+            case 1:
+                name = "ties on a coarse grid";
+                break;
+            case 2: /* ties at the maximum, the first one in a later chunk */
+                name = "ties at the maximum";
+                x[V / 3] = x[V / 2] = x[V - 1] = 30.0f;
+                break;
+            case 3:
+                name = "maximum first";
+                x[0] = 30.0f;
+                break;
+            case 4:
+                name = "maximum last";
+                x[V - 1] = 30.0f;
+                break;
+            case 5:
+                name = "-inf entries";
+                for (int i = 0; i < V; i += 3)
+                    x[i] = -INFINITY;
+                break;
+            case 6: /* 1 and the next float round to the same x - lse: the first wins */
+                name = "rounding tie";
+                for (int i = 0; i < V; i++)
+                    x[i] = 0.99f;
+                x[V / 2] = 1.0f;
+                x[V - 1] = nextafterf(1.0f, 2.0f);
+                break;
+            case 7:
+                name = "NaN";
+                x[V / 2] = NAN;
+                break;
+            case 8:
+                name = "+inf";
+                x[V - 1] = INFINITY;
+                break;
+            default:
+                name = "all -inf";
+                for (int i = 0; i < V; i++)
+                    x[i] = -INFINITY;
+            }
+            snprintf(what, sizeof what, "argmax, %s", name);
+            check_argmax(gpu, x, V, 0, what);
+        }
+        free(x);
+    }
+    /* recorded into a graph and replayed twice (the second updates the graph in place) */
+    setenv("LMCORE_CUDA_GRAPHS", "1", 1);
+    lm_backend *g = NULL;
+    CHECK(lm_backend_cuda_new(0, &g) == LM_OK);
+    unsetenv("LMCORE_CUDA_GRAPHS");
+    if (!g)
+        return;
+    int V = 128256;
+    float *x = malloc((size_t)V * sizeof *x);
+    for (int i = 0; i < V; i++)
+        x[i] = rndf() * 20.0f;
+    x[77] = 25.0f;
+    check_argmax(g, x, V, 1, "argmax recorded");
+    x[V - 5] = 26.0f;
+    check_argmax(g, x, V, 1, "argmax recorded again");
+    free(x);
+    g->ops->destroy(g);
+}
+
 /* Errors are values: an impossible allocation and an unsupported shape report LM_ERR_DEVICE /
  * LM_ERR_UNSUPPORTED through the status op, and the backend keeps working afterwards. */
 static void test_errors(void) {
@@ -560,6 +678,7 @@ int main(void) {
     check_attention(130, 4, 1, 64, 130, 7, 0, 1);
     test_small_ops();
     test_moe();
+    test_argmax();
     test_errors();
     cpu->ops->destroy(cpu);
     gpu->ops->destroy(gpu);

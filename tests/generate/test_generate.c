@@ -1,6 +1,7 @@
-/* Generation on the bundled model: greedy equals token-by-token argmax through lm_ctx_eval,
- * streamed text equals a one-shot decode, finish reasons, cancel, stop strings, seeds,
- * chunked prefill and its progress, prefix reuse, context errors. */
+/* Generation on the bundled model: greedy equals token-by-token argmax through lm_ctx_eval and
+ * lm_ctx_eval_greedy, the greedy path (the backend picks) equals the host sampler's path, streamed
+ * text equals a one-shot decode, finish reasons, cancel, stop strings, seeds, chunked prefill and
+ * its progress, prefix reuse, context errors. */
 #include <math.h>
 
 #include "test_util.h"
@@ -145,6 +146,55 @@ int main(void) {
         letters += (r.text[i] >= 'a' && r.text[i] <= 'z') || r.text[i] == ' ';
     CHECKF(letters * 10 >= (int)r.len * 7, "unreadable: %s", r.text);
     printf("greedy: %s%s\n", prompt, r.text);
+
+    /* lm_ctx_eval_greedy token by token after the prompt's prefill as the session runs it (all but
+     * the last token, then that one): the reference ids, the session's logprobs bit for bit */
+    CHECK(lm_ctx_new(lm_llm_model(llm), NULL, &ctx) == LM_OK);
+    CHECK(lm_ctx_eval(ctx, ids, n_ids - 1, NULL, 0) == LM_OK);
+    int32_t gt = ids[n_ids - 1], same_ids = 1, same_lps = 1;
+    for (int i = 0; i < N; i++) {
+        int32_t in = gt;
+        float glp = NAN, *want_lp = i % 3 == 2 ? NULL : &glp; /* logprob may be NULL */
+        CHECK(lm_ctx_eval_greedy(ctx, &in, 1, &gt, want_lp) == LM_OK);
+        same_ids &= gt == ref[i];
+        if (want_lp)
+            same_lps &= memcmp(&glp, &r.lps[i], sizeof glp) == 0;
+    }
+    CHECKF(same_ids && same_lps, "lm_ctx_eval_greedy: ids %s, logprobs %s", same_ids ? "equal" : "differ",
+           same_lps ? "equal" : "differ");
+    CHECK(lm_ctx_eval_greedy(ctx, NULL, 1, &gt, NULL) == LM_ERR_INVALID_ARG);
+    CHECK(lm_ctx_eval_greedy(ctx, ids, 1, NULL, NULL) == LM_ERR_INVALID_ARG);
+    int32_t bad_tok = V;
+    CHECK(lm_ctx_eval_greedy(ctx, &bad_tok, 1, &gt, NULL) == LM_ERR_INVALID_ARG);
+    lm_ctx_free(ctx);
+
+    /* the greedy path against the host sampler's: a logit bias of 0 changes no logit but turns the
+     * backend's pick off; tokens, logprobs (bit for bit), text, finish and counts agree */
+    static rec rh;
+    lm_gen_result res_h;
+    lm_logit_bias nop = {1, 0.0f};
+    lm_gen_params ph = p;
+    ph.logit_bias = &nop;
+    ph.n_logit_bias = 1;
+    CHECK(run(s, ids, n_ids, &ph, &rh, &res_h) == LM_OK);
+    CHECKF(rh.n == r.n && memcmp(rh.ids, r.ids, (size_t)r.n * sizeof *r.ids) == 0 &&
+               memcmp(rh.lps, r.lps, (size_t)r.n * sizeof *r.lps) == 0,
+           "greedy path and host path differ");
+    CHECK(rh.len == r.len && strcmp(rh.text, r.text) == 0 && res_h.finish_reason == res.finish_reason &&
+          res_h.generation_tokens == res.generation_tokens && res_h.prompt_tokens == res.prompt_tokens);
+    /* ... and through a stop on a small cache (finish "length" with the cache full) */
+    lm_session_params sp1 = lm_session_default_params();
+    sp1.n_ctx = n_ids + 6;
+    lm_session *s1;
+    CHECK(lm_session_new(llm, &sp1, &s1) == LM_OK);
+    ph.max_tokens = p.max_tokens = 100;
+    CHECK(run(s1, ids, n_ids, &p, &r, &res) == LM_OK);
+    CHECK(run(s1, ids, n_ids, &ph, &rh, &res_h) == LM_OK);
+    CHECKF(res.finish_reason == LM_FINISH_LENGTH && r.n == 7 && rh.n == r.n &&
+               memcmp(rh.ids, r.ids, (size_t)r.n * sizeof *r.ids) == 0 &&
+               memcmp(rh.lps, r.lps, (size_t)r.n * sizeof *r.lps) == 0 && res_h.finish_reason == res.finish_reason,
+           "full cache: %d and %d tokens", r.n, rh.n);
+    lm_session_free(s1);
 
     /* sampling: streamed == one-shot decode; the same seed gives the same tokens */
     static rec r2;

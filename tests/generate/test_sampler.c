@@ -1,6 +1,9 @@
-/* Samplers and logits processors against hand-computed distributions (mlx-lm semantics). */
+/* Samplers and logits processors against hand-computed distributions (mlx-lm semantics); the
+ * greedy pick (core/softmax.h, the CPU backend's argmax op) against the sampler at temp 0. */
 #include <math.h>
 
+#include "backend/backend.h"
+#include "core/softmax.h"
 #include "generate/sampler.h"
 #include "test_util.h"
 
@@ -303,8 +306,147 @@ static void test_random_reference(void) {
     CHECKF(bad_k == 0 && bad_m == 0 && bad_p == 0, "top-k %d, min-p %d, top-p %d mismatches", bad_k, bad_m, bad_p);
 }
 
+/* --- greedy pick: lm_argmax_log_softmax and the CPU argmax op against lm_sampler_sample --------- */
+
+/* Same token; the same logprob bit for bit (NaN matches NaN). */
+static int same_pick(int32_t ta, float la, int32_t tb, float lb) {
+    return ta == tb && (la == lb ? signbit(la) == signbit(lb) : isnan(la) && isnan(lb));
+}
+
+/* The three pickers on one row; returns 1 when they agree. */
+static int check_pick(lm_sampler *s, lm_backend *cpu, const float *x, int V, const char *what) {
+    float lp_s, lp_f;
+    lm_argmax_out out;
+    int32_t ts = lm_sampler_sample(s, x, NULL, 0, &lp_s);
+    int32_t tf = lm_argmax_log_softmax(x, V, &lp_f);
+    cpu->ops->argmax(cpu, x, V, &out); /* CPU backend memory is host memory */
+    int ok = same_pick(ts, lp_s, tf, lp_f) && same_pick(ts, lp_s, out.token, out.logprob);
+    CHECKF(ok, "%s (V=%d): sampler %d %g, pick %d %g, cpu op %d %g", what, V, ts, lp_s, tf, lp_f, out.token,
+           out.logprob);
+    return ok;
+}
+
+static void test_greedy_pick(void) {
+    lm_backend *cpu;
+    CHECK(lm_backend_cpu_new(1, &cpu) == LM_OK && cpu->ops->argmax);
+    const int MAXV = 5000;
+    float *x = malloc((size_t)MAXV * sizeof *x);
+    lm_gen_params p = lm_gen_default_params(); /* temp 0 */
+    lm_sampler s;
+    /* random rows: ties from a coarse grid, -inf entries, the maximum anywhere */
+    srand(11);
+    int bad = 0;
+    for (int trial = 0; trial < 200; trial++) {
+        int V = 1 + rand() % MAXV;
+        for (int i = 0; i < V; i++)
+            x[i] = rand() % 8 == 0 ? -INFINITY : (float)(rand() % 64) * 0.5f - 20.0f;
+        if (trial % 4 == 1)
+            x[V - 1] = 20.0f; /* the maximum last */
+        if (trial % 4 == 2)
+            x[0] = 20.0f; /* ... first */
+        CHECK(lm_sampler_init(&s, V, &p, NULL, 0) == LM_OK);
+        bad += !check_pick(&s, cpu, x, V, "random");
+        lm_sampler_free(&s);
+    }
+    CHECK(bad == 0);
+    int V = 1000;
+    CHECK(lm_sampler_init(&s, V, &p, NULL, 0) == LM_OK);
+    /* a near-tie merged by rounding: x - lse rounds 1 and the next float to the same value, so the
+     * first wins although the raw maximum is the second */
+    for (int i = 0; i < V; i++)
+        x[i] = 0.99f;
+    x[3] = 1.0f;
+    x[7] = nextafterf(1.0f, 2.0f);
+    int32_t tok = -1;
+    float lp;
+    check_pick(&s, cpu, x, V, "rounding tie");
+    tok = lm_argmax_log_softmax(x, V, &lp);
+    CHECKF(tok == 3, "rounding tie: token %d, expected 3 (the raw maximum is 7)", tok);
+    /* NaN anywhere makes every logprob NaN: token 0 */
+    for (int i = 0; i < V; i++)
+        x[i] = (float)(i % 37);
+    x[500] = NAN;
+    check_pick(&s, cpu, x, V, "NaN inside");
+    CHECK(lm_argmax_log_softmax(x, V, &lp) == 0 && isnan(lp));
+    x[500] = 1.0f;
+    x[0] = NAN;
+    check_pick(&s, cpu, x, V, "NaN first");
+    x[0] = 1.0f;
+    x[900] = INFINITY; /* +inf: inf - inf in the sum */
+    check_pick(&s, cpu, x, V, "+inf");
+    CHECK(lm_argmax_log_softmax(x, V, &lp) == 0 && isnan(lp));
+    /* every entry -inf (with or without NaN): left as is, entry 0 */
+    for (int i = 0; i < V; i++)
+        x[i] = -INFINITY;
+    check_pick(&s, cpu, x, V, "all -inf");
+    CHECK(lm_argmax_log_softmax(x, V, &lp) == 0 && lp == -INFINITY);
+    x[10] = NAN;
+    check_pick(&s, cpu, x, V, "-inf and NaN");
+    /* one finite entry among -inf: logprob 0 */
+    x[10] = -INFINITY;
+    x[999] = -3.0f;
+    check_pick(&s, cpu, x, V, "one finite");
+    CHECK(lm_argmax_log_softmax(x, V, &lp) == 999 && lp == 0.0f);
+    lm_sampler_free(&s);
+    /* V = 1 */
+    CHECK(lm_sampler_init(&s, 1, &p, NULL, 0) == LM_OK);
+    x[0] = 4.0f;
+    check_pick(&s, cpu, x, 1, "V=1");
+    lm_sampler_free(&s);
+    free(x);
+    cpu->ops->destroy(cpu);
+}
+
+/* lm_sampler_is_greedy on one parameter set; where it says yes, the sampler must pick what
+ * lm_argmax_log_softmax picks from the raw logits, whatever the history. */
+static void greedy_case(const char *name, int want, lm_gen_params p) {
+    const int V = 300;
+    float x[300];
+    int32_t hist[40];
+    lm_sampler s;
+    p.seed = 9;
+    CHECK(lm_sampler_init(&s, V, &p, NULL, 0) == LM_OK);
+    CHECKF(lm_sampler_is_greedy(&s) == want, "%s: is_greedy %d", name, !want);
+    int bad = 0;
+    for (int trial = 0; want && trial < 50; trial++) {
+        for (int i = 0; i < V; i++)
+            x[i] = (float)(rand() % 40) * 0.25f;
+        for (int i = 0; i < 40; i++)
+            hist[i] = rand() % V;
+        float lp, lq;
+        int32_t t = lm_sampler_sample(&s, x, hist, 40, &lp), u = lm_argmax_log_softmax(x, V, &lq);
+        bad += !same_pick(t, lp, u, lq);
+    }
+    CHECKF(bad == 0, "%s: %d rows differ from the greedy pick", name, bad);
+    lm_sampler_free(&s);
+}
+
+/* temp 0 skips the sampler chain (top-k/p, min-p, XTC), so only the processors matter. */
+static void test_is_greedy(void) {
+    srand(3);
+    lm_gen_params d = lm_gen_default_params(), p;
+    greedy_case("default", 1, d);
+    p = d, p.temp = 0.7f;
+    greedy_case("temp 0.7", 0, p);
+    p = d, p.repetition_penalty = 1.3f;
+    greedy_case("repetition 1.3", 0, p);
+    p = d, p.repetition_penalty = 1.0f;
+    greedy_case("repetition 1 (x / 1 == x)", 1, p);
+    p = d, p.presence_penalty = 0.5f;
+    greedy_case("presence", 0, p);
+    p = d, p.frequency_penalty = -0.5f;
+    greedy_case("frequency", 0, p);
+    lm_logit_bias zero = {5, 0.0f};
+    p = d, p.logit_bias = &zero, p.n_logit_bias = 1;
+    greedy_case("logit bias 0", 0, p);
+    p = d, p.top_k = 3, p.top_p = 0.1f, p.min_p = 0.9f, p.xtc_probability = 1.0f, p.xtc_threshold = 0.01f;
+    greedy_case("top-k, top-p, min-p, XTC at temp 0", 1, p);
+}
+
 int main(void) {
     test_random_reference();
+    test_greedy_pick();
+    test_is_greedy();
     test_processors();
     test_filters();
     test_categorical();

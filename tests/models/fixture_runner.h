@@ -1,11 +1,13 @@
 /* Runs one reference checkpoint from ../shared/fixtures/models through the C API and compares
- * prefill logits, greedy ids and decode logits with transformers' expected.safetensors. */
+ * prefill logits, greedy ids and decode logits with transformers' expected.safetensors, and
+ * lm_ctx_eval_greedy with the host sampler on the same forward passes. */
 #ifndef LM_TEST_FIXTURE_RUNNER_H
 #define LM_TEST_FIXTURE_RUNNER_H
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "generate/sampler.h"
 #include "io/safetensors.h"
 #include "lmcore.h"
 #include "test_util.h"
@@ -28,6 +30,49 @@ static inline int argmax_f(const float *x, int n) {
         if (x[i] > x[b])
             b = i;
     return b;
+}
+
+/* lm_ctx_eval_greedy against lm_sampler_sample (temp 0) on the logits of the same computation:
+ * the prompt, then two one-token steps fed with the picked tokens, on two contexts (one returns
+ * logits, one picks where they are). The logprob is bit-identical, or within 1e-6 * max(1, |lp|)
+ * when `exact` is 0 (a device sums in another order). */
+static inline void check_greedy(const char *name, lm_model *m, const int32_t *ids, int T, int V, int exact) {
+    lm_ctx *a = NULL, *b = NULL;
+    float *lg = malloc((size_t)V * sizeof *lg);
+    lm_sampler s;
+    lm_gen_params p = lm_gen_default_params();
+    if (!lg || lm_sampler_init(&s, V, &p, NULL, 0) != LM_OK) {
+        CHECKF(0, "%s: greedy check: %s", name, lm_last_error());
+        free(lg);
+        return;
+    }
+    if (lm_ctx_new(m, NULL, &a) != LM_OK || lm_ctx_new(m, NULL, &b) != LM_OK) {
+        CHECKF(0, "%s: greedy check: %s", name, lm_last_error());
+        goto done;
+    }
+    const int32_t *in = ids;
+    int n = T;
+    int32_t feed;
+    for (int step = 0; step < 3; step++) {
+        int32_t tok = -1;
+        float lp = 0, want_lp;
+        if (lm_ctx_eval(a, in, n, lg, 0) != LM_OK || lm_ctx_eval_greedy(b, in, n, &tok, &lp) != LM_OK) {
+            CHECKF(0, "%s: greedy step %d: %s", name, step, lm_last_error());
+            break;
+        }
+        int32_t want = lm_sampler_sample(&s, lg, NULL, 0, &want_lp);
+        int lp_ok = lp == want_lp || (!exact && fabs((double)lp - want_lp) <= 1e-6 * fmax(1.0, fabs(want_lp)));
+        CHECKF(tok == want && lp_ok, "%s: greedy step %d: token %d logprob %.9g, the sampler's %d %.9g", name, step,
+               tok, lp, want, want_lp);
+        feed = want;
+        in = &feed;
+        n = 1;
+    }
+done:
+    lm_sampler_free(&s);
+    free(lg);
+    lm_ctx_free(a);
+    lm_ctx_free(b);
 }
 
 /* Returns 0 when the fixture matches within tol_prefill (logits) and tol_decode (decode_logits),
@@ -91,6 +136,7 @@ static inline int run_fixture_tol(const char *name, const lm_model_params *param
     }
     CHECKF(same, "%s: greedy ids differ from the reference", name);
     CHECKF(dd <= tol_decode, "%s: decode logits max |diff| %.3g > %.0e", name, dd, tol_decode);
+    check_greedy(name, m, ids, T, V, !params || params->device == LM_DEVICE_CPU);
     printf("  %-22s T=%-4d N=%-3d prefill max|d| %.2e  decode max|d| %.2e  greedy %s\n", name, T, N, dp, dd,
            same ? "identical" : "DIFFERENT");
 done:

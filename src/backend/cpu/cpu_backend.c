@@ -540,6 +540,7 @@ static const lm_backend_ops CPU_OPS = {
     .rms_match = lm_cpu_rms_match,
     .altup_predict = lm_cpu_altup_predict,
     .altup_correct = lm_cpu_altup_correct,
+    .argmax = lm_cpu_argmax,
 };
 
 lm_status lm_backend_cpu_new(int n_threads, lm_backend **out) {

@@ -1,10 +1,12 @@
 /* CPU versions of the steps that once ran as host loops in the decoder (MoE routing and
- * gather/scatter, Gemma 3n sparsity and AltUp mixing, softcaps, host<->backend copies). The
- * CPU backend's memory is host memory, so upload/download are plain copies. */
+ * gather/scatter, Gemma 3n sparsity and AltUp mixing, softcaps, host<->backend copies) and the
+ * greedy pick. The CPU backend's memory is host memory, so upload/download are plain copies. */
 #include "backend/cpu/cpu_ops_extra.h"
 
 #include <math.h>
 #include <string.h>
+
+#include "core/softmax.h"
 
 /* --- memory ------------------------------------------------------------------------------------ */
 
@@ -39,6 +41,12 @@ void lm_cpu_mul_rows(lm_backend *be, float *x, const float *w, int rows, int n) 
     for (int r = 0; r < rows; r++)
         for (int i = 0; i < n; i++)
             x[(size_t)r * n + i] *= w[i];
+}
+
+/* --- greedy pick: the host sampler's own arithmetic, on the logits where they are ----------------- */
+
+void lm_cpu_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out) {
+    out->token = lm_argmax_log_softmax(x, V, &out->logprob);
 }
 
 /* --- mixture of experts ------------------------------------------------------------------------- */

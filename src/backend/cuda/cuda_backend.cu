@@ -1,7 +1,7 @@
 /* CUDA backend: lifetime, device memory, host<->device copies, deferred errors, and the op
  * table. All work is queued on the backend's own stream; download waits for it. Kernels live
  * in one .cu per op family (linear.cu, norm.cu, rope.cu, attention.cu, elementwise.cu, moe.cu,
- * altup.cu). */
+ * altup.cu, sample.cu). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +215,8 @@ static void cu_destroy(lm_backend *be) {
         cudaStreamSynchronize(c->stream);
     if (c->exec)
         cudaGraphExecDestroy(c->exec);
+    if (c->argmax)
+        cudaFree(c->argmax);
     lm_cuda_gemm_free(c);
     for (int i = 0; i < LM_CUDA_SCR_COUNT; i++)
         if (c->scratch[i])
@@ -266,6 +268,7 @@ static const lm_backend_ops CUDA_OPS = {
     .add_rmsnorm = lm_cuda_add_rmsnorm,
     .kv_put = lm_cuda_kv_put,
     .weights_to_f16 = lm_cuda_weights_to_f16,
+    .argmax = lm_cuda_argmax,
 };
 
 extern "C" int lm_backend_cuda_available(void) {
@@ -294,8 +297,11 @@ extern "C" lm_status lm_backend_cuda_new(int device, lm_backend **out) {
     c->graphs = g && g[0] == '1';
     c->fuse = !(f && f[0] == '0');
     if ((e = cudaSetDevice(device)) != cudaSuccess ||
-        (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess) {
-        free(c);
+        (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
+        (e = cudaMalloc((void **)&c->argmax, sizeof *c->argmax)) != cudaSuccess ||
+        (e = cudaMemset(c->argmax, 0, sizeof *c->argmax)) != cudaSuccess) {
+        (void)cudaGetLastError();
+        cu_destroy(&c->base);
         return lm_err(LM_ERR_DEVICE, "CUDA device %d: cannot start: %s", device, cudaGetErrorString(e));
     }
     void *stage = NULL; /* without pinned memory, uploads still work (blocking) */

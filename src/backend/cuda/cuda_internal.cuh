@@ -16,6 +16,16 @@ enum { LM_CUDA_SCR_XB, LM_CUDA_SCR_WB, LM_CUDA_SCR_ATTN, LM_CUDA_SCR_KVH, LM_CUD
 
 #define LM_CUDA_STAGE_BYTES (1u << 20) /* pinned staging ring for small uploads */
 
+#define LM_CUDA_ARGMAX_BLOCKS 256 /* most blocks of one argmax launch (sample.cu) */
+
+/* The argmax op's per-block partials and the ticket its last block takes (zeroed at creation;
+ * the ticket wraps back to 0 at the end of each launch). */
+typedef struct lm_cuda_argmax_scratch {
+    double sum[LM_CUDA_ARGMAX_BLOCKS]; /* sum(exp(x - the chunk's max)) */
+    float max[LM_CUDA_ARGMAX_BLOCKS];  /* the chunk's max */
+    unsigned ticket;                   /* blocks done */
+} lm_cuda_argmax_scratch;
+
 typedef struct cuda_backend {
     lm_backend base;
     int device;
@@ -31,6 +41,7 @@ typedef struct cuda_backend {
     int fuse;        /* fused decode ops run fused (LMCORE_CUDA_FUSE=0 at creation: separately) */
     int capturing;   /* between record_begin and record_end */
     cudaGraphExec_t exec; /* the last step's executable graph, updated in place while its shape holds */
+    lm_cuda_argmax_scratch *argmax; /* device memory of the argmax op */
 } cuda_backend;
 
 static inline cuda_backend *cu_be(lm_backend *be) { return (cuda_backend *)be; }
@@ -200,5 +211,6 @@ int lm_cuda_kv_put(lm_backend *be, float *kd, float *vd, const float *k, const f
                    int32_t *pos_d, int32_t p0);
 void lm_cuda_altup_correct(lm_backend *be, float *streams, const float *pred, const float *x, const float *active,
                            const float *w, int ns, int T, int H);
+void lm_cuda_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out);
 
 #endif

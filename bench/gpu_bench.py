@@ -412,8 +412,8 @@ def main():
     date = datetime.date.today().isoformat()
     hdr = ("GPU benchmark %s — %s (%s), torch %s, read %.0f GB/s (8 GiB bf16 sum), bf16 GEMM %.0f TFLOP/s "
            "(8192³)%s\nLlama-3.1-8B shape, random weights; decode: %d tokens after a prompt of the context, "
-           "logits downloaded per token; bounds: bandwidth ÷ (weights + f32 KV cache) per token, prefill: GEMM rate ÷ "
-           "FLOPs per token\n" % (date, P["gpu"], P.get("driver", "cuda"), P["torch"], P["read_bw"] / 1e9,
+           "greedy token picked on the device (only its id comes back); bounds: bandwidth ÷ (weights + f32 KV "
+           "cache) per token, prefill: GEMM rate ÷ FLOPs per token\n" % (date, P["gpu"], P.get("driver", "cuda"), P["torch"], P["read_bw"] / 1e9,
                                   P["gemm_flops"] / 1e12, (" — " + args.tag) if args.tag else "", args.decode))
     if pt.get("from"):
         hdr += "PyTorch %s eager numbers from %s\n" % (pt.get("transformers", ""), pt["from"])

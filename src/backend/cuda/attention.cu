@@ -116,6 +116,8 @@ template <> struct ats_vec<8> {
 
 template <int DPL, int G>
 __global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int chunk, int n_split, float *part) {
+    lm_pdl_wait();
+    lm_pdl_next();
     const int hd = 32 * DPL;
     __shared__ float sm_m[ATS_WARPS][G], sm_l[ATS_WARPS][G];
     __shared__ float sm_acc[ATS_WARPS][G][hd];
@@ -218,6 +220,8 @@ __global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int
 
 /* out[t, head] from the chunks' (max, sum, acc) records; one block per (token, head). */
 __global__ void attn_combine(lm_attn_args a, int n_split, const float *__restrict__ part) {
+    lm_pdl_wait();
+    lm_pdl_next();
     int th = blockIdx.x, hd = a.head_dim, head = th % a.n_heads;
     const float *pp = part + (size_t)th * n_split * (hd + 2);
     float M = a.sinks ? a.sinks[head] : -INFINITY;
@@ -242,8 +246,7 @@ __global__ void attn_combine(lm_attn_args a, int n_split, const float *__restric
 template <int DPL, int G>
 static void attn_split_launch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part) {
     dim3 grid((unsigned)a->n_kv, (unsigned)n_split, (unsigned)a->T);
-    attn_split<DPL, G><<<grid, ATS_WARPS * 32, 0, c->stream>>>(*a, chunk, n_split, part);
-    lm_cuda_launched(c, "attn_split");
+    lm_cuda_launch(c, "attn_split", attn_split<DPL, G>, grid, ATS_WARPS * 32, 0, *a, chunk, n_split, part);
 }
 
 template <int DPL>
@@ -265,7 +268,9 @@ static int attn_split_dispatch(cuda_backend *c, const lm_attn_args *a, int chunk
 /* Chunks: one when there are enough (token, kv head) blocks to fill the GPU; else chunks of
  * ATS_CHUNK keys (at most ATS_MAX_SPLIT of them). Returns 0 when the shape needs the old kernel. */
 #define ATS_CHUNK 16
+#ifndef ATS_MAX_SPLIT
 #define ATS_MAX_SPLIT 512
+#endif
 
 static int attention_split(cuda_backend *c, const lm_attn_args *a) {
     int hd = a->head_dim, dpl = hd / 32;
@@ -292,8 +297,8 @@ static int attention_split(cuda_backend *c, const lm_attn_args *a) {
              : dpl == 4 ? attn_split_dispatch<4>(c, a, chunk, n_split, part)
                         : attn_split_dispatch<8>(c, a, chunk, n_split, part);
     if (ok && n_split > 1) {
-        attn_combine<<<(unsigned)(a->T * a->n_heads), 128, 0, c->stream>>>(*a, n_split, part);
-        lm_cuda_launched(c, "attn_combine");
+        lm_cuda_launch(c, "attn_combine", attn_combine, (unsigned)(a->T * a->n_heads), 128, 0, *a, n_split,
+                       (const float *)part);
     }
     return ok;
 }

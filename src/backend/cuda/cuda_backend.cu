@@ -292,10 +292,12 @@ extern "C" lm_status lm_backend_cuda_new(int device, lm_backend **out) {
     c->err = LM_OK;
     /* read once, into this backend: LMCORE_CUDA_GRAPHS=1 records one-token steps as graphs (off by
      * default: re-capturing each step cost as much as launching on the H200 machine, 2026-11-28);
-     * LMCORE_CUDA_FUSE=0 runs the fused decode ops as separate kernels (for comparisons) */
-    const char *g = getenv("LMCORE_CUDA_GRAPHS"), *f = getenv("LMCORE_CUDA_FUSE");
+     * LMCORE_CUDA_FUSE=0 runs the fused decode ops as separate kernels, LMCORE_CUDA_PDL=0 turns
+     * off early starts (lm_cuda_launch) (both for comparisons) */
+    const char *g = getenv("LMCORE_CUDA_GRAPHS"), *f = getenv("LMCORE_CUDA_FUSE"), *p = getenv("LMCORE_CUDA_PDL");
     c->graphs = g && g[0] == '1';
     c->fuse = !(f && f[0] == '0');
+    c->pdl = !(p && p[0] == '0');
     if ((e = cudaSetDevice(device)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaMalloc((void **)&c->argmax, sizeof *c->argmax)) != cudaSuccess ||

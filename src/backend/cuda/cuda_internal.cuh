@@ -40,6 +40,7 @@ typedef struct cuda_backend {
     int graphs;      /* record_begin may capture (LMCORE_CUDA_GRAPHS=1 at creation) */
     int fuse;        /* fused decode ops run fused (LMCORE_CUDA_FUSE=0 at creation: separately) */
     int capturing;   /* between record_begin and record_end */
+    int pdl;         /* lm_cuda_launch lets kernels start early (LMCORE_CUDA_PDL=0 at creation: off) */
     cudaGraphExec_t exec; /* the last step's executable graph, updated in place while its shape holds */
     lm_cuda_argmax_scratch *argmax; /* device memory of the argmax op */
 } cuda_backend;
@@ -61,6 +62,43 @@ static inline unsigned lm_cuda_blocks(size_t n, unsigned per) { return (unsigned
 
 /* Scratch slot `slot` with at least `bytes` bytes (grown on demand; NULL after an error). */
 void *lm_cuda_scratch(cuda_backend *c, int slot, size_t bytes);
+
+/* --- programmatic dependent launch ----------------------------------------------------------------
+ * A kernel queued with lm_cuda_launch may start while the kernel before it in the stream is still
+ * running (once that one has called lm_pdl_next in every block), so that its launch and its first
+ * weight loads overlap the other's tail. Such a kernel calls lm_pdl_wait before it touches any
+ * activation (read or write): that returns once the kernel before has finished and its writes
+ * are visible (which, kernel by kernel, covers every earlier one). Weights may be read before. A
+ * kernel queued any other way waits for the one before it to finish, as usual. */
+static __device__ __forceinline__ void lm_pdl_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+static __device__ __forceinline__ void lm_pdl_next(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* kernel<<<grid, block, smem, c->stream>>>(args...), with early start when c->pdl; the launch is
+ * checked under `name`. */
+template <typename... P, typename... A>
+static inline void lm_cuda_launch(cuda_backend *c, const char *name, void (*kernel)(P...), dim3 grid, dim3 block,
+                                  size_t smem, A... args) {
+    cudaLaunchAttribute at;
+    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = c->stream;
+    cfg.attrs = &at;
+    cfg.numAttrs = c->pdl ? 1 : 0;
+    lm_cuda_check(c, cudaLaunchKernelEx(&cfg, kernel, args...), name);
+}
 
 /* --- device helpers ------------------------------------------------------------------------- */
 

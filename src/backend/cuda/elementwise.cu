@@ -30,6 +30,8 @@ void lm_cuda_glu(lm_backend *be, const float *gate, const float *up, int ld, int
 /* --- add, scale, softcap ------------------------------------------------------------------------- */
 
 __global__ void add_f32(float *x, const float *y, size_t n) {
+    lm_pdl_wait();
+    lm_pdl_next();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         x[i] += y[i];
@@ -39,8 +41,7 @@ void lm_cuda_add(lm_backend *be, float *x, const float *y, size_t n) {
     cuda_backend *c = cu_be(be);
     if (!n || lm_cuda_skip(c))
         return;
-    add_f32<<<lm_cuda_blocks(n, EW_THREADS), EW_THREADS, 0, c->stream>>>(x, y, n);
-    lm_cuda_launched(c, "add_f32");
+    lm_cuda_launch(c, "add_f32", add_f32, lm_cuda_blocks(n, EW_THREADS), EW_THREADS, 0, x, y, n);
 }
 
 __global__ void scale_f32(float *x, float s, size_t n) {

@@ -44,6 +44,8 @@ void lm_cuda_add_rmsnorm(lm_backend *be, float *x, const float *y, const float *
 /* kd[i] = k[i], vd[i] = v[i] for T rows of n floats; pos_d[t] = p0 + t */
 __global__ void kv_put_f32(float *kd, float *vd, const float *__restrict__ k, const float *__restrict__ v, size_t n,
                            int32_t *pos_d, int T, int32_t p0) {
+    lm_pdl_wait();
+    lm_pdl_next();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         kd[i] = k[i];
@@ -62,7 +64,6 @@ int lm_cuda_kv_put(lm_backend *be, float *kd, float *vd, const float *k, const f
         return 1;
     size_t n = (size_t)T * dim;
     size_t work = n > (size_t)T ? n : (size_t)T;
-    kv_put_f32<<<lm_cuda_blocks(work, 256), 256, 0, c->stream>>>(kd, vd, k, v, n, pos_d, T, p0);
-    lm_cuda_launched(c, "kv_put_f32");
+    lm_cuda_launch(c, "kv_put_f32", kv_put_f32, lm_cuda_blocks(work, 256), 256, 0, kd, vd, k, v, n, pos_d, T, p0);
     return 1;
 }

@@ -58,6 +58,8 @@ void lm_cuda_linear(lm_backend *be, const lm_linear *w, const float *x, int T, f
 /* --- embedding ------------------------------------------------------------------------------------ */
 
 __global__ void embed_f32(lm_linear table, const int32_t *__restrict__ ids, float scale, float *__restrict__ out) {
+    lm_pdl_wait();
+    lm_pdl_next();
     int t = blockIdx.x, id = ids[t];
     for (int i = threadIdx.x; i < table.in; i += blockDim.x)
         out[(size_t)t * table.in + i] = weight_at(table, id, i) * scale;
@@ -65,8 +67,7 @@ __global__ void embed_f32(lm_linear table, const int32_t *__restrict__ ids, floa
 
 static void embed_f32_launch(cuda_backend *c, const lm_linear *table, const int32_t *ids, int T, float scale,
                              float *out) {
-    embed_f32<<<T, 256, 0, c->stream>>>(*table, ids, scale, out);
-    lm_cuda_launched(c, "embed_f32");
+    lm_cuda_launch(c, "embed_f32", embed_f32, T, 256, 0, *table, ids, scale, out);
 }
 
 void lm_cuda_embed(lm_backend *be, const lm_linear *table, const int32_t *ids, int T, float scale, float *out) {

@@ -97,6 +97,23 @@ static __device__ __forceinline__ void mv_row_ptrs(mv_rows<NR> &R, int i, const 
     R.b[i] = (const uint8_t *)w.biases + (size_t)r * w.s_row_bytes;
 }
 
+/* The first vectors this lane will read of each row go on their way to L2 (weights: before
+ * lm_pdl_wait); then the kernel waits for x and lets the next kernel start. */
+template <int KIND, int NB, int NR, int KS>
+static __device__ __forceinline__ void rows_start(const lm_linear &w, const mv_rows<NR> &R, int lane, int kw) {
+    int nv = w.in / mv_per<KIND, NB>::n;
+#pragma unroll
+    for (int u = 0; u < MV_U; u++) {
+        int c = lane + 32 * kw + 32 * KS * u;
+#pragma unroll
+        for (int i = 0; i < NR; i++)
+            if (c < nv)
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(R.w[i] + (size_t)c * NB));
+    }
+    lm_pdl_wait();
+    lm_pdl_next();
+}
+
 /* acc[i] = row i . x, summed over the warp (every lane gets them); `w` gives in, group, dtype. */
 template <int KIND, int NB, int NR, int KS>
 static __device__ __forceinline__ void rows_dot(const lm_linear &w, const mv_rows<NR> &R, const float *__restrict__ x,
@@ -191,6 +208,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB) matvec(lm_linear w, co
 #pragma unroll
     for (int i = 0; i < MV_R; i++)
         mv_row_ptrs(R, i, w, min(r0 + i, w.out - 1));
+    rows_start<KIND, NB, MV_R, KS>(w, R, lane, kw);
     float acc[MV_R];
     rows_dot<KIND, NB, MV_R, KS>(w, R, x, lane, kw, acc);
     ks_reduce<MV_R, KS>(acc, warp, kw, lane);
@@ -221,6 +239,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB) matvec_n(mv_multi m, c
         wi[i] = k, ri[i] = r;
         mv_row_ptrs(R, i, m.w[k], r);
     }
+    rows_start<KIND, NB, MV_R, KS>(m.w[0], R, lane, kw);
     float acc[MV_R];
     rows_dot<KIND, NB, MV_R, KS>(m.w[0], R, x, lane, kw, acc);
     ks_reduce<MV_R, KS>(acc, warp, kw, lane);
@@ -239,6 +258,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB)
     mv_rows<2> R;
     mv_row_ptrs(R, 0, gate, rc);
     mv_row_ptrs(R, 1, up, rc);
+    rows_start<KIND, NB, 2, KS>(gate, R, lane, kw);
     float acc[2];
     rows_dot<KIND, NB, 2, KS>(gate, R, x, lane, kw, acc);
     ks_reduce<2, KS>(acc, warp, kw, lane);
@@ -278,23 +298,27 @@ static int mv_same(const lm_linear *a, const lm_linear *b) {
 }
 
 /* Launch kernel template K<KIND, NB, KS> with the given arguments. */
+#define MV_CASE(K, ks, kind, nb, grid, ...)                                                                          \
+    case kind * 32 + nb:                                                                                             \
+        lm_cuda_launch(c, #K, K<kind, nb, ks>, grid, MV_WARPS * 32, 0, __VA_ARGS__);                                 \
+        break;
 #define MV_SWITCH(K, ks, kind, nb, grid, ...)                                                                        \
     switch ((kind) * 32 + (nb)) {                                                                                    \
-    case MV_BF16 * 32 + 16: K<MV_BF16, 16, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;           \
-    case MV_BF16 * 32 + 8: K<MV_BF16, 8, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;             \
-    case MV_BF16 * 32 + 4: K<MV_BF16, 4, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;             \
-    case MV_F16 * 32 + 16: K<MV_F16, 16, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;             \
-    case MV_F16 * 32 + 8: K<MV_F16, 8, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;               \
-    case MV_F16 * 32 + 4: K<MV_F16, 4, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;               \
-    case MV_F32 * 32 + 16: K<MV_F32, 16, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;             \
-    case MV_F32 * 32 + 8: K<MV_F32, 8, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;               \
-    case MV_F32 * 32 + 4: K<MV_F32, 4, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;               \
-    case MV_Q4 * 32 + 16: K<MV_Q4, 16, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;               \
-    case MV_Q4 * 32 + 8: K<MV_Q4, 8, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;                 \
-    case MV_Q4 * 32 + 4: K<MV_Q4, 4, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;                 \
-    case MV_Q8 * 32 + 16: K<MV_Q8, 16, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;               \
-    case MV_Q8 * 32 + 8: K<MV_Q8, 8, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;                 \
-    default: K<MV_Q8, 4, ks><<<grid, MV_WARPS * 32, 0, c->stream>>>(__VA_ARGS__); break;                             \
+        MV_CASE(K, ks, MV_BF16, 16, grid, __VA_ARGS__)                                                               \
+        MV_CASE(K, ks, MV_BF16, 8, grid, __VA_ARGS__)                                                                \
+        MV_CASE(K, ks, MV_BF16, 4, grid, __VA_ARGS__)                                                                \
+        MV_CASE(K, ks, MV_F16, 16, grid, __VA_ARGS__)                                                                \
+        MV_CASE(K, ks, MV_F16, 8, grid, __VA_ARGS__)                                                                 \
+        MV_CASE(K, ks, MV_F16, 4, grid, __VA_ARGS__)                                                                 \
+        MV_CASE(K, ks, MV_F32, 16, grid, __VA_ARGS__)                                                                \
+        MV_CASE(K, ks, MV_F32, 8, grid, __VA_ARGS__)                                                                 \
+        MV_CASE(K, ks, MV_F32, 4, grid, __VA_ARGS__)                                                                 \
+        MV_CASE(K, ks, MV_Q4, 16, grid, __VA_ARGS__)                                                                 \
+        MV_CASE(K, ks, MV_Q4, 8, grid, __VA_ARGS__)                                                                  \
+        MV_CASE(K, ks, MV_Q4, 4, grid, __VA_ARGS__)                                                                  \
+        MV_CASE(K, ks, MV_Q8, 16, grid, __VA_ARGS__)                                                                 \
+        MV_CASE(K, ks, MV_Q8, 8, grid, __VA_ARGS__)                                                                  \
+        MV_CASE(K, ks, MV_Q8, 4, grid, __VA_ARGS__)                                                                  \
     }
 
 #define MV_DISPATCH(K, kind, nb, ks, grid, ...)                                                                      \
@@ -320,7 +344,6 @@ int lm_cuda_matvec(cuda_backend *c, const lm_linear *w, const float *x, float *y
     size_t groups = ((size_t)w->out + MV_R - 1) / MV_R;
     int ks = mv_ks(groups);
     MV_DISPATCH(matvec, kind, nb, ks, mv_blocks(groups, ks), *w, x, y);
-    lm_cuda_launched(c, "matvec");
     return 1;
 }
 
@@ -346,7 +369,6 @@ int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const fl
     size_t groups = (rows + MV_R - 1) / MV_R;
     int ks = mv_ks(groups);
     MV_DISPATCH(matvec_n, kind, nb, ks, mv_blocks(groups, ks), m, x);
-    lm_cuda_launched(c, "matvec_n");
     return 1;
 }
 
@@ -358,6 +380,5 @@ int lm_cuda_matvec_glu(cuda_backend *c, const lm_linear *gate, const lm_linear *
         return 0;
     int ks = mv_ks((size_t)gate->out);
     MV_DISPATCH(matvec_glu, kg, nbg, ks, mv_blocks((size_t)gate->out, ks), *gate, *up, x, (int)act, limit, out);
-    lm_cuda_launched(c, "matvec_glu");
     return 1;
 }

@@ -8,6 +8,8 @@
 template <bool ADD>
 __global__ void rmsnorm_f32(float *x, const float *__restrict__ y, const float *__restrict__ w, int n, float eps,
                             float *h) {
+    lm_pdl_wait();
+    lm_pdl_next();
     float *xr = x + (size_t)blockIdx.x * n, *hr = h + (size_t)blockIdx.x * n;
     double ss = 0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
@@ -36,6 +38,8 @@ static __device__ __forceinline__ float4 rms_scale(float4 a, float inv, float4 s
 template <bool ADD>
 __global__ void rms_rows_f32(float *x, const float *__restrict__ y, const float *__restrict__ w, int n, float eps,
                              float *h) {
+    lm_pdl_wait();
+    lm_pdl_next();
     size_t off = (size_t)blockIdx.x * n;
     float4 *xr = (float4 *)(x + off), *hr = (float4 *)(h + off);
     const float4 *yr = (const float4 *)(y + (ADD ? off : 0)), *wr = (const float4 *)w;
@@ -79,20 +83,14 @@ __global__ void rms_rows_f32(float *x, const float *__restrict__ y, const float 
 
 void lm_cuda_rms_rows(cuda_backend *c, float *x, const float *y, const float *w, int rows, int n, float eps, float *h) {
     if (n % 4 || (((uintptr_t)x | (uintptr_t)y | (uintptr_t)w | (uintptr_t)h) & 15)) {
-        if (y)
-            rmsnorm_f32<true><<<rows, NORM_THREADS, 0, c->stream>>>(x, y, w, n, eps, h);
-        else
-            rmsnorm_f32<false><<<rows, NORM_THREADS, 0, c->stream>>>(x, y, w, n, eps, h);
-        lm_cuda_launched(c, "rmsnorm_f32");
+        lm_cuda_launch(c, "rmsnorm_f32", y ? rmsnorm_f32<true> : rmsnorm_f32<false>, rows, NORM_THREADS, 0, x, y, w,
+                       n, eps, h);
         return;
     }
     int per = (n / 4 + 1) / 2, threads = (per + 31) / 32 * 32; /* two vectors a thread */
     threads = threads > 1024 ? 1024 : threads;
-    if (y)
-        rms_rows_f32<true><<<rows, threads, 0, c->stream>>>(x, y, w, n, eps, h);
-    else
-        rms_rows_f32<false><<<rows, threads, 0, c->stream>>>(x, y, w, n, eps, h);
-    lm_cuda_launched(c, "rms_rows_f32");
+    lm_cuda_launch(c, "rms_rows_f32", y ? rms_rows_f32<true> : rms_rows_f32<false>, rows, threads, 0, x, y, w, n, eps,
+                   h);
 }
 
 void lm_cuda_rmsnorm(lm_backend *be, const float *x, const float *w, int rows, int n, float eps, float *y) {

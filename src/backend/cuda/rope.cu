@@ -2,6 +2,8 @@
 #include "backend/cuda/cuda_internal.cuh"
 
 __global__ void rope_f32(float *x, int T, int n_heads, int head_dim, int rot_dim, const float *__restrict__ cs) {
+    lm_pdl_wait();
+    lm_pdl_next();
     int half = rot_dim / 2;
     size_t k = (size_t)blockIdx.x * blockDim.x + threadIdx.x, total = (size_t)T * n_heads * half;
     if (k >= total)
@@ -18,8 +20,7 @@ __global__ void rope_f32(float *x, int T, int n_heads, int head_dim, int rot_dim
 
 static void rope_f32_launch(cuda_backend *c, float *x, int T, int n_heads, int head_dim, int rot_dim, const float *cs) {
     size_t total = (size_t)T * n_heads * (rot_dim / 2);
-    rope_f32<<<lm_cuda_blocks(total, 256), 256, 0, c->stream>>>(x, T, n_heads, head_dim, rot_dim, cs);
-    lm_cuda_launched(c, "rope_f32");
+    lm_cuda_launch(c, "rope_f32", rope_f32, lm_cuda_blocks(total, 256), 256, 0, x, T, n_heads, head_dim, rot_dim, cs);
 }
 
 void lm_cuda_rope(lm_backend *be, float *x, int T, int n_heads, int head_dim, int rot_dim, const float *cs) {

@@ -96,6 +96,8 @@ static __device__ void argmax_finish(const float *__restrict__ x, int V, int chu
 
 __global__ void __launch_bounds__(AM_THREADS) argmax_f32(const float *__restrict__ x, int V, int chunk,
                                                          lm_cuda_argmax_scratch *s, lm_argmax_out *out) {
+    lm_pdl_wait();
+    lm_pdl_next();
     __shared__ int last;
     int lo = blockIdx.x * chunk, hi = min(V, lo + chunk);
     /* this chunk's maximum (NaN skipped, as the host's x > max) */
@@ -135,8 +137,7 @@ static void argmax_f32_launch(cuda_backend *c, const float *x, int V, lm_argmax_
     int nb = (int)lm_cuda_blocks((size_t)V, AM_CHUNK);
     nb = nb < LM_CUDA_ARGMAX_BLOCKS ? nb : LM_CUDA_ARGMAX_BLOCKS;
     int chunk = (int)(((size_t)V + nb - 1) / nb);
-    argmax_f32<<<nb, AM_THREADS, 0, c->stream>>>(x, V, chunk, c->argmax, out);
-    lm_cuda_launched(c, "argmax_f32");
+    lm_cuda_launch(c, "argmax_f32", argmax_f32, nb, AM_THREADS, 0, x, V, chunk, c->argmax, out);
 }
 
 void lm_cuda_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out) {

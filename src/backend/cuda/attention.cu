@@ -267,9 +267,11 @@ static int attn_split_dispatch(cuda_backend *c, const lm_attn_args *a, int chunk
 
 /* Chunks: one when there are enough (token, kv head) blocks to fill the GPU; else chunks of
  * ATS_CHUNK keys (at most ATS_MAX_SPLIT of them). Returns 0 when the shape needs the old kernel. */
+#ifndef ATS_CHUNK
 #define ATS_CHUNK 16
+#endif
 #ifndef ATS_MAX_SPLIT
-#define ATS_MAX_SPLIT 512
+#define ATS_MAX_SPLIT 64 /* 4096 keys: 188 tok/s (bf16, 8B), 512 chunks of 16: 152 (H200, 2026-11-28) */
 #endif
 
 static int attention_split(cuda_backend *c, const lm_attn_args *a) {

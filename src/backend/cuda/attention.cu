@@ -86,12 +86,15 @@ __global__ void attention_f32(lm_attn_args a) {
  * The block's query heads (those sharing the kv head) are scored together, so each K/V row is read
  * once per block: a warp takes every ATS_WARPS-th key of the chunk, each lane holding DPL
  * consecutive dims (hd = 32 * DPL) of K, V, q and the G heads' accumulators; scores are warp
- * sums; each warp loads its next row before scoring the current one. The warps' online-softmax
- * states merge in shared memory. With one chunk the block
+ * sums; each warp loads ATS_PF rows before scoring them, and moves its running max once per such
+ * batch. The warps' online-softmax states merge in shared memory. With one chunk the block
  * writes the output; else each chunk writes (max, sum, acc[hd]) per head and attn_combine
  * merges the chunks (flash-decoding). */
 
 #define ATS_WARPS 4
+#ifndef ATS_PF
+#define ATS_PF 4 /* rows a warp loads before using them */
+#endif
 
 template <int DPL> struct ats_vec;
 template <> struct ats_vec<1> { static __device__ __forceinline__ void ld(const float *p, float *o) { o[0] = p[0]; } };
@@ -138,47 +141,59 @@ __global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int
     }
     int32_t qp = a.qpos[t];
     int r_end = (split + 1) * chunk < a.n_rows ? (split + 1) * chunk : a.n_rows;
-    /* the next row's K, V and position are loaded before the current row is used */
-    float kn[DPL], vn[DPL];
-    int32_t kpn = 0;
-    int r = split * chunk + warp;
-    if (r < r_end) {
-        kpn = a.kpos ? a.kpos[r] : r;
-        ats_vec<DPL>::ld(a.k + (size_t)r * kstride + (size_t)g * hd + lane * DPL, kn);
-        ats_vec<DPL>::ld(a.v + (size_t)r * kstride + (size_t)g * hd + lane * DPL, vn);
-    }
-    for (; r < r_end; r += ATS_WARPS) {
-        float k[DPL], v[DPL];
-        int32_t kp = kpn;
+    /* ATS_PF rows at a time (every ATS_WARPS-th row of the chunk from this warp's first): their K, V
+     * and positions are all loaded before any is used, and the running max moves once per batch */
+    for (int r = split * chunk + warp; r < r_end; r += ATS_WARPS * ATS_PF) {
+        float k[ATS_PF][DPL], v[ATS_PF][DPL];
+        int32_t kp[ATS_PF];
 #pragma unroll
-        for (int j = 0; j < DPL; j++)
-            k[j] = kn[j], v[j] = vn[j];
-        int rn = r + ATS_WARPS;
-        if (rn < r_end) {
-            kpn = a.kpos ? a.kpos[rn] : rn;
-            ats_vec<DPL>::ld(a.k + (size_t)rn * kstride + (size_t)g * hd + lane * DPL, kn);
-            ats_vec<DPL>::ld(a.v + (size_t)rn * kstride + (size_t)g * hd + lane * DPL, vn);
+        for (int b = 0; b < ATS_PF; b++) {
+            int rb = r + b * ATS_WARPS;
+            kp[b] = -1;
+            if (rb < r_end) {
+                kp[b] = a.kpos ? a.kpos[rb] : rb;
+                ats_vec<DPL>::ld(a.k + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, k[b]);
+                ats_vec<DPL>::ld(a.v + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, v[b]);
+            }
         }
-        if (kp < 0 || kp > qp || (a.window > 0 && qp - kp >= a.window))
-            continue;
+        int vis[ATS_PF];
+#pragma unroll
+        for (int b = 0; b < ATS_PF; b++)
+            vis[b] = kp[b] >= 0 && kp[b] <= qp && !(a.window > 0 && qp - kp[b] >= a.window);
 #pragma unroll
         for (int h = 0; h < G; h++) {
             if (h >= gq)
                 break;
-            float d = 0.0f;
+            float sc[ATS_PF], nm = m[h];
+#pragma unroll
+            for (int b = 0; b < ATS_PF; b++) {
+                float d = 0.0f;
+#pragma unroll
+                for (int j = 0; j < DPL; j++)
+                    d += q[h][j] * k[b][j];
+                sc[b] = warp_sum(d) * a.scale;
+                if (a.softcap > 0)
+                    sc[b] = a.softcap * tanhf(sc[b] / a.softcap);
+                if (!vis[b])
+                    sc[b] = -INFINITY;
+                nm = fmaxf(nm, sc[b]);
+            }
+            if (nm == -INFINITY)
+                continue; /* nothing visible yet */
+            float corr = expf(m[h] - nm); /* m = -inf: 0 */
+            l[h] *= corr;
 #pragma unroll
             for (int j = 0; j < DPL; j++)
-                d += q[h][j] * k[j];
-            float sc = warp_sum(d) * a.scale;
-            if (a.softcap > 0)
-                sc = a.softcap * tanhf(sc / a.softcap);
-            float nm = fmaxf(m[h], sc);
-            float corr = expf(m[h] - nm), p = expf(sc - nm); /* m = -inf: corr 0 */
-            l[h] = l[h] * corr + p;
+                acc[h][j] *= corr;
+#pragma unroll
+            for (int b = 0; b < ATS_PF; b++) {
+                float p = expf(sc[b] - nm); /* masked: 0 */
+                l[h] += p;
+#pragma unroll
+                for (int j = 0; j < DPL; j++)
+                    acc[h][j] += p * v[b][j];
+            }
             m[h] = nm;
-#pragma unroll
-            for (int j = 0; j < DPL; j++)
-                acc[h][j] = acc[h][j] * corr + p * v[j];
         }
     }
     /* merge the warps */
@@ -271,7 +286,7 @@ static int attn_split_dispatch(cuda_backend *c, const lm_attn_args *a, int chunk
 #define ATS_CHUNK 16
 #endif
 #ifndef ATS_MAX_SPLIT
-#define ATS_MAX_SPLIT 64 /* 4096 keys: 188 tok/s (bf16, 8B), 512 chunks of 16: 152 (H200, 2026-11-28) */
+#define ATS_MAX_SPLIT 32 /* 4096 keys: 185 tok/s (bf16, 8B), 512 chunks of 16: 152 (H200, 2026-11-28) */
 #endif
 
 static int attention_split(cuda_backend *c, const lm_attn_args *a) {

@@ -93,7 +93,7 @@ __global__ void attention_f32(lm_attn_args a) {
 
 #define ATS_WARPS 4
 #ifndef ATS_PF
-#define ATS_PF 4 /* rows a warp loads before using them */
+#define ATS_PF 8 /* rows a warp loads before using them */
 #endif
 
 template <int DPL> struct ats_vec;
@@ -141,32 +141,36 @@ __global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int
     }
     int32_t qp = a.qpos[t];
     int r_end = (split + 1) * chunk < a.n_rows ? (split + 1) * chunk : a.n_rows;
-    /* ATS_PF rows at a time (every ATS_WARPS-th row of the chunk from this warp's first): their K, V
+    constexpr int PF = DPL >= 8 ? 2 : ATS_PF; /* head_dim 256: registers for two */
+    /* PF rows at a time (every ATS_WARPS-th row of the chunk from this warp's first): their K, V
      * and positions are all loaded before any is used, and the running max moves once per batch */
-    for (int r = split * chunk + warp; r < r_end; r += ATS_WARPS * ATS_PF) {
-        float k[ATS_PF][DPL], v[ATS_PF][DPL];
-        int32_t kp[ATS_PF];
+    for (int r = split * chunk + warp; r < r_end; r += ATS_WARPS * PF) {
+        float k[PF][DPL], v[PF][DPL];
+        int32_t kp[PF];
 #pragma unroll
-        for (int b = 0; b < ATS_PF; b++) {
+        for (int b = 0; b < PF; b++) {
             int rb = r + b * ATS_WARPS;
             kp[b] = -1;
+#pragma unroll
+            for (int j = 0; j < DPL; j++)
+                k[b][j] = v[b][j] = 0.0f; /* past the chunk: finite, and masked */
             if (rb < r_end) {
                 kp[b] = a.kpos ? a.kpos[rb] : rb;
                 ats_vec<DPL>::ld(a.k + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, k[b]);
                 ats_vec<DPL>::ld(a.v + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, v[b]);
             }
         }
-        int vis[ATS_PF];
+        int vis[PF];
 #pragma unroll
-        for (int b = 0; b < ATS_PF; b++)
+        for (int b = 0; b < PF; b++)
             vis[b] = kp[b] >= 0 && kp[b] <= qp && !(a.window > 0 && qp - kp[b] >= a.window);
 #pragma unroll
         for (int h = 0; h < G; h++) {
             if (h >= gq)
                 break;
-            float sc[ATS_PF], nm = m[h];
+            float sc[PF], nm = m[h];
 #pragma unroll
-            for (int b = 0; b < ATS_PF; b++) {
+            for (int b = 0; b < PF; b++) {
                 float d = 0.0f;
 #pragma unroll
                 for (int j = 0; j < DPL; j++)
@@ -186,8 +190,10 @@ __global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int
             for (int j = 0; j < DPL; j++)
                 acc[h][j] *= corr;
 #pragma unroll
-            for (int b = 0; b < ATS_PF; b++) {
-                float p = expf(sc[b] - nm); /* masked: 0 */
+            for (int b = 0; b < PF; b++) {
+                if (!vis[b]) /* (an empty row's values may be anything) */
+                    continue;
+                float p = expf(sc[b] - nm);
                 l[h] += p;
 #pragma unroll
                 for (int j = 0; j < DPL; j++)

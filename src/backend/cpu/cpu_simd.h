@@ -42,6 +42,8 @@ typedef struct lm_attn_rows {
     size_t stride;      /* floats between rows (>= nkv*hd) */
     int n;              /* rows */
     int nh, nkv, hd;    /* query heads, kv heads (nh % nkv == 0), head dim */
+    int stream;         /* 1: few query tokens (decode), the rows come from memory once: a set
+                           may then read each row front to back instead of in blocks */
 } lm_attn_rows;
 
 /* Scratch floats per thread that gemm_rows needs. */

@@ -221,6 +221,7 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
     for (int j = 0; j < nr; j++) {
         const uint8_t *sc = (const uint8_t *)w->scales + (size_t)(r + j * rs) * w->s_row_bytes;
         row[j] = (const uint8_t *)w->w + (size_t)(r + j * rs) * w->w_row_bytes;
+        _mm_prefetch((const char *)(row[j] + LM_PAGE_AHEAD), _MM_HINT_T0); /* the page walk ahead */
         for (size_t o = 0; o < w->s_row_bytes; o += 64) { /* scales and biases two rows ahead in the stream */
             _mm_prefetch((const char *)(sc + 2 * w->s_row_bytes + o), _MM_HINT_T0);
             if (!mx)
@@ -319,6 +320,7 @@ TGT static inline __attribute__((always_inline)) void dense_rows(const lm_linear
     __m512 acc[4];
     for (int j = 0; j < nr; j++) {
         row[j] = (const uint8_t *)w->w + (size_t)(r + j * rs) * w->w_row_bytes;
+        _mm_prefetch((const char *)(row[j] + LM_PAGE_AHEAD), _MM_HINT_T0); /* the page walk ahead */
         acc[j] = _mm512_setzero_ps();
     }
     for (int i = 0; i < n; i += 16) {

@@ -380,7 +380,8 @@ static void test_backend_fused(const char *isa, rng *r) {
 static void test_attn_kernels(const lm_cpu_kernels *k, rng *r) {
     static const int shapes[][3] = {{16, 8, 128}, {32, 8, 64}, {4, 4, 80},   {6, 2, 17},  {3, 1, 256},
                                     {7, 7, 33},   {8, 2, 64},  {2, 1, 144},  {16, 16, 32}, {32, 4, 128},
-                                    {16, 1, 64},  {48, 8, 16}, {16, 8, 256}, {16, 4, 96}};
+                                    {16, 1, 64},  {48, 8, 16}, {16, 8, 256}, {16, 4, 96}, {64, 8, 128},
+                                    {48, 24, 32}, {80, 8, 32}};
     /* stream = 1 (decode): sets may take another path (AVX-512: rows front to back) */
     for (size_t c = 0; c < 2 * sizeof shapes / sizeof shapes[0]; c++) {
         int sh = (int)(c / 2), stream = (int)(c % 2);

@@ -593,29 +593,33 @@ TGT static inline __attribute__((always_inline)) void scores_rows(const lm_attn_
  * caches that streams from memory well below the rate of one sequential read (Qwen3-0.6B q8,
  * 512 rows: 4.7 -> 3.5 ms of attention per decode step with both kernels below). */
 
-/* Scores of 16 heads (PER per kv group) against one row at a time: 16 accumulators, one tree
- * per row, then 16 rows transposed into s. q is first copied, scaled, as [group][hd/16][PER][16]
- * so that the loads walk one pointer. Needs hd % 16 == 0, hd <= 256, nh % 16 == 0. */
+/* Scores against one row at a time, 16 heads (PER per kv group) after 16 heads along the row:
+ * 16 accumulators, one tree per row and block of heads, then 16 rows transposed into s. q is
+ * first copied, scaled, per block of heads as [group][hd/16][PER][16], so that the loads walk
+ * one pointer. Needs hd % 16 == 0, nh % 16 == 0, nh <= 64, nh * hd <= SQ_MAX. */
+#define SQ_MAX 8192
 TGT static inline __attribute__((always_inline)) void scores_stream(const lm_attn_rows *a, const float *q, float scale,
                                                                     float *s, size_t lds, const int PER) {
-    const int hd = a->hd, n = a->n;
-    float qp[16 * 256] __attribute__((aligned(64)));
+    const int hd = a->hd, n = a->n, nb = a->nh / 16;
+    float qp[SQ_MAX] __attribute__((aligned(64)));
     const __m512 sc = _mm512_set1_ps(scale);
-    for (int h0 = 0; h0 < a->nh; h0 += 16) {
-        for (int h = 0; h < 16; h++)
-            for (int i = 0; i < hd; i += 16)
-                _mm512_store_ps(qp + (size_t)(h / PER) * hd * PER + (size_t)i * PER + 16 * (h % PER),
-                                _mm512_mul_ps(_mm512_loadu_ps(q + (size_t)(h0 + h) * hd + i), sc));
-        for (int r0 = 0; r0 < n; r0 += 16) {
-            const int R = n - r0 < 16 ? n - r0 : 16;
-            float blk[16][16], tr[16][16];
-            for (int r = 0; r < R; r++) {
-                const float *k = a->k + (size_t)(r0 + r) * a->stride + (size_t)(h0 / PER) * hd;
+    for (int h = 0; h < a->nh; h++)
+        for (int i = 0; i < hd; i += 16)
+            _mm512_store_ps(qp + (size_t)(h / 16) * 16 * hd + (size_t)(h % 16 / PER) * hd * PER + (size_t)i * PER +
+                                16 * (h % PER),
+                            _mm512_mul_ps(_mm512_loadu_ps(q + (size_t)h * hd + i), sc));
+    for (int r0 = 0; r0 < n; r0 += 16) {
+        const int R = n - r0 < 16 ? n - r0 : 16;
+        float blk[4][16][16], tr[16][16];
+        for (int r = 0; r < R; r++)
+            for (int b = 0; b < nb; b++) {
+                const float *k = a->k + (size_t)(r0 + r) * a->stride + (size_t)b * (16 / PER) * hd;
+                const float *qb = qp + (size_t)b * 16 * hd;
                 __m512 acc[16];
                 for (int h = 0; h < 16; h++)
                     acc[h] = _mm512_setzero_ps();
                 for (int g = 0; g < 16 / PER; g++) {
-                    const float *kg = k + (size_t)g * hd, *qg = qp + (size_t)g * hd * PER;
+                    const float *kg = k + (size_t)g * hd, *qg = qb + (size_t)g * hd * PER;
                     for (int i = 0; i < hd; i += 16) {
                         const __m512 kv = _mm512_loadu_ps(kg + i);
                         for (int j = 0; j < PER; j++)
@@ -623,12 +627,13 @@ TGT static inline __attribute__((always_inline)) void scores_stream(const lm_att
                                 _mm512_fmadd_ps(_mm512_load_ps(qg + (size_t)i * PER + 16 * j), kv, acc[g * PER + j]);
                     }
                 }
-                _mm512_storeu_ps(blk[r], hsum16(acc));
+                _mm512_storeu_ps(blk[b][r], hsum16(acc));
             }
-            transpose16((const uint32_t *)blk, 16, R, (uint32_t *)tr);
-            const __mmask16 m = (__mmask16)((1u << R) - 1);
+        const __mmask16 m = (__mmask16)((1u << R) - 1);
+        for (int b = 0; b < nb; b++) {
+            transpose16((const uint32_t *)blk[b], 16, R, (uint32_t *)tr);
             for (int h = 0; h < 16; h++)
-                _mm512_mask_storeu_ps(s + (size_t)(h0 + h) * lds + r0, m, _mm512_loadu_ps(tr[h]));
+                _mm512_mask_storeu_ps(s + (size_t)(16 * b + h) * lds + r0, m, _mm512_loadu_ps(tr[h]));
         }
     }
 }
@@ -651,7 +656,7 @@ TGT static void values_stream(const lm_attn_rows *a, const float *p, size_t lds,
 
 TGT static void avx512_attn_scores(const lm_attn_rows *a, const float *q, float scale, float *s, size_t lds) {
     const int hd = a->hd, per = a->nh / a->nkv, n = a->n;
-    if (a->stream && hd % 16 == 0 && hd <= 256 && a->nh % 16 == 0 && 16 % per == 0) {
+    if (a->stream && hd % 16 == 0 && a->nh % 16 == 0 && a->nh <= 64 && a->nh * hd <= SQ_MAX && 16 % per == 0) {
         switch (per) {
         case 1:
             scores_stream(a, q, scale, s, lds, 1);

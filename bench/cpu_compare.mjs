@@ -64,7 +64,8 @@ for (const shape of opt.shapes.split(",")) {
         // bandwidth before, between and after the two engines: the machine's memory bandwidth
         // changes by the minute (36 to 58 GB/s here), so each engine's bound uses the mean of
         // the probes on either side of its run
-        const bwLog = (b) => log(`bandwidth: ${b.median_gbs} GB/s median, ${b.best_gbs} best (${opt.threads} threads)`);
+        const bwLog = (b) => log(`bandwidth: ${b.median_gbs} GB/s median, ${b.best_gbs} best (${opt.threads} threads; ` +
+                                 `streams ${b.streams}${b.page_ahead ? " with the page walk ahead" : ""}, plain streams ${b.median_plain})`);
         const bw0 = probe();
         bwLog(bw0);
         log(`lmcore ${shape} ${f} ...`);
@@ -92,7 +93,8 @@ const pct = (x) => `${(100 * x).toFixed(0)}%`;
 const fx = (x) => x.toFixed(1);
 console.log(`\nCPU: ${opt.threads} threads (lmcore and llama.cpp alike); prompt ${opt.prompt} tokens (pp), then ${opt.decode} ` +
             `decode steps (tg); tok/s, median of ${opt.reps} runs after a warm-up; lmcore kernels: ${rows[0]?.lm.isa}. ` +
-            `Bandwidth: read-only streaming probe (median of 5) before, between and after the two engines; each ` +
+            `Bandwidth: read-only streaming probe (median of 5, best of 1 stream, 4 streams and 1 stream with the page ` +
+            `walk ahead) before, between and after the two engines; each ` +
             `engine's bandwidth is the mean of the probes on either side of its run, lmcore / llama.cpp. Decode bound = ` +
             `bandwidth / bytes read per token (all weights + KV cache at mid-decode), lmcore / llama.cpp.\n`);
 console.log("| model | format (lmcore / llama.cpp) | bpw | pp lmcore | pp llama.cpp | pp ratio | tg lmcore | tg llama.cpp | tg ratio | GB/s (lmcore / llama.cpp) | decode bound | lmcore % of bound | llama.cpp % of bound |");

@@ -1,6 +1,8 @@
 /* Kernel speed in isolation: the backend's linear op on weights far larger than the caches.
  * Decode (T=1) as GB/s of weight streamed; prefill (T tokens) as GFLOP/s.
- *   cpu_kbench [THREADS=1] [T=64] [FORMAT=all]   (LMCORE_ISA caps the kernel set) */
+ *   cpu_kbench [THREADS=1] [T=64] [FORMAT=all]   (LMCORE_ISA caps the kernel set)
+ * KB_OUT=ROWS (default 8192; 256 keeps one matrix in cache), KB_IN=COLUMNS (default 2048; a
+ * multiple of 64, e.g. 1024 for Qwen3-0.6B rows). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +41,8 @@ int main(int argc, char **argv) {
     lm_backend *be;
     if (lm_backend_cpu_new(threads, &be) != LM_OK)
         return 1;
-    const int out = getenv("KB_OUT") ? atoi(getenv("KB_OUT")) : 8192, in = 2048; /* KB_OUT=256: in cache */
+    const int out = getenv("KB_OUT") ? atoi(getenv("KB_OUT")) : 8192, /* KB_OUT=256: in cache */
+              in = getenv("KB_IN") ? atoi(getenv("KB_IN")) : 2048; /* KB_IN=1024: Qwen3-0.6B rows */
     printf("kernels %s, %d threads\n", lm_cpu_kernels_best()->name, threads);
     for (size_t f = 0; f < sizeof FMTS / sizeof FMTS[0]; f++) {
         const fmt *F = &FMTS[f];

@@ -378,11 +378,15 @@ static void test_backend_fused(const char *isa, rng *r) {
 /* attn_scores and attn_values against double sums on ragged shapes (head dims off the vector
  * width, odd group sizes, padded rows, row counts off the blocks) */
 static void test_attn_kernels(const lm_cpu_kernels *k, rng *r) {
-    static const int shapes[][3] = {{16, 8, 128}, {32, 8, 64}, {4, 4, 80}, {6, 2, 17}, {3, 1, 256}, {7, 7, 33},
-                                    {8, 2, 64},   {2, 1, 144}};
-    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
-        int nh = shapes[c][0], nkv = shapes[c][1], hd = shapes[c][2], n = 1 + (int)(rnd(r) % 45);
-        size_t stride = (size_t)nkv * hd + (c % 2 ? 0 : 5), lds = (size_t)n + c % 3;
+    static const int shapes[][3] = {{16, 8, 128}, {32, 8, 64}, {4, 4, 80},   {6, 2, 17},  {3, 1, 256},
+                                    {7, 7, 33},   {8, 2, 64},  {2, 1, 144},  {16, 16, 32}, {32, 4, 128},
+                                    {16, 1, 64},  {48, 8, 16}, {16, 8, 256}, {16, 4, 96}, {64, 8, 128},
+                                    {48, 24, 32}, {80, 8, 32}};
+    /* stream = 1 (decode): sets may take another path (AVX-512: rows front to back) */
+    for (size_t c = 0; c < 2 * sizeof shapes / sizeof shapes[0]; c++) {
+        int sh = (int)(c / 2), stream = (int)(c % 2);
+        int nh = shapes[sh][0], nkv = shapes[sh][1], hd = shapes[sh][2], n = 1 + (int)(rnd(r) % 45);
+        size_t stride = (size_t)nkv * hd + (sh % 2 ? 0 : 5), lds = (size_t)n + c % 3;
         float *kv = malloc((2 * n * stride + 1) * sizeof(float)), *q = malloc((size_t)nh * hd * sizeof(float));
         float *s = malloc(nh * lds * sizeof(float)), *out = malloc((size_t)nh * hd * sizeof(float));
         float *o0 = malloc((size_t)nh * hd * sizeof(float));
@@ -390,7 +394,7 @@ static void test_attn_kernels(const lm_cpu_kernels *k, rng *r) {
             kv[i] = rndf(r);
         for (int i = 0; i < nh * hd; i++)
             q[i] = rndf(r);
-        lm_attn_rows a = {kv, kv + n * stride, stride, n, nh, nkv, hd};
+        lm_attn_rows a = {kv, kv + n * stride, stride, n, nh, nkv, hd, stream};
         k->attn_scores(&a, q, 0.125f, s, lds);
         double se = 0, ve = 0;
         int per = nh / nkv;
@@ -404,7 +408,8 @@ static void test_attn_kernels(const lm_cpu_kernels *k, rng *r) {
                 }
                 se = fmax(se, fabs(s[h * lds + i] - 0.125 * d) / (2e-5 * 0.125 * m + 1e-6));
             }
-        CHECKF(se <= 1.0, "%s attn_scores nh=%d nkv=%d hd=%d n=%d: err %.3g", k->name, nh, nkv, hd, n, se);
+        CHECKF(se <= 1.0, "%s attn_scores nh=%d nkv=%d hd=%d n=%d stream=%d: err %.3g", k->name, nh, nkv, hd, n, stream,
+               se);
         for (int h = 0; h < nh; h++)
             for (size_t i = 0; i < (size_t)n; i++)
                 s[h * lds + i] = 0.5f * (rndf(r) + 1.0f);
@@ -421,7 +426,8 @@ static void test_attn_kernels(const lm_cpu_kernels *k, rng *r) {
                 }
                 ve = fmax(ve, fabs(out[h * hd + e] - d) / (2e-5 * m + 1e-6));
             }
-        CHECKF(ve <= 1.0, "%s attn_values nh=%d nkv=%d hd=%d n=%d: err %.3g", k->name, nh, nkv, hd, n, ve);
+        CHECKF(ve <= 1.0, "%s attn_values nh=%d nkv=%d hd=%d n=%d stream=%d: err %.3g", k->name, nh, nkv, hd, n, stream,
+               ve);
         free(kv), free(q), free(s), free(out), free(o0);
     }
 }

@@ -337,6 +337,7 @@ typedef struct attn_job {
     cpu_backend *c;
     const lm_attn_args *a;
     int n_split, chunk; /* chunks per token, rows per chunk */
+    int stream;         /* few tokens: lm_attn_rows.stream */
     float *part;        /* n_split > 1: per task [nh][hd] output, then [nh] max, [nh] sum */
 } attn_job;
 
@@ -394,7 +395,7 @@ static void attn_task(void *ctx, int task, int thread) {
     if (n <= 0)
         return;
     size_t ks = (size_t)a->n_kv * hd;
-    lm_attn_rows rows = {a->k + lo * ks, a->v + lo * ks, ks, n, nh, a->n_kv, hd};
+    lm_attn_rows rows = {a->k + lo * ks, a->v + lo * ks, ks, n, nh, a->n_kv, hd, j->stream};
     j->c->k->attn_scores(&rows, a->q + (size_t)t * nh * hd, a->scale, s, (size_t)n);
     attn_softmax(j, s, lo, n, qp, split ? NULL : a->sinks, mx, sum);
     j->c->k->attn_values(&rows, s, (size_t)n, o);
@@ -435,7 +436,7 @@ static void attn_merge(const attn_job *j) {
 
 static void cpu_attention(lm_backend *be, const lm_attn_args *a) {
     cpu_backend *c = cpu(be);
-    attn_job j = {c, a, 1, a->n_rows > 0 ? a->n_rows : 1, NULL};
+    attn_job j = {c, a, 1, a->n_rows > 0 ? a->n_rows : 1, a->T < 2 * c->n_threads, NULL};
     /* few tokens: split the rows so that every thread has a few chunks of at least 64 rows */
     if (a->T < 2 * c->n_threads && a->n_rows >= 128) {
         int want = (4 * c->n_threads + a->T - 1) / a->T, most = a->n_rows / 64;

@@ -131,6 +131,7 @@ TGT static void avx2_matvec(const lm_linear *w, const lm_xvec *xv, int r0, int r
     const float *x = xv->x, *xsum = xv->sum;
     for (int r = r0; r < r1; r++) {
         const void *row = (const uint8_t *)w->w + (size_t)r * w->w_row_bytes;
+        _mm_prefetch((const char *)row + LM_PAGE_AHEAD, _MM_HINT_T0); /* the page walk ahead */
         float v;
         if (w->kind == LM_W_AFFINE)
             v = affine_dot(w, r, x, xsum);

@@ -15,6 +15,13 @@ typedef enum {
     LM_ISA_COUNT
 } lm_isa;
 
+/* Decode reads weights far beyond the TLB's reach, 4 KiB page after page (file mappings of a
+ * page cache are mostly small pages). A prefetch this far ahead of each row starts the page walk
+ * of a page well before the stream gets there; the hardware prefetchers stop at page borders.
+ * Measured on Zen 4 (a KVM guest, 2 threads): Qwen3-0.6B q8 decode steps 9-10% faster, a plain
+ * streaming read 2-25% faster (32 KiB to 128 KiB ahead did about as well, 512 KiB did not). */
+#define LM_PAGE_AHEAD ((size_t)64 << 10)
+
 /* Rows per block in the prefill GEMM: these are converted to f32 once and reused by all tokens. */
 #define LM_GEMM_ROWS 16
 
@@ -42,6 +49,8 @@ typedef struct lm_attn_rows {
     size_t stride;      /* floats between rows (>= nkv*hd) */
     int n;              /* rows */
     int nh, nkv, hd;    /* query heads, kv heads (nh % nkv == 0), head dim */
+    int stream;         /* 1: few query tokens (decode), the rows come from memory once: a set
+                           may then read each row front to back instead of in blocks */
 } lm_attn_rows;
 
 /* Scratch floats per thread that gemm_rows needs. */

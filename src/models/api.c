@@ -21,6 +21,32 @@ lm_ctx_params lm_ctx_default_params(void) {
     return p;
 }
 
+static void linear_format(const lm_linear *w, char *buf, size_t cap) {
+    if (w->kind == LM_W_DENSE)
+        snprintf(buf, cap, "%s", LM_DTYPES[w->dtype].short_name);
+    else if (w->kind == LM_W_MXFP4)
+        snprintf(buf, cap, "mxfp4");
+    else
+        snprintf(buf, cap, "q%d/g%d", w->bits, w->group);
+}
+
+/* The attention weights' format, plus the experts' when they differ ("bf16, experts mxfp4"). */
+static void weight_format(const lm_model *m, char *buf, size_t cap) {
+    char a[32], e[32];
+    linear_format(&m->layers[0].q, a, sizeof a);
+    const lm_moe *moe = NULL;
+    for (int l = 0; l < m->cfg.n_layers && !moe; l++)
+        moe = m->layers[l].moe;
+    if (moe) {
+        linear_format(&moe->down[0], e, sizeof e);
+        if (strcmp(a, e) != 0) {
+            snprintf(buf, cap, "%s, experts %s", a, e);
+            return;
+        }
+    }
+    snprintf(buf, cap, "%s", a);
+}
+
 lm_status lm_model_load(const char *dir, const lm_model_params *params, lm_model **out) {
     if (!out)
         return lm_err(LM_ERR_INVALID_ARG, "lm_model_load: out is NULL");
@@ -52,8 +78,10 @@ lm_status lm_model_load(const char *dir, const lm_model_params *params, lm_model
         st = lm_st_open_dir(dir, &m->st);
     if (st == LM_OK)
         st = lm_model_resolve(m);
-    if (st == LM_OK)
+    if (st == LM_OK) {
+        weight_format(m, m->weight_fmt, sizeof m->weight_fmt);
         st = p.device == LM_DEVICE_CUDA ? lm_backend_cuda_new(0, &m->be) : lm_backend_cpu_new(p.n_threads, &m->be);
+    }
     if (st == LM_OK)
         st = lm_model_upload(m);
     if (st == LM_OK)
@@ -90,35 +118,7 @@ void lm_model_free(lm_model *m) {
     free(m);
 }
 
-static void linear_format(const lm_linear *w, char *buf, size_t cap) {
-    if (w->kind == LM_W_DENSE)
-        snprintf(buf, cap, "%s", LM_DTYPES[w->dtype].short_name);
-    else if (w->kind == LM_W_MXFP4)
-        snprintf(buf, cap, "mxfp4");
-    else
-        snprintf(buf, cap, "q%d/g%d", w->bits, w->group);
-}
-
-/* The attention weights' format, plus the experts' when they differ ("bf16, experts mxfp4"). */
-static const char *weight_format(const lm_model *m, char *buf, size_t cap) {
-    char a[32], e[32];
-    linear_format(&m->layers[0].q, a, sizeof a);
-    const lm_moe *moe = NULL;
-    for (int l = 0; l < m->cfg.n_layers && !moe; l++)
-        moe = m->layers[l].moe;
-    if (moe) {
-        linear_format(&moe->down[0], e, sizeof e);
-        if (strcmp(a, e) != 0) {
-            snprintf(buf, cap, "%s, experts %s", a, e);
-            return buf;
-        }
-    }
-    snprintf(buf, cap, "%s", a);
-    return buf;
-}
-
 void lm_model_get_info(const lm_model *m, lm_model_info *info) {
-    static _Thread_local char fmt[80];
     const lm_config *c = &m->cfg;
     memset(info, 0, sizeof *info);
     info->model_type = c->outer_model_type[0] ? c->outer_model_type : c->model_type;
@@ -131,7 +131,7 @@ void lm_model_get_info(const lm_model *m, lm_model_info *info) {
     info->head_dim = c->head_dim;
     info->vocab_size = c->vocab;
     info->context_length = c->max_pos;
-    info->weight_dtype = weight_format(m, fmt, sizeof fmt);
+    info->weight_dtype = m->weight_fmt;
 }
 
 size_t lm_model_describe(const lm_model *m, char *buf, size_t cap) {

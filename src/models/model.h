@@ -77,6 +77,8 @@ struct lm_model {
     /* backend copies of the weights (device backends): the files' mappings, then owned[] */
     void **dev_regions;
     int n_dev_regions;
+    char weight_fmt[80];          /* the checkpoint's format (lm_model_info.weight_dtype), before a
+                                     device backend stores bf16 as f16 */
 };
 
 /* Per-sequence state: the KV cache and activation buffers for up to cap_T tokens per call. */

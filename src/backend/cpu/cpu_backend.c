@@ -436,9 +436,10 @@ static void attn_merge(const attn_job *j) {
 
 static void cpu_attention(lm_backend *be, const lm_attn_args *a) {
     cpu_backend *c = cpu(be);
-    attn_job j = {c, a, 1, a->n_rows > 0 ? a->n_rows : 1, a->T < 2 * c->n_threads, NULL};
+    int few = a->T < 2 * c->n_threads;
+    attn_job j = {c, a, 1, a->n_rows > 0 ? a->n_rows : 1, few, NULL};
     /* few tokens: split the rows so that every thread has a few chunks of at least 64 rows */
-    if (a->T < 2 * c->n_threads && a->n_rows >= 128) {
+    if (few && a->n_rows >= 128) {
         int want = (4 * c->n_threads + a->T - 1) / a->T, most = a->n_rows / 64;
         j.n_split = want < most ? want : most;
         j.chunk = (a->n_rows + j.n_split - 1) / j.n_split;

@@ -203,21 +203,25 @@ static int gemm_rows(cuda_backend *c, cublasHandle_t h, cudaDataType wt, const u
     return ok;
 }
 
+/* Dense 16-bit rows cuBLAS can read as stored. */
+static int rows_as_stored(const lm_linear *w) {
+    return w->kind == LM_W_DENSE && w->in_step <= 1 && w->w_row_bytes % 2 == 0 &&
+           (w->dtype == LM_DT_BF16 || w->dtype == LM_DT_F16);
+}
+
 /* How a weight goes through cuBLAS: -1 not at all (f32: linear.cu's kernel), 1 bf16 with x in
  * two halves, 0 f16. */
 static int gemm_mode(const lm_linear *w) {
     if (w->kind == LM_W_DENSE && w->dtype == LM_DT_F32)
         return -1;
-    return w->kind == LM_W_DENSE && w->in_step <= 1 && w->w_row_bytes % 2 == 0 && w->dtype == LM_DT_BF16;
+    return rows_as_stored(w) && w->dtype == LM_DT_BF16;
 }
 
 /* y = x W^T (+ bias) from x already converted (xb; f16 mode: inv and scaled too). */
 static void gemm_one(cuda_backend *c, cublasHandle_t h, const lm_linear *w, int split, const uint16_t *xb,
                      const float *inv, const int *scaled, int T, float *y) {
     cudaDataType wt = split ? CUDA_R_16BF : CUDA_R_16F;
-    int direct = w->kind == LM_W_DENSE && w->in_step <= 1 && w->w_row_bytes % 2 == 0 &&
-                 (split || w->dtype == LM_DT_F16);
-    if (direct) {
+    if (rows_as_stored(w)) {
         gemm_rows(c, h, wt, (const uint16_t *)w->w, (int)(w->w_row_bytes / 2), xb, T, w->in, w->out, y, w->out);
     } else {
         size_t row_b = (size_t)w->in * 2;

@@ -7,7 +7,8 @@
  * (argmax) against the host sampler at temp 0, also recorded in a CUDA graph.
  * Tolerance: |gpu - cpu| <= 1e-4 * max(1, |cpu|) (fp32, other summation order), except the
  * f16 tensor-core paths (prefill GEMMs, prompt attention), whose bounds are given where they
- * are checked; the argmax token is identical and its logprob within 1e-6 * max(1, |lp|).
+ * are checked, and the 4/8-bit decode products, which round x to 16 bits per block (qx_round);
+ * the argmax token is identical and its logprob within 1e-6 * max(1, |lp|).
  * Exits 77 (skipped) without a GPU. */
 #include <math.h>
 #include <stdint.h>
@@ -159,8 +160,31 @@ static void dropw(wpair *p) {
     free(p->hbias);
 }
 
+/* The decode products of MLX 4/8-bit rows (matvec.cu, integer dots) first round x to 16 bits in
+ * blocks of xb elements: q = rint(x * 32767 / m), m the block's largest |x|, x' = q * m / 32767.
+ * The CPU then gets x' too (rounding x' again gives x' back), so that both compute W x'. */
+static int qx_block(const lm_linear *w, int T) {
+    return T == 1 && w->kind == LM_W_AFFINE && (w->bits == 4 || w->bits == 8) ? (w->bits == 4 ? 32 : 16) : 0;
+}
+
+static void qx_round(buf *x, size_t n, int xb) {
+    float *v = x->h;
+    for (size_t b = 0; b + (size_t)xb <= n; b += (size_t)xb) {
+        float m = 0;
+        for (int j = 0; j < xb; j++)
+            m = fmaxf(m, fabsf(v[b + j]));
+        float inv = m > 0 ? 32767.0f / m : 0.0f, sx = m * (1.0f / 32767.0f);
+        for (int j = 0; j < xb; j++)
+            v[b + j] = rintf(v[b + j] * inv) * sx;
+    }
+    memcpy(x->c, v, n * sizeof(float));
+    gpu->ops->upload(gpu, x->g, v, n * sizeof(float));
+}
+
 static void check_linear(const char *what, wpair *w, int T) {
     buf x = mkf((size_t)T * w->c.in, 1.0f), y = mk((size_t)T * w->c.out * sizeof(float));
+    if (qx_block(&w->c, T))
+        qx_round(&x, (size_t)T * w->c.in, qx_block(&w->c, T));
     cpu->ops->linear(cpu, &w->c, x.c, T, y.c);
     gpu->ops->linear(gpu, &w->g, x.g, T, y.g);
     char name[128];
@@ -190,6 +214,45 @@ static void test_linear(void) {
             check_linear(what, &w, 11);
             dropw(&w);
         }
+    /* decode shapes where each warp of the integer-dot kernel walks several row groups; then x
+     * not rounded beforehand: within the rounding's bound, sum |W| * half a step of x's block */
+    for (int b = 4; b <= 8; b += 4) {
+        char what[32];
+        snprintf(what, sizeof what, "q%d/g64 wide", b);
+        int out = 9001, in = 2048, xb = b == 4 ? 32 : 16;
+        wpair w = mkw(LM_W_AFFINE, LM_DT_BF16, out, in, b, 64, 1, 1);
+        check_linear(what, &w, 1);
+        buf x = mkf((size_t)in, 1.0f), y = mk((size_t)out * sizeof(float));
+        float *xs = x.h, *row = malloc((size_t)in * sizeof *row), *g = malloc((size_t)out * sizeof *g);
+        for (int i = 0; i < in; i++) /* blocks of very different sizes */
+            xs[i] *= (i / xb) % 3 == 0 ? 1e3f : (i / xb) % 3 == 1 ? 1e-3f : 1.0f;
+        memcpy(x.c, xs, (size_t)in * sizeof(float));
+        gpu->ops->upload(gpu, x.g, xs, (size_t)in * sizeof(float));
+        cpu->ops->linear(cpu, &w.c, x.c, 1, y.c);
+        gpu->ops->linear(gpu, &w.g, x.g, 1, y.g);
+        gpu->ops->download(gpu, g, y.g, (size_t)out * sizeof *g);
+        double worst = 0;
+        for (int r = 0; r < out; r++) {
+            lm_linear_row_f32(&w.c, r, row);
+            double bound = 1e-5 * (1 + fabs(((float *)y.c)[r]));
+            for (int i0 = 0; i0 < in; i0 += xb) {
+                float m = 0;
+                for (int i = i0; i < i0 + xb; i++)
+                    m = fmaxf(m, fabsf(xs[i]));
+                for (int i = i0; i < i0 + xb; i++)
+                    bound += fabs(row[i]) * m / 65534.0 * 1.001;
+            }
+            double e = fabs((double)g[r] - ((float *)y.c)[r]) / bound;
+            if (!(e <= worst))
+                worst = isnan(e) ? INFINITY : e;
+        }
+        CHECKF(worst <= 1.0, "linear %s, x unrounded: error %.3g x the bound", what, worst);
+        free(row);
+        free(g);
+        drop(&x);
+        drop(&y);
+        dropw(&w);
+    }
     wpair w = mkw(LM_W_MXFP4, LM_DT_U8, 29, 96, 0, 0, 1, 1);
     check_linear("mxfp4", &w, 1);
     check_linear("mxfp4", &w, 9);
@@ -343,6 +406,8 @@ static void test_fused(void) {
         for (int T = 1; T <= 2; T++) { /* T 2: the separate kernels behind the same slot */
             buf x = mkf((size_t)T * 128, 1.0f), yq = mk((size_t)T * 40 * 4), yk = mk((size_t)T * 9 * 4),
                 yv = mk((size_t)T * 17 * 4);
+            if (qx_block(&q.c, T))
+                qx_round(&x, (size_t)T * 128, qx_block(&q.c, T));
             cpu->ops->linear(cpu, &q.c, x.c, T, yq.c);
             cpu->ops->linear(cpu, &k.c, x.c, T, yk.c);
             cpu->ops->linear(cpu, &v.c, x.c, T, yv.c);

@@ -293,15 +293,19 @@ extern "C" lm_status lm_backend_cuda_new(int device, lm_backend **out) {
     /* read once, into this backend: LMCORE_CUDA_GRAPHS=1 records one-token steps as graphs (off by
      * default: re-capturing each step cost as much as launching on the H200 machine, 2026-11-28);
      * LMCORE_CUDA_FUSE=0 runs the fused decode ops as separate kernels, LMCORE_CUDA_PDL=0 turns
-     * off early starts (lm_cuda_launch) (both for comparisons) */
-    const char *g = getenv("LMCORE_CUDA_GRAPHS"), *f = getenv("LMCORE_CUDA_FUSE"), *p = getenv("LMCORE_CUDA_PDL");
+     * off early starts (lm_cuda_launch), LMCORE_CUDA_QX=0 the integer dot products of the 4/8-bit
+     * matvecs (all for comparisons) */
+    const char *g = getenv("LMCORE_CUDA_GRAPHS"), *f = getenv("LMCORE_CUDA_FUSE"), *p = getenv("LMCORE_CUDA_PDL"),
+               *q = getenv("LMCORE_CUDA_QX");
     c->graphs = g && g[0] == '1';
     c->fuse = !(f && f[0] == '0');
     c->pdl = !(p && p[0] == '0');
+    c->qx = !(q && q[0] == '0');
     if ((e = cudaSetDevice(device)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaMalloc((void **)&c->argmax, sizeof *c->argmax)) != cudaSuccess ||
-        (e = cudaMemset(c->argmax, 0, sizeof *c->argmax)) != cudaSuccess) {
+        (e = cudaMemset(c->argmax, 0, sizeof *c->argmax)) != cudaSuccess ||
+        (e = cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, device)) != cudaSuccess) {
         (void)cudaGetLastError();
         cu_destroy(&c->base);
         return lm_err(LM_ERR_DEVICE, "CUDA device %d: cannot start: %s", device, cudaGetErrorString(e));

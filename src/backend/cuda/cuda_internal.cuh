@@ -41,6 +41,8 @@ typedef struct cuda_backend {
     int fuse;        /* fused decode ops run fused (LMCORE_CUDA_FUSE=0 at creation: separately) */
     int capturing;   /* between record_begin and record_end */
     int pdl;         /* lm_cuda_launch lets kernels start early (LMCORE_CUDA_PDL=0 at creation: off) */
+    int qx;          /* affine matvecs take integer dot products (LMCORE_CUDA_QX=0 at creation: float) */
+    int sms;         /* multiprocessors of the device */
     cudaGraphExec_t exec; /* the last step's executable graph, updated in place while its shape holds */
     lm_cuda_argmax_scratch *argmax; /* device memory of the argmax op */
 } cuda_backend;

@@ -4,7 +4,8 @@
  * the rows in NB-byte vectors (16 when the rows and their base are 16-byte aligned, else 8 or
  * 4; 4-bit rows at most MV_Q4_NB), MV_U vectors per row in flight before the first use, and
  * dequantizes in registers: dense bf16/f16/f32, MLX affine 4 and 8 bit (one scale group per
- * vector: sum q*x and sum x, then scale and bias once). Integers become floats without a
+ * vector: sum q*x and sum x, then scale and bias once). MLX 4/8-bit rows with 16-byte vectors
+ * take matvec_qx instead (integer dot products, below; this float kernel is then the fallback). Integers become floats without a
  * conversion instruction: a byte is placed under the exponent of 2^23 (one PRMT) and 2^23 is
  * subtracted (exact), and every 32-bit word keeps its own partial sums so that no long chain of
  * dependent additions forms. Other formats take linear.cu's kernel. Fused variants for the
@@ -266,6 +267,282 @@ __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB)
         out[r] = act_f32(acc[0] + (gate.bias ? gate.bias[r] : 0.0f), acc[1] + (up.bias ? up.bias[r] : 0.0f), act, limit);
 }
 
+/* --- MLX affine 4/8-bit rows as integer dot products --------------------------------------------
+ * Each block first quantizes x into shared memory: blocks of QX_XB(bits) elements (the elements of
+ * one 16-byte vector of codes) as 16-bit integers with a scale per block (x ~ sx * q, |q| <= 32767,
+ * so x keeps 15 bits below its block's largest value), split into a signed high byte and an
+ * unsigned low byte and laid out in the codes' element order. Then sum(code * q) over a vector is
+ * 256 * dp4a(codes, high bytes) + dp4a(codes, low bytes) (integer, exact), and a row's dot is the
+ * sum over vectors of sx * (scale * that + bias * sum q): the exact product of W and the rounded
+ * x, up to f32 rounding (tests/cuda/test_cuda_ops.c rounds x the same way). Two `dp4a` per
+ * word of codes (4-bit: 8 codes, split into low and high nibbles; 8-bit: 4 codes) instead of a
+ * conversion and a multiply per code. The grid holds only as many blocks as stay resident (x is
+ * quantized once per block); each warp walks row groups of QX_NR rows with a stride. */
+#define QX_NR 2 /* rows per warp */
+#ifndef QX_U
+#define QX_U 2 /* 16-byte vectors per row, lane and step */
+#endif
+#ifndef QX_BPS
+#define QX_BPS 1 /* resident blocks per multiprocessor (more warps: the registers spill) */
+#endif
+#ifndef QX_WARPS
+#define QX_WARPS 16 /* warps per block */
+#endif
+#define QX_QB 4 /* x items (8 elements) a thread quantizes per batch */
+#define QX_XB(bits) ((bits) == 4 ? 32 : 16)  /* x block: the elements of one 16-byte vector */
+#define QX_MAX_SMEM (48 * 1024)
+
+/* a . b over 4 bytes, a unsigned, b signed (s) or unsigned (u), plus c */
+static __device__ __forceinline__ int dp4a_us(uint32_t a, uint32_t b, int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+static __device__ __forceinline__ uint32_t dp4a_uu(uint32_t a, uint32_t b, uint32_t c) {
+    uint32_t d;
+    asm("dp4a.u32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+/* Bytes 0..3 of the word: the low bytes of a, b, c, d. */
+static __device__ __forceinline__ uint32_t pack4(int a, int b, int c, int d) {
+    return __byte_perm(__byte_perm((uint32_t)a, (uint32_t)b, 0x0040), __byte_perm((uint32_t)c, (uint32_t)d, 0x0040),
+                       0x5410);
+}
+
+/* x[0 .. n) quantized into shared memory by the whole block (see above): one uint4 per 8
+ * elements (4-bit: high bytes of the even elements, of the odd ones, low bytes of the even, of
+ * the odd; 8-bit: high and low bytes of elements 0-3, then of 4-7), word j of block b at
+ * xq[j * nv + b] (a warp's lanes read consecutive blocks without bank conflicts); sc[b] = (sx,
+ * sx * sum of the block's integers). */
+template <int BITS>
+static __device__ __forceinline__ void qx_quantize(const float *__restrict__ x, int n, int nv, uint4 *xq, float2 *sc) {
+    constexpr int TPB = QX_XB(BITS) / 8; /* threads per x block */
+    int n8 = n / 8;
+    for (int base = 0; base < n8; base += QX_QB * blockDim.x) { /* every lane takes part in the shuffles */
+        float4 a[QX_QB][2];
+#pragma unroll
+        for (int k = 0; k < QX_QB; k++) { /* a batch's loads go out together */
+            int it = base + k * blockDim.x + threadIdx.x;
+            a[k][0] = a[k][1] = make_float4(0, 0, 0, 0);
+            if (it < n8)
+                a[k][0] = *(const float4 *)(x + 8 * (size_t)it), a[k][1] = *(const float4 *)(x + 8 * (size_t)it + 4);
+        }
+#pragma unroll
+        for (int k = 0; k < QX_QB; k++) {
+            int it = base + k * blockDim.x + threadIdx.x;
+            float v[8] = {a[k][0].x, a[k][0].y, a[k][0].z, a[k][0].w, a[k][1].x, a[k][1].y, a[k][1].z, a[k][1].w};
+            float m = 0.0f;
+            int bad = 0; /* inf or NaN in the block: codes 0 and sx NaN, so its dots become NaN */
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                m = fmaxf(m, fabsf(v[j])), bad |= !(fabsf(v[j]) <= 3.4e38f);
+#pragma unroll
+            for (int o = 1; o < TPB; o <<= 1) {
+                m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+                bad |= __shfl_xor_sync(0xffffffffu, bad, o);
+            }
+            float inv = !bad && m > 0.0f ? 32767.0f / m : 0.0f;
+            float sx = bad ? __int_as_float(0x7fc00000) : m * (1.0f / 32767.0f);
+            int q[8], qs = 0;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+                q[j] = __float2int_rn(v[j] * inv), qs += q[j];
+#pragma unroll
+            for (int o = 1; o < TPB; o <<= 1)
+                qs += __shfl_xor_sync(0xffffffffu, qs, o);
+            uint4 r;
+            if constexpr (BITS == 4) {
+                r.x = pack4(q[0] >> 8, q[2] >> 8, q[4] >> 8, q[6] >> 8);
+                r.y = pack4(q[1] >> 8, q[3] >> 8, q[5] >> 8, q[7] >> 8);
+                r.z = pack4(q[0], q[2], q[4], q[6]);
+                r.w = pack4(q[1], q[3], q[5], q[7]);
+            } else {
+                r.x = pack4(q[0] >> 8, q[1] >> 8, q[2] >> 8, q[3] >> 8);
+                r.y = pack4(q[0], q[1], q[2], q[3]);
+                r.z = pack4(q[4] >> 8, q[5] >> 8, q[6] >> 8, q[7] >> 8);
+                r.w = pack4(q[4], q[5], q[6], q[7]);
+            }
+            if (it < n8) {
+                xq[it % TPB * nv + it / TPB] = r;
+                if (it % TPB == 0)
+                    sc[it / TPB] = make_float2(sx, sx * (float)qs);
+            }
+        }
+    }
+    __syncthreads();
+}
+
+/* sum(code * x) of one 16-byte vector of codes against its x block, in units of the block's sx */
+template <int BITS>
+static __device__ __forceinline__ float qx_dot(const uint4 &v, const uint4 *xb) {
+    int dh = 0;
+    uint32_t dl = 0;
+#pragma unroll
+    for (int w = 0; w < 4; w++) {
+        uint32_t u = vec_word<16>(v, w);
+        if constexpr (BITS == 4) {
+            uint4 xw = xb[w];
+            uint32_t lo = u & 0x0F0F0F0Fu, hi = (u >> 4) & 0x0F0F0F0Fu;
+            dh = dp4a_us(lo, xw.x, dh);
+            dh = dp4a_us(hi, xw.y, dh);
+            dl = dp4a_uu(lo, xw.z, dl);
+            dl = dp4a_uu(hi, xw.w, dl);
+        } else {
+            uint4 xw = xb[w >> 1];
+            dh = dp4a_us(u, (w & 1) ? xw.z : xw.x, dh);
+            dl = dp4a_uu(u, (w & 1) ? xw.w : xw.y, dl);
+        }
+    }
+    return (float)(dh * 256 + (int)dl);
+}
+
+/* Row i of row group g: weight m.w[*k], row *r (GLU: gate and up row g; else rows end to end,
+ * QX_NR to a group, a row past the end repeating the last one). */
+template <int GLU>
+static __device__ __forceinline__ void qx_row(const mv_multi &m, int g, int i, int *k, int *r) {
+    if (GLU) {
+        *k = i, *r = g;
+        return;
+    }
+    int rr = min(g * QX_NR + i, m.rows - 1), kk = 0;
+    while (kk < m.n - 1 && rr >= m.w[kk].out)
+        rr -= m.w[kk++].out;
+    *k = kk, *r = rr;
+}
+
+template <int GLU>
+static __device__ __forceinline__ void qx_rows(const mv_multi &m, int g, mv_rows<QX_NR> &R) {
+#pragma unroll
+    for (int i = 0; i < QX_NR; i++) {
+        int k, r;
+        qx_row<GLU>(m, g, i, &k, &r);
+        mv_row_ptrs(R, i, m.w[k], r);
+    }
+}
+
+/* Raw bits of element i of a scale array of dtype dt (f32 arrays 4-byte aligned: qx_launch). */
+static __device__ __forceinline__ uint32_t raw_at(const uint8_t *p, int dt, int i) {
+    return dt == LM_DT_F32 ? ((const uint32_t *)p)[i] : ((const uint16_t *)p)[i];
+}
+static __device__ __forceinline__ float raw_f32(uint32_t u, int dt) {
+    return dt == LM_DT_BF16 ? __uint_as_float(u << 16) : dt == LM_DT_F16 ? f16_to_f32((uint16_t)u) : __uint_as_float(u);
+}
+
+/* One step's loads: the lane's QX_U vectors (32 apart) of each row, with their groups' scales
+ * and biases as stored (converted only when used, so that nothing waits for them early). */
+typedef struct qx_step {
+    uint4 v[QX_U][QX_NR];
+    uint32_t s[QX_U][QX_NR], b[QX_U][QX_NR];
+} qx_step;
+
+template <int XB>
+static __device__ __forceinline__ void qx_load(const mv_rows<QX_NR> &R, int ch, int nv, int lane, int dt, int gshift,
+                                               qx_step &t) {
+#pragma unroll
+    for (int u = 0; u < QX_U; u++) {
+        int c = ch * 32 * QX_U + lane + 32 * u, gi = (c * XB) >> gshift;
+#pragma unroll
+        for (int i = 0; i < QX_NR; i++)
+            if (c < nv) {
+                t.v[u][i] = __ldg((const uint4 *)R.w[i] + c);
+                t.s[u][i] = raw_at(R.s[i], dt, gi);
+                t.b[u][i] = raw_at(R.b[i], dt, gi);
+            }
+    }
+}
+
+/* y rows of `m` (GLU: out[r] = act(gate[r] . x) * (up[r] . x), m.w = {gate, up}, m.y[0] = out).
+ * A warp's work is a sequence of steps (row group, QX_U vectors per lane of each row); the
+ * weights of the next step are loaded while the current one is multiplied. */
+template <int BITS, int GLU>
+__global__ void __launch_bounds__(QX_WARPS * 32, QX_BPS)
+    matvec_qx(mv_multi m, const float *__restrict__ x, int act, float limit) {
+    constexpr int XB = QX_XB(BITS), XW = XB / 8; /* x elements and uint4 of codes per vector */
+    extern __shared__ uint4 qx_smem[];
+    const int in = m.w[0].in, nv = in / XB, dt = m.w[0].dtype, gshift = __ffs(m.w[0].group) - 1;
+    const int nch = (nv + 32 * QX_U - 1) / (32 * QX_U); /* steps per row group */
+    uint4 *xq = qx_smem;                                 /* [XW][nv] */
+    float2 *sc = (float2 *)(qx_smem + in / 8);           /* [nv] */
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int groups = GLU ? m.rows : (m.rows + QX_NR - 1) / QX_NR, stride = gridDim.x * QX_WARPS;
+    int g = blockIdx.x * QX_WARPS + warp, ch = 0;
+    mv_rows<QX_NR> R;
+    qx_step cur = {}, next = {};
+    if (g < groups) { /* the first weights do not wait for x */
+        qx_rows<GLU>(m, g, R);
+        qx_load<XB>(R, 0, nv, lane, dt, gshift, cur);
+    }
+    lm_pdl_wait();
+    lm_pdl_next();
+    qx_quantize<BITS>(x, in, nv, xq, sc);
+    float acc[QX_NR] = {};
+    while (g < groups) {
+        int gn = g, chn = ch + 1;
+        if (chn == nch)
+            chn = 0, gn += stride;
+        mv_rows<QX_NR> Rn = R;
+        if (gn < groups) {
+            if (chn == 0)
+                qx_rows<GLU>(m, gn, Rn);
+            qx_load<XB>(Rn, chn, nv, lane, dt, gshift, next);
+        }
+#pragma unroll
+        for (int u = 0; u < QX_U; u++) {
+            int c = ch * 32 * QX_U + lane + 32 * u;
+            if (c < nv) {
+                uint4 xb[XW];
+#pragma unroll
+                for (int j = 0; j < XW; j++)
+                    xb[j] = xq[j * nv + c];
+                float2 s = sc[c];
+#pragma unroll
+                for (int i = 0; i < QX_NR; i++)
+                    acc[i] += raw_f32(cur.s[u][i], dt) * s.x * qx_dot<BITS>(cur.v[u][i], xb) + raw_f32(cur.b[u][i], dt) * s.y;
+            }
+        }
+        if (chn == 0) { /* row group g done */
+            float y[QX_NR];
+#pragma unroll
+            for (int i = 0; i < QX_NR; i++) {
+                int k, r;
+                qx_row<GLU>(m, g, i, &k, &r);
+                y[i] = warp_sum(acc[i]) + (m.w[k].bias ? m.w[k].bias[r] : 0.0f);
+                acc[i] = 0.0f;
+                if (!GLU && lane == i && g * QX_NR + i < m.rows)
+                    m.y[k][r] = y[i];
+            }
+            if (GLU && lane == 0)
+                m.y[0][g] = act_f32(y[0], y[1], act, limit);
+        }
+        g = gn, ch = chn, R = Rn, cur = next;
+    }
+}
+
+/* Queues the integer-dot kernel for m (its weights already matched by mv_kind / mv_same);
+ * returns 0 when it does not apply: 16-byte rows, groups a multiple of the x block, x in
+ * shared memory. */
+static int qx_launch(cuda_backend *c, int kind, const mv_multi &m, const float *x, int glu, lm_act act, float limit) {
+    if (!c->qx || (kind != MV_Q4 && kind != MV_Q8))
+        return 0;
+    for (int i = 0; i < m.n; i++)
+        if (((uintptr_t)m.w[i].w | m.w[i].w_row_bytes) & 15 ||
+            (m.w[i].dtype == LM_DT_F32 && ((uintptr_t)m.w[i].scales | (uintptr_t)m.w[i].biases | m.w[i].s_row_bytes) & 3))
+            return 0;
+    int bits = kind == MV_Q4 ? 4 : 8, in = m.w[0].in, xb = QX_XB(bits);
+    size_t smem = (size_t)in * 2 + (size_t)(in / xb) * sizeof(float2);
+    if (in % xb || m.w[0].group % xb || smem > QX_MAX_SMEM)
+        return 0;
+    size_t groups = glu ? (size_t)m.rows : ((size_t)m.rows + QX_NR - 1) / QX_NR;
+    /* as many resident blocks as keep the rounds of row groups even */
+    size_t most = (size_t)c->sms * QX_BPS * QX_WARPS, rounds = (groups + most - 1) / most;
+    unsigned blocks = lm_cuda_blocks((groups + rounds - 1) / rounds, QX_WARPS);
+    void (*k)(mv_multi, const float *, int, float) = glu ? (bits == 4 ? matvec_qx<4, 1> : matvec_qx<8, 1>)
+                                                         : (bits == 4 ? matvec_qx<4, 0> : matvec_qx<8, 0>);
+    lm_cuda_launch(c, "matvec_qx", k, blocks, QX_WARPS * 32, smem, m, x, (int)act, limit);
+    return 1;
+}
+
 /* The kernel variant for a weight: KIND and vector bytes, or -1 when matvec does not serve it. */
 static int mv_kind(const lm_linear *w, const float *x, int *nb_out) {
     int kind;
@@ -341,6 +618,11 @@ int lm_cuda_matvec(cuda_backend *c, const lm_linear *w, const float *x, float *y
     int nb, kind = mv_kind(w, x, &nb);
     if (kind < 0)
         return 0;
+    mv_multi m;
+    memset(&m, 0, sizeof m);
+    m.w[0] = *w, m.y[0] = y, m.n = 1, m.rows = w->out;
+    if (qx_launch(c, kind, m, x, 0, LM_ACT_SILU, 0.0f))
+        return 1;
     size_t groups = ((size_t)w->out + MV_R - 1) / MV_R;
     int ks = mv_ks(groups);
     MV_DISPATCH(matvec, kind, nb, ks, mv_blocks(groups, ks), *w, x, y);
@@ -366,6 +648,8 @@ int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const fl
     }
     m.n = n;
     m.rows = (int)rows;
+    if (qx_launch(c, kind, m, x, 0, LM_ACT_SILU, 0.0f))
+        return 1;
     size_t groups = (rows + MV_R - 1) / MV_R;
     int ks = mv_ks(groups);
     MV_DISPATCH(matvec_n, kind, nb, ks, mv_blocks(groups, ks), m, x);
@@ -378,6 +662,11 @@ int lm_cuda_matvec_glu(cuda_backend *c, const lm_linear *gate, const lm_linear *
     int nbg, nbu, kg = mv_kind(gate, x, &nbg), ku = mv_kind(up, x, &nbu);
     if (kg < 0 || kg != ku || nbg != nbu || gate->out != up->out || !mv_same(gate, up))
         return 0;
+    mv_multi m;
+    memset(&m, 0, sizeof m);
+    m.w[0] = *gate, m.w[1] = *up, m.y[0] = out, m.n = 2, m.rows = gate->out;
+    if (qx_launch(c, kg, m, x, 1, act, limit))
+        return 1;
     int ks = mv_ks((size_t)gate->out);
     MV_DISPATCH(matvec_glu, kg, nbg, ks, mv_blocks((size_t)gate->out, ks), *gate, *up, x, (int)act, limit, out);
     return 1;

@@ -3,6 +3,8 @@
  *   gpu_bench DIR [--device cuda|cpu] [--prefill N (2048)] [--ctx A,B (128,4096)] [--decode N (64)]
  *             [--profile N: decode steps 2..2+N of the first context inside cudaProfilerStart/Stop]
  *             [--profile-prefill 1: one more prefill of N tokens, inside cudaProfilerStart/Stop]
+ *             [--sample device|host: decode sampling at temp 0.8, min-p 0.05, top-k 50 instead of
+ *              greedily, on the device (the sample op) or on the host from downloaded logits]
  * Prompt ids are fixed pseudo-random values (no tokenizer); decode steps run as greedy generation
  * does: each step evaluates one token through the KV cache with lm_ctx_eval_greedy (the token is
  * picked on the device; only its id and logprob come back, not the logits) and feeds the picked
@@ -16,7 +18,9 @@
 #include <string.h>
 
 #include "core/util.h"
+#include "generate/sampler.h"
 #include "lmcore.h"
+#include "models/model.h"
 #ifdef LM_HAVE_CUDA
 #include <cuda_profiler_api.h> /* --profile: a range of decode steps for ncu --profile-from-start off */
 #endif
@@ -37,6 +41,7 @@ typedef struct bench_opts {
     const char *dir;
     lm_device device;
     int prefill, decode, n_ctx, profile, profile_prefill;
+    int sample; /* 0: greedy, 1: sampled on the device, 2: on the host */
     int ctx[MAX_CTX];
 } bench_opts;
 
@@ -69,6 +74,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
             o->profile = atoi(v);
         else if (!strcmp(a, "--profile-prefill"))
             o->profile_prefill = atoi(v);
+        else if (!strcmp(a, "--sample") && (!strcmp(v, "device") || !strcmp(v, "host")))
+            o->sample = !strcmp(v, "device") ? 1 : 2;
         else if (!strcmp(a, "--ctx")) {
             o->n_ctx = 0;
             for (char *s = (char *)v; *s && o->n_ctx < MAX_CTX;) {
@@ -84,7 +91,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
         }
     }
     if (!o->dir || o->prefill < 1 || o->decode < 1 || o->n_ctx < 1) {
-        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N] [--profile-prefill 1]\n");
+        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N] [--profile-prefill 1] [--sample device|host]\n");
         return 0;
     }
     for (int i = 0; i < o->n_ctx; i++)
@@ -147,6 +154,12 @@ int main(int argc, char **argv) {
     lm_ctx_reset(ctx);
     if (prompt(ctx, ids, o.prefill, o.prefill, logits, NULL) != LM_OK) /* sizes every buffer once */
         return fail("warm-up prefill");
+    lm_gen_params gp = lm_gen_default_params();
+    gp.temp = 0.8f, gp.min_p = 0.05f, gp.top_k = 50, gp.seed = 1;
+    lm_sampler samp;
+    lm_sample_args chain;
+    if (lm_sampler_init(&samp, info.vocab_size, &gp, NULL, 0) != LM_OK || !lm_sampler_chain_args(&samp, &chain))
+        return fail("sampler");
 
     printf("{\"model\": \"%s\", \"weights\": \"%s\", \"device\": \"%s\", \"load_s\": %.3f", o.dir, info.weight_dtype,
            o.device == LM_DEVICE_CUDA ? "cuda" : "cpu", load_s);
@@ -170,7 +183,17 @@ int main(int argc, char **argv) {
 #endif
             double s = lm_time_s();
             int32_t in = tok;
-            if (lm_ctx_eval_greedy(ctx, &in, 1, &tok, NULL) != LM_OK)
+            lm_status st;
+            if (o.sample == 1) {
+                chain.u = lm_rng_uniform(&samp.rng);
+                st = lm_ctx_eval_sample(ctx, &in, 1, &chain, &tok, NULL);
+            } else if (o.sample == 2) {
+                if ((st = lm_ctx_eval(ctx, &in, 1, logits, 0)) == LM_OK)
+                    tok = lm_sampler_sample(&samp, logits, NULL, 0, NULL);
+            } else {
+                st = lm_ctx_eval_greedy(ctx, &in, 1, &tok, NULL);
+            }
+            if (st != LM_OK)
                 return fail("decode");
             step[i] = lm_time_s() - s;
         }
@@ -196,6 +219,7 @@ int main(int argc, char **argv) {
         (void)cudaProfilerStop();
     }
 #endif
+    lm_sampler_free(&samp);
     free(step);
     free(ids);
     free(logits);

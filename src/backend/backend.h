@@ -10,7 +10,7 @@
 #include "io/config.h"
 #include "layers/linear.h"
 
-#define LM_BACKEND_OPS_VERSION 4
+#define LM_BACKEND_OPS_VERSION 5
 
 typedef struct lm_backend lm_backend;
 
@@ -33,6 +33,17 @@ typedef struct lm_argmax_out {
     int32_t token;
     float logprob;
 } lm_argmax_out;
+
+/* The sampler chain of a step with temp > 0 (generate/sampler.c's lm_sampler_sample, without the
+ * logit processors and XTC), for the sample op. */
+typedef struct lm_sample_args {
+    float temp;
+    float top_p;  /* applied when in (0, 1) */
+    float min_p;  /* applied when != 0, keeping at least min_keep tokens when min_keep > 1 */
+    int min_keep;
+    int top_k;    /* applied when in (0, V) */
+    double u;     /* the categorical draw, in [0, 1) */
+} lm_sample_args;
 
 typedef struct lm_backend_ops {
     int version;
@@ -138,6 +149,17 @@ typedef struct lm_backend_ops {
      * a logit is NaN or +inf, or all are -inf). A device may sum in another order (the last bit of
      * lse). May be recorded. NULL: the caller downloads x and picks on the host. */
     void (*argmax)(lm_backend *be, const float *x, int V, lm_argmax_out *out);
+    /* --- version 5 --- */
+    /* Sampling without downloading the logits: out (backend memory) = the token lm_sampler_sample
+     * picks from x[V] (backend memory, not modified) with these settings and draw, and its
+     * log-softmax value: log_softmax as for argmax; top-p (the most likely tokens while the mass
+     * ranked above each is below top_p), min-p (log p >= the top's + log(min_p), or among the
+     * min_keep most likely), top-k, each a prefix of the order (larger first, ties: lower id);
+     * then the first token, in id order, whose running sum of exp(lp / temp - max) exceeds u times
+     * the sum over the kept tokens. A device may sum in another order (the last bits of a sum
+     * can move a boundary that lies within them). Not recorded. NULL: the caller samples on the
+     * host from downloaded logits. */
+    void (*sample)(lm_backend *be, const float *x, int V, const lm_sample_args *a, lm_argmax_out *out);
 } lm_backend_ops;
 
 #define LM_MOE_MAX_EXPERTS 4096

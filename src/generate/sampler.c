@@ -333,10 +333,20 @@ void lm_sampler_free(lm_sampler *s) {
  * log_softmax + argmax whenever no processor changes a logit: no bias entries (even a bias of 0
  * turns -0.0 into +0.0), no presence or frequency penalty, and a repetition penalty that is off
  * or 1 (x * 1 and x / 1 are exact). */
-int lm_sampler_is_greedy(const lm_sampler *s) {
-    const lm_gen_params *p = &s->p;
-    return p->temp == 0 && p->n_logit_bias == 0 && (p->repetition_penalty == 0 || p->repetition_penalty == 1) &&
+static int no_processor(const lm_gen_params *p) {
+    return p->n_logit_bias == 0 && (p->repetition_penalty == 0 || p->repetition_penalty == 1) &&
            p->presence_penalty == 0 && p->frequency_penalty == 0;
+}
+
+int lm_sampler_is_greedy(const lm_sampler *s) { return s->p.temp == 0 && no_processor(&s->p); }
+
+int lm_sampler_chain_args(const lm_sampler *s, lm_sample_args *a) {
+    const lm_gen_params *p = &s->p;
+    if (!(p->temp > 0) || !no_processor(p) || p->xtc_probability > 0)
+        return 0;
+    *a = (lm_sample_args){.temp = p->temp, .top_p = p->top_p, .min_p = p->min_p,
+                          .min_keep = p->min_tokens_to_keep, .top_k = p->top_k, .u = 0};
+    return 1;
 }
 
 int32_t lm_sampler_sample(lm_sampler *s, const float *logits, const int32_t *hist, int n_hist, float *logprob) {

@@ -8,6 +8,7 @@
 #define LM_GENERATE_SAMPLER_H
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "core/status.h"
 #include "generate/rng.h"
 
@@ -74,5 +75,10 @@ int32_t lm_sampler_sample(lm_sampler *s, const float *logits, const int32_t *his
  * (temp 0, no processor that changes a logit): the token can then be picked where the logits
  * are (lm_ctx_eval_greedy), with the same token and logprob. */
 int lm_sampler_is_greedy(const lm_sampler *s);
+
+/* 1 when a step with temp > 0 is the sampler chain alone (no processor changes a logit, no XTC):
+ * fills *a but its draw u, which the caller takes from s->rng as lm_sampler_sample would (one
+ * draw per token). The token can then be sampled where the logits are (lm_ctx_eval_sample). */
+int lm_sampler_chain_args(const lm_sampler *s, lm_sample_args *a);
 
 #endif

@@ -8,6 +8,7 @@
 #include "generate/llm.h"
 #include "generate/sampler.h"
 #include "generate/stop.h"
+#include "models/model.h"
 
 struct lm_session {
     lm_llm *llm;
@@ -213,13 +214,16 @@ typedef struct gen_state {
     int stop_string; /* finished on a stop string: nothing more is released */
     int n_gen;
     int greedy;      /* lm_sampler_is_greedy: the backend picks the token, the logits stay there */
+    int in_place;    /* the sampler chain alone on a backend that samples (lm_sampler_chain_args) */
+    lm_sample_args chain;
 } gen_state;
 
 /* Evaluate ids (appended to the history) and pick the next token: where the logits are when the
- * sampler is plain greedy (the same token and logprob), else through the sampler on the host. */
+ * sampler is plain greedy (the same token and logprob) or the chain alone on a backend that
+ * samples (the same draw), else through the sampler on the host. */
 static lm_status eval_pick(gen_state *g, const int32_t *ids, int n, int32_t *tok, float *lp) {
     lm_session *s = g->s;
-    if (!g->greedy) {
+    if (!g->greedy && !g->in_place) {
         LM_TRY(eval(s, ids, n, s->logits));
         *tok = lm_sampler_sample(&g->samp, s->logits, s->hist, s->n_hist, lp);
         return LM_OK;
@@ -227,7 +231,12 @@ static lm_status eval_pick(gen_state *g, const int32_t *ids, int n, int32_t *tok
     int32_t t;
     float l;
     LM_TRY(hist_reserve(s, s->n_hist + n));
-    LM_TRY(lm_ctx_eval_greedy(s->ctx, ids, n, &t, &l));
+    if (g->greedy) {
+        LM_TRY(lm_ctx_eval_greedy(s->ctx, ids, n, &t, &l));
+    } else {
+        g->chain.u = lm_rng_uniform(&g->samp.rng);
+        LM_TRY(lm_ctx_eval_sample(s->ctx, ids, n, &g->chain, &t, &l));
+    }
     memcpy(s->hist + s->n_hist, ids, (size_t)n * sizeof *ids); /* ids may be tok: copied first */
     s->n_hist += n;
     *tok = t;
@@ -318,6 +327,7 @@ lm_status lm_session_generate(lm_session *s, const int32_t *prompt, int n_prompt
     gen_state g = {.s = s, .p = &p};
     LM_TRY(lm_sampler_init(&g.samp, s->llm->vocab, &p, s->llm->xtc_special, s->llm->n_xtc_special));
     g.greedy = lm_sampler_is_greedy(&g.samp);
+    g.in_place = !g.greedy && lm_sampler_chain_args(&g.samp, &g.chain) && lm_ctx_samples_in_place(s->ctx);
     lm_stop_init(&g.stop, p.stop_strings, p.n_stop_strings);
     lm_detok_reset(s->detok);
 

@@ -279,12 +279,13 @@ static int record_step(lm_ctx *c, int T) {
     return be->ops->record_begin(be) == LM_OK;
 }
 
-/* The greedy pick of the logits block's first row into *pick: already computed by the backend's
- * argmax op, or (no such op) picked on the host from downloaded logits. */
-static void download_pick(lm_ctx *c, lm_argmax_out *pick) {
+/* The pick of the logits block's first row into *pick: already computed by the backend's sample
+ * op (sampled) or argmax op, or (greedy without an argmax op) picked on the host from downloaded
+ * logits. */
+static void download_pick(lm_ctx *c, lm_argmax_out *pick, int sampled) {
     lm_backend *be = c->m->be;
     int V = c->m->cfg.vocab;
-    if (be->ops->argmax) {
+    if (sampled || be->ops->argmax) {
         be->ops->download(be, pick, c->pick_d, sizeof *pick);
         return;
     }
@@ -293,8 +294,9 @@ static void download_pick(lm_ctx *c, lm_argmax_out *pick) {
 }
 
 /* Final norm and the head for n_out rows of c->x from `first`, in blocks of LM_LOGIT_ROWS rows
- * computed in backend memory and downloaded into out->logits; or, for one row, its greedy pick
- * into out->pick. A recorded step ends before the first download (after the argmax op). */
+ * computed in backend memory and downloaded into out->logits; or, for one row, its greedy or
+ * sampled pick into out->pick. A recorded step ends before the first download (after the argmax
+ * op; the sample op, which takes a new draw each step, runs after it). */
 static void head(lm_ctx *c, int first, int n_out, const lm_fwd_out *out, int recording) {
     lm_model *m = c->m;
     const lm_config *cfg = &m->cfg;
@@ -307,12 +309,14 @@ static void head(lm_ctx *c, int first, int n_out, const lm_fwd_out *out, int rec
         op->linear(be, &m->head, c->h + (size_t)r0 * H, nr, c->logits);
         if (cfg->final_softcap > 0)
             op->softcap(be, c->logits, (float)cfg->final_softcap, (size_t)nr * V);
-        if (out->pick && op->argmax)
+        if (out->pick && !out->sample && op->argmax)
             op->argmax(be, c->logits, V, c->pick_d);
         if (recording && r0 == 0)
             op->record_end(be, 1);
+        if (out->pick && out->sample) /* (lm_ctx_eval_sample checked the op) */
+            op->sample(be, c->logits, V, out->sample, c->pick_d);
         if (out->pick)
-            download_pick(c, out->pick);
+            download_pick(c, out->pick, out->sample != NULL);
         else
             op->download(be, out->logits + (size_t)r0 * V, c->logits, (size_t)nr * V * sizeof(float));
     }

@@ -121,8 +121,14 @@ typedef struct lm_fwd_out {
     float *logits;                /* [vocab] of the last token, or [T, vocab] with all_logits */
     int all_logits;
     lm_argmax_out *pick;          /* the last token's greedy pick (lm_argmax_log_softmax); logits unused */
+    const lm_sample_args *sample; /* with pick: sampled instead (the backend's sample op) */
 } lm_fwd_out;
 lm_status lm_decoder_forward(struct lm_ctx *ctx, const int32_t *ids, int T, const lm_fwd_out *out);
+/* api.c: lm_ctx_eval, then the sampler chain `a` on the last token's logits where they are (the
+ * backend's sample op); LM_ERR_UNSUPPORTED when the backend has none (lm_ctx_samples_in_place). */
+lm_status lm_ctx_eval_sample(struct lm_ctx *c, const int32_t *ids, int n, const lm_sample_args *a, int32_t *token,
+                             float *logprob);
+int lm_ctx_samples_in_place(const struct lm_ctx *c);
 /* decoder.c: free the activation buffers (lm_ctx_free). */
 void lm_ctx_release_buffers(struct lm_ctx *c);
 /* decoder.c: self-attention of layer l on c->h (already normed) into c->o, after o_proj and the

@@ -4,7 +4,8 @@
  * window, softcap, sinks, head_dim not a multiple of 32), activations, MoE routing and row
  * moves, Gemma 3n ops; the decode (matvec), cuBLAS (many tokens) and split-attention paths;
  * the fused decode ops (q/k/v, gate/up/activation, add+rmsnorm, KV rows); the greedy pick
- * (argmax) against the host sampler at temp 0, also recorded in a CUDA graph.
+ * (argmax) against the host sampler at temp 0, also recorded in a CUDA graph; sampling (the
+ * sample op) against the host sampler with the same draw.
  * Tolerance: |gpu - cpu| <= 1e-4 * max(1, |cpu|) (fp32, other summation order), except the
  * f16 tensor-core paths (prefill GEMMs, prompt attention), whose bounds are given where they
  * are checked, and the 4/8-bit decode products, which round x to 16 bits per block (qx_round);
@@ -618,6 +619,80 @@ static void check_argmax(lm_backend *be, const float *x, int V, int record, cons
     be->ops->release(be, od);
 }
 
+/* The sample op against lm_sampler_sample on the same row and draw (the sampler's first draw, as
+ * the session passes it): the same token, its logprob within 1e-6 * max(1, |lp|). Top-p runs on
+ * peaked rows only: on flat rows the host's float running sum over ~1e5 tokens is itself off by
+ * more than the smallest probabilities near the cut, where the device sums in double. */
+static void check_sample(const float *x, int V, const lm_gen_params *p, const char *what) {
+    float *xd = gpu->ops->alloc(gpu, (size_t)V * sizeof *xd);
+    lm_argmax_out *od = gpu->ops->alloc(gpu, sizeof *od);
+    gpu->ops->upload(gpu, xd, x, (size_t)V * sizeof *xd);
+    for (int d = 0; d < 6; d++) {
+        lm_gen_params q = *p;
+        q.seed = (uint64_t)(d + 1) * 7919u;
+        lm_sampler s;
+        if (lm_sampler_init(&s, V, &q, NULL, 0) != LM_OK)
+            break;
+        lm_sample_args a;
+        CHECK(lm_sampler_chain_args(&s, &a));
+        lm_rng r = s.rng;
+        a.u = lm_rng_uniform(&r);
+        float lp = 0;
+        int32_t want = lm_sampler_sample(&s, x, NULL, 0, &lp);
+        lm_sampler_free(&s);
+        lm_argmax_out out = {-1, 0.0f};
+        gpu->ops->sample(gpu, xd, V, &a, od);
+        gpu->ops->download(gpu, &out, od, sizeof out);
+        CHECKF(gpu->ops->status(gpu) == LM_OK, "%s: %s", what, lm_last_error());
+        int lp_ok = out.logprob == lp || (isnan(lp) && isnan(out.logprob)) ||
+                    fabs((double)out.logprob - lp) <= 1e-6 * fmax(1.0, fabs(lp));
+        CHECKF(out.token == want && lp_ok, "sample %s (V=%d, u=%.6f): gpu %d %.9g, host %d %.9g", what, V, a.u,
+               out.token, out.logprob, want, lp);
+    }
+    gpu->ops->release(gpu, xd);
+    gpu->ops->release(gpu, od);
+}
+
+static void test_sample(void) {
+    static const int SIZES[] = {1000, 128256};
+    for (size_t k = 0; k < 2; k++) {
+        int V = SIZES[k];
+        float *x = malloc((size_t)V * sizeof *x);
+        for (int row = 0; row < 6; row++) {
+            static const char *ROWS[] = {"peaked", "peaked, -inf entries", "flat", "ties", "NaN", "all -inf"};
+            for (int i = 0; i < V; i++)
+                x[i] = row == 3 ? (float)(rnd32() % 16) * 0.5f : rndf() * 3.0f;
+            if (row <= 1)
+                for (int j = 0; j < 12; j++) /* a dozen likely tokens over a long tail */
+                    x[rnd32() % (uint32_t)V] += 12.0f + (float)j * 0.7f;
+            if (row == 1)
+                for (int i = 0; i < V; i += 2)
+                    x[i] = -INFINITY;
+            if (row == 4)
+                x[V / 2] = NAN;
+            if (row == 5)
+                for (int i = 0; i < V; i++)
+                    x[i] = -INFINITY;
+            struct { float temp, top_p, min_p; int min_keep, top_k; } C[] = {
+                {1.0f, 0, 0, 0, 0},    {0.7f, 0.9f, 0, 0, 0},     {0.8f, 0, 0.05f, 0, 0}, {0.8f, 0, 0.3f, 5, 0},
+                {1.2f, 0, 0, 0, 40},   {0.6f, 0.95f, 0.02f, 0, 50}, {1.5f, 0.5f, 0, 0, 3},
+            };
+            for (size_t c = 0; c < sizeof C / sizeof C[0]; c++) {
+                if (C[c].top_p > 0 && (row == 2 || row == 3))
+                    continue;
+                lm_gen_params p = lm_gen_default_params();
+                p.temp = C[c].temp, p.top_p = C[c].top_p, p.min_p = C[c].min_p;
+                p.min_tokens_to_keep = C[c].min_keep, p.top_k = C[c].top_k;
+                char what[96];
+                snprintf(what, sizeof what, "%s, temp %g top-p %g min-p %g/%d top-k %d", ROWS[row], C[c].temp,
+                         C[c].top_p, C[c].min_p, C[c].min_keep, C[c].top_k);
+                check_sample(x, V, &p, what);
+            }
+        }
+        free(x);
+    }
+}
+
 /* Rows of several sizes (one block up to the capped block count) and shapes: random, ties at the
  * maximum across chunks, the maximum first or last, -inf entries, a near-tie merged by the
  * rounding of x - lse, NaN, +inf, all -inf. */
@@ -744,6 +819,7 @@ int main(void) {
     test_small_ops();
     test_moe();
     test_argmax();
+    test_sample();
     test_errors();
     cpu->ops->destroy(cpu);
     gpu->ops->destroy(gpu);

@@ -269,6 +269,7 @@ static const lm_backend_ops CUDA_OPS = {
     .kv_put = lm_cuda_kv_put,
     .weights_to_f16 = lm_cuda_weights_to_f16,
     .argmax = lm_cuda_argmax,
+    .sample = lm_cuda_sample,
 };
 
 extern "C" int lm_backend_cuda_available(void) {

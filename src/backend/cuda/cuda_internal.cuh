@@ -12,7 +12,7 @@ extern "C" {
 }
 
 /* Device scratch buffers, grown on demand (lm_cuda_scratch). */
-enum { LM_CUDA_SCR_XB, LM_CUDA_SCR_WB, LM_CUDA_SCR_ATTN, LM_CUDA_SCR_KVH, LM_CUDA_SCR_COUNT };
+enum { LM_CUDA_SCR_XB, LM_CUDA_SCR_WB, LM_CUDA_SCR_ATTN, LM_CUDA_SCR_KVH, LM_CUDA_SCR_SAMPLE, LM_CUDA_SCR_COUNT };
 
 #define LM_CUDA_STAGE_BYTES (1u << 20) /* pinned staging ring for small uploads */
 
@@ -252,5 +252,6 @@ int lm_cuda_kv_put(lm_backend *be, float *kd, float *vd, const float *k, const f
 void lm_cuda_altup_correct(lm_backend *be, float *streams, const float *pred, const float *x, const float *active,
                            const float *w, int ns, int T, int H);
 void lm_cuda_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out);
+void lm_cuda_sample(lm_backend *be, const float *x, int V, const lm_sample_args *a, lm_argmax_out *out);
 
 #endif

@@ -1,4 +1,5 @@
-/* Greedy sampling on the device (backend.h's argmax op): the first maximum of log_softmax(x)
+/* Greedy picks and sampling on the device (backend.h's argmax and sample ops; the sample op is
+ * described at its section below). Greedy (argmax op): the first maximum of log_softmax(x)
  * and its value, so that only 8 bytes come back per token instead of the logits. The host's
  * arithmetic (core/softmax.c) is kept: the maximum first, exp(x - max) summed in double,
  * lse = (float)(max + log(sum)), then the float values x - lse; only the order of the sum
@@ -9,6 +10,7 @@
  * sum = sum_b s_b * exp(m_b - max), then looks for the first entry of the largest x - lse.
  * Rounding x - lse keeps the order of x, so the chunk holding it is the first one whose m_b - lse
  * equals max - lse, and the entry is the first of that chunk with that value. */
+#include <cub/cub.cuh>
 #include <math.h>
 
 #include "backend/cuda/cuda_internal.cuh"
@@ -149,4 +151,244 @@ void lm_cuda_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out) {
         return;
     }
     argmax_f32_launch(c, x, V, out);
+}
+
+/* --- sampling (backend.h's sample op) ----------------------------------------------------------
+ * The host's chain (generate/sampler.c) on the device, one block per pass (a few passes over the
+ * row, tens of microseconds, against a download of the row and the host's passes):
+ *  1. samp_lse: lse as above, lp = x - lse, ids 0..V-1;
+ *  2. CUB's radix sort of (lp, id) by lp, larger first; it is stable, so ties keep the lower id
+ *     first: the host's order (`before`);
+ *  3. samp_cut: the kept prefix of that order, L tokens: top-p keeps a token while the mass
+ *     ranked above it is below sum - (1 - top_p) (the host's ascending cumsum > 1 - top_p),
+ *     min-p those with lp >= top + log(min_p) or among the min_keep first, top-k the k first;
+ *  4. samp_pick: the categorical draw over the kept tokens in id order, as lm_samp_categorical:
+ *     the first whose running sum of exp(lp / temp - max) exceeds u * sum. */
+#define SP_THREADS 1024
+
+typedef struct samp_state {
+    float lse;     /* NaN: every lp is NaN (a NaN or +inf logit); the pick is token 0 */
+    int all_ninf;  /* every logit -inf: lp = x, the pick is token 0 */
+    int L;         /* kept tokens: the first L of the order */
+    float bv;      /* the last kept (value, id) */
+    int bi;
+} samp_state;
+
+static __device__ __forceinline__ int block_sum_i(int v) {
+    __shared__ int part[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if (lane == 0)
+        part[w] = v;
+    __syncthreads();
+    int s = 0;
+    for (int i = 0; i < nw; i++)
+        s += part[i];
+    return s;
+}
+
+/* Exclusive prefix sum over the block (thread order) of v; *total gets the block's sum. */
+static __device__ __forceinline__ double block_scan_d(double v, double *total) {
+    __shared__ double part[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    double inc = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        double t = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o)
+            inc += t;
+    }
+    __syncthreads();
+    if (lane == 31)
+        part[w] = inc;
+    __syncthreads();
+    double before = 0, all = 0;
+    for (int i = 0; i < nw; i++) {
+        if (i < w)
+            before += part[i];
+        all += part[i];
+    }
+    *total = all;
+    return before + inc - v;
+}
+
+static __device__ __forceinline__ float sort_key(float v) { return isnan(v) ? -INFINITY : v; }
+
+__global__ void __launch_bounds__(SP_THREADS) samp_lse(const float *__restrict__ x, int V, float *lp, int *ids,
+                                                       samp_state *st) {
+    lm_pdl_wait();
+    lm_pdl_next();
+    float m = -INFINITY;
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+        m = fmaxf(m, x[i]); /* NaN skipped, as the host's x > max */
+    m = block_max(m);
+    double sum = 0;
+    if (m != -INFINITY)
+        for (int i = threadIdx.x; i < V; i += blockDim.x)
+            sum += exp((double)x[i] - m);
+    sum = block_sum(sum);
+    float lse = m == -INFINITY ? 0.0f : (float)(m + log(sum)); /* all -inf: x stays as it is */
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        lp[i] = sort_key(x[i] - lse);
+        ids[i] = i;
+    }
+    if (threadIdx.x == 0)
+        st->lse = lse, st->all_ninf = m == -INFINITY;
+}
+
+__global__ void __launch_bounds__(SP_THREADS) samp_cut(const float *__restrict__ key, const int *__restrict__ id,
+                                                       int V, lm_sample_args a, samp_state *st) {
+    int L = V;
+    if (a.top_p > 0 && a.top_p < 1) {
+        double tot = 0;
+        for (int i = threadIdx.x; i < V; i += blockDim.x)
+            tot += exp((double)key[i]);
+        tot = block_sum(tot);
+        double lim = tot - (double)(1.0f - a.top_p), above = 0; /* kept while the mass above < lim */
+        __shared__ int cut;
+        if (threadIdx.x == 0)
+            cut = V;
+        __syncthreads();
+        for (int c0 = 0; c0 < V; c0 += blockDim.x) { /* chunks of the order until the cut */
+            int i = c0 + threadIdx.x;
+            double p = i < V ? exp((double)key[i]) : 0.0, all;
+            double ab = above + block_scan_d(p, &all);
+            if (i < V && !(ab < lim))
+                atomicMin(&cut, i);
+            __syncthreads();
+            if (cut < V)
+                break;
+            above += all;
+        }
+        L = cut;
+    }
+    if (a.min_p != 0) {
+        float thr = key[0] + (float)log((double)a.min_p);
+        int n = 0;
+        for (int i = threadIdx.x; i < V; i += blockDim.x)
+            n += key[i] >= thr;
+        n = block_sum_i(n);
+        int keep = a.min_keep > 1 ? min(a.min_keep, V) : 0;
+        L = min(L, max(n, keep));
+    }
+    if (a.top_k > 0 && a.top_k < V)
+        L = min(L, a.top_k);
+    if (threadIdx.x == 0) {
+        L = max(L, 1);
+        st->L = L, st->bv = key[L - 1], st->bi = id[L - 1];
+    }
+}
+
+__global__ void __launch_bounds__(SP_THREADS) samp_pick(const float *__restrict__ lp, int V, lm_sample_args a,
+                                                        const samp_state *st, lm_argmax_out *out) {
+    float bv = st->bv;
+    int bi = st->bi;
+    if (st->all_ninf || isnan(st->lse)) {
+        if (threadIdx.x == 0)
+            out->token = 0, out->logprob = st->all_ninf ? lp[0] : __int_as_float(0x7fc00000);
+        return;
+    }
+    /* kept: ranked at or before the last kept (value, id); lp holds no NaN here */
+    double inv = 1.0 / a.temp, mx = -INFINITY;
+    int chunk = (V + blockDim.x - 1) / blockDim.x, lo = threadIdx.x * chunk, hi = min(V, lo + chunk);
+#define SP_KEPT(i) (lp[i] > bv || (lp[i] == bv && (i) <= bi))
+    for (int i = lo; i < hi; i++)
+        if (SP_KEPT(i))
+            mx = fmax(mx, lp[i] * inv);
+    { /* the block's maximum, in double */
+        __shared__ double pm[32];
+        int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+        double v = mx;
+        for (int o = 16; o > 0; o >>= 1)
+            v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+        __syncthreads();
+        if (lane == 0)
+            pm[w] = v;
+        __syncthreads();
+        mx = -INFINITY;
+        for (int i = 0; i < (int)((blockDim.x + 31) >> 5); i++)
+            mx = fmax(mx, pm[i]);
+    }
+    __shared__ int pick;
+    if (threadIdx.x == 0)
+        pick = -1;
+    __syncthreads();
+    if (mx != -INFINITY) {
+        double loc = 0;
+        int last = -1;
+        for (int i = lo; i < hi; i++)
+            if (SP_KEPT(i)) {
+                double w = exp(lp[i] * inv - mx);
+                if (w > 0)
+                    loc += w, last = i;
+            }
+        double sum, pre = block_scan_d(loc, &sum), target = a.u * sum;
+        if (pre <= target && pre + loc > target) { /* the crossing lies in this thread's ids (one thread) */
+            double cum = pre;
+            int hit = last; /* (its own running sum may stop a rounding short of target) */
+            for (int i = lo; i < hi; i++)
+                if (SP_KEPT(i)) {
+                    double w = exp(lp[i] * inv - mx);
+                    if (w <= 0)
+                        continue;
+                    cum += w;
+                    if (cum > target) {
+                        hit = i;
+                        break;
+                    }
+                }
+            pick = hit;
+        }
+        __syncthreads();
+        if (pick < 0) { /* rounding kept the sum from exceeding target: the last positive weight */
+            __shared__ int lastk;
+            if (threadIdx.x == 0)
+                lastk = -1;
+            __syncthreads();
+            if (last >= 0)
+                atomicMax(&lastk, last);
+            __syncthreads();
+            if (threadIdx.x == 0)
+                pick = lastk;
+            __syncthreads();
+        }
+    }
+#undef SP_KEPT
+    if (threadIdx.x == 0) {
+        int t = pick >= 0 ? pick : 0; /* (every kept weight underflowed: not reached with L >= 1) */
+        out->token = t;
+        out->logprob = lp[t];
+    }
+}
+
+void lm_cuda_sample(lm_backend *be, const float *x, int V, const lm_sample_args *a, lm_argmax_out *out) {
+    cuda_backend *c = cu_be(be);
+    if (lm_cuda_skip(c))
+        return;
+    if (V <= 0 || !(a->temp > 0)) {
+        lm_cuda_fail(c, LM_ERR_INTERNAL, "sample: an empty row or temp <= 0");
+        return;
+    }
+    size_t cub_bytes = 0;
+    lm_cuda_check(c,
+                  cub::DeviceRadixSort::SortPairsDescending(NULL, cub_bytes, (const float *)NULL, (float *)NULL,
+                                                            (const int *)NULL, (int *)NULL, V, 0, 32, c->stream),
+                  "sample: sort size");
+    size_t row = ((size_t)V * 4 + 255) & ~(size_t)255;
+    uint8_t *s = (uint8_t *)lm_cuda_scratch(c, LM_CUDA_SCR_SAMPLE, 4 * row + 256 + cub_bytes);
+    if (!s)
+        return;
+    float *lp = (float *)s, *key = (float *)(s + row);
+    int *ids = (int *)(s + 2 * row), *ids_sorted = (int *)(s + 3 * row);
+    samp_state *st = (samp_state *)(s + 4 * row);
+    void *tmp = s + 4 * row + 256;
+    lm_cuda_launch(c, "samp_lse", samp_lse, 1, SP_THREADS, 0, x, V, lp, ids, st);
+    lm_cuda_check(c, cub::DeviceRadixSort::SortPairsDescending(tmp, cub_bytes, lp, key, ids, ids_sorted, V, 0, 32,
+                                                               c->stream),
+                  "sample: sort");
+    samp_cut<<<1, SP_THREADS, 0, c->stream>>>(key, ids_sorted, V, *a, st);
+    lm_cuda_launched(c, "samp_cut");
+    samp_pick<<<1, SP_THREADS, 0, c->stream>>>(lp, V, *a, st, out);
+    lm_cuda_launched(c, "samp_pick");
 }

@@ -19,6 +19,34 @@
 #define AM_V 4                          /* elements per thread kept in registers between two passes */
 #define AM_CHUNK (AM_THREADS * AM_V)    /* elements per block, until the block count reaches its cap */
 
+/* v reduced over the block with op (every thread gets the result). */
+template <typename T, typename Op>
+static __device__ __forceinline__ T block_reduce(T v, Op op) {
+    __shared__ T part[32];
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    for (int o = 16; o > 0; o >>= 1)
+        v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads(); /* part[] may still be read by a previous call */
+    if (lane == 0)
+        part[w] = v;
+    __syncthreads();
+    T r = part[0];
+    for (int i = 1; i < nw; i++)
+        r = op(r, part[i]);
+    return r;
+}
+
+struct op_max { /* NaN skipped */
+    __device__ __forceinline__ double operator()(double a, double b) const { return fmax(a, b); }
+};
+struct op_min {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a < b ? a : b; }
+};
+struct op_add {
+    template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+
+/* (written out: through block_reduce, ptxas spilled registers in argmax_f32) */
 static __device__ __forceinline__ float block_max(float v) {
     __shared__ float part[32];
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
@@ -32,21 +60,7 @@ static __device__ __forceinline__ float block_max(float v) {
         m = fmaxf(m, part[i]);
     return m;
 }
-
-static __device__ __forceinline__ int block_min(int v) {
-    __shared__ int part[32];
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    for (int o = 16; o > 0; o >>= 1)
-        v = min(v, __shfl_xor_sync(0xffffffffu, v, o));
-    __syncthreads();
-    if (lane == 0)
-        part[w] = v;
-    __syncthreads();
-    int m = part[0];
-    for (int i = 1; i < nw; i++)
-        m = min(m, part[i]);
-    return m;
-}
+static __device__ __forceinline__ int block_min(int v) { return block_reduce(v, op_min()); }
 
 /* The last block: lse from the partials, then the first entry of the largest x - lse. */
 static __device__ void argmax_finish(const float *__restrict__ x, int V, int chunk, lm_cuda_argmax_scratch *s,
@@ -174,21 +188,6 @@ typedef struct samp_state {
     int bi;
 } samp_state;
 
-static __device__ __forceinline__ int block_sum_i(int v) {
-    __shared__ int part[32];
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    __syncthreads();
-    if (lane == 0)
-        part[w] = v;
-    __syncthreads();
-    int s = 0;
-    for (int i = 0; i < nw; i++)
-        s += part[i];
-    return s;
-}
-
 /* Exclusive prefix sum over the block (thread order) of v; *total gets the block's sum. */
 static __device__ __forceinline__ double block_scan_d(double v, double *total) {
     __shared__ double part[32];
@@ -268,7 +267,7 @@ __global__ void __launch_bounds__(SP_THREADS) samp_cut(const float *__restrict__
         int n = 0;
         for (int i = threadIdx.x; i < V; i += blockDim.x)
             n += key[i] >= thr;
-        n = block_sum_i(n);
+        n = block_reduce(n, op_add());
         int keep = a.min_keep > 1 ? min(a.min_keep, V) : 0;
         L = min(L, max(n, keep));
     }
@@ -296,20 +295,7 @@ __global__ void __launch_bounds__(SP_THREADS) samp_pick(const float *__restrict_
     for (int i = lo; i < hi; i++)
         if (SP_KEPT(i))
             mx = fmax(mx, lp[i] * inv);
-    { /* the block's maximum, in double */
-        __shared__ double pm[32];
-        int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-        double v = mx;
-        for (int o = 16; o > 0; o >>= 1)
-            v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
-        __syncthreads();
-        if (lane == 0)
-            pm[w] = v;
-        __syncthreads();
-        mx = -INFINITY;
-        for (int i = 0; i < (int)((blockDim.x + 31) >> 5); i++)
-            mx = fmax(mx, pm[i]);
-    }
+    mx = block_reduce(mx, op_max());
     __shared__ int pick;
     if (threadIdx.x == 0)
         pick = -1;

@@ -324,7 +324,7 @@ typedef struct lm_session_params {
      * --quantized-kv-start; see lm_ctx_params) */
     int max_kv_size;        /* 0: no limit (the cache holds n_ctx); N: rotating, keeps the 4 first
                                tokens and the latest; the conversation may then outgrow n_ctx */
-    int kv_bits;            /* 0: unquantized; 2-6 or 8 (CPU) */
+    int kv_bits;            /* 0: unquantized; 2-6 or 8 */
     int kv_group_size;      /* 64; must divide the head size */
     int quantized_kv_start; /* 5000 */
 } lm_session_params;

@@ -160,6 +160,13 @@ typedef struct lm_backend_ops {
      * can move a boundary that lies within them). Not recorded. NULL: the caller samples on the
      * host from downloaded logits. */
     void (*sample)(lm_backend *be, const float *x, int V, const lm_sample_args *a, lm_argmax_out *out);
+    /* Quantized KV rows (MLX affine with f32 scales and biases, as lm_affine_quantize_row and
+     * lm_affine_dequant_row in quant/quant.h compute them): n rows of dim values x (f32) into
+     * codes q [n, dim * bits / 8] and s, b [n, dim / group]; and back into out [n, dim]. */
+    void (*kv_quantize)(lm_backend *be, const float *x, int n, int dim, int bits, int group, uint8_t *q, float *s,
+                        float *b);
+    void (*kv_dequant)(lm_backend *be, const uint8_t *q, const float *s, const float *b, int n, int dim, int bits,
+                       int group, float *out);
 } lm_backend_ops;
 
 #define LM_MOE_MAX_EXPERTS 4096

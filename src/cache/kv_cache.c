@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "quant/quant.h"
 
 size_t lm_kv_row_bytes(const lm_kv_cache *c, const lm_kv_layer *L) {
     return c->bits ? (size_t)L->dim * c->bits / 8 : (size_t)L->dim * sizeof(float);
@@ -170,7 +169,7 @@ lm_status lm_kv_reserve(lm_kv_cache *c, int layer, int n) {
     return n > L->cap ? resize(c, L, n) : LM_OK;
 }
 
-/* Write one f32 row into slot s of plane (data, scales, biases). Host memory (CPU backend). */
+/* Write one f32 row into slot s of plane (data, scales, biases). */
 static void store_row(lm_kv_cache *c, const lm_kv_layer *L, uint8_t *data, float *sc, float *bi, int s,
                       const float *row) {
     size_t rb = lm_kv_row_bytes(c, L);
@@ -179,8 +178,8 @@ static void store_row(lm_kv_cache *c, const lm_kv_layer *L, uint8_t *data, float
         return;
     }
     int ng = lm_kv_groups(c, L);
-    lm_affine_quantize_row(row, L->dim, c->bits, c->group, data + (size_t)s * rb, sc + (size_t)s * ng,
-                           bi + (size_t)s * ng);
+    c->be->ops->kv_quantize(c->be, row, 1, L->dim, c->bits, c->group, data + (size_t)s * rb, sc + (size_t)s * ng,
+                            bi + (size_t)s * ng);
 }
 
 static void put_row(lm_kv_cache *c, lm_kv_layer *L, int slot, const float *k, const float *v, int32_t pos) {
@@ -309,18 +308,10 @@ lm_status lm_kv_rows(lm_kv_cache *c, int layer, const float **k, const float **v
         if (!c->dq_cap)
             return lm_err(LM_ERR_NOMEM, "out of memory dequantizing the KV cache");
     }
-    size_t rb = lm_kv_row_bytes(c, L);
-    int ng = lm_kv_groups(c, L);
-    for (int r = 0; r < L->n; r++) { /* host loop: CPU backend */
-        if (L->pos[r] < 0)
-            continue;
-        lm_affine_dequant_row(L->k + (size_t)r * rb, (const uint8_t *)(L->ks + (size_t)r * ng),
-                              (const uint8_t *)(L->kb + (size_t)r * ng), LM_DT_F32, c->bits, c->group, L->dim,
-                              c->dq_k + (size_t)r * L->dim);
-        lm_affine_dequant_row(L->v + (size_t)r * rb, (const uint8_t *)(L->vs + (size_t)r * ng),
-                              (const uint8_t *)(L->vb + (size_t)r * ng), LM_DT_F32, c->bits, c->group, L->dim,
-                              c->dq_v + (size_t)r * L->dim);
-    }
+    /* every slot (an empty one of a rotating cache dequantizes to whatever it holds; attention
+     * skips it by its negative position) */
+    c->be->ops->kv_dequant(c->be, L->k, L->ks, L->kb, L->n, L->dim, c->bits, c->group, c->dq_k);
+    c->be->ops->kv_dequant(c->be, L->v, L->vs, L->vb, L->n, L->dim, c->bits, c->group, c->dq_v);
     *k = c->dq_k;
     *v = c->dq_v;
     return LM_OK;

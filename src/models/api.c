@@ -207,8 +207,8 @@ lm_status lm_ctx_new(lm_model *m, const lm_ctx_params *params, lm_ctx **out) {
                       "(got max_kv_size %d, kv_keep %d)", p.max_kv_size, p.kv_keep);
     if (p.kv_bits != 0 && (p.kv_bits < 2 || p.kv_bits > 8 || p.kv_bits == 7))
         return lm_err(LM_ERR_INVALID_ARG, "kv_bits must be 0 (off), 2-6 or 8 (got %d)", p.kv_bits);
-    if (p.kv_bits && strcmp(m->be->ops->name, "cpu") != 0) /* rows are (de)quantized on the host */
-        return lm_err(LM_ERR_UNSUPPORTED, "a quantized KV cache (kv_bits) is not supported on %s yet",
+    if (p.kv_bits && !(m->be->ops->kv_quantize && m->be->ops->kv_dequant))
+        return lm_err(LM_ERR_UNSUPPORTED, "a quantized KV cache (kv_bits) is not supported on %s",
                       m->be->ops->name);
     if (p.kv_bits && ((p.kv_group_size != 32 && p.kv_group_size != 64 && p.kv_group_size != 128) ||
                       m->cfg.head_dim % p.kv_group_size))

@@ -1,6 +1,7 @@
 /* Issue 9: every model fixture on LM_DEVICE_CUDA against transformers' logits (decode within
  * 2e-3, prefill within 2e-2, greedy ids identical), plus device-specific paths compared with the
- * CPU: rotating caches (--max-kv-size), prompt-cache save/load, a context reused across calls,
+ * CPU: rotating caches (--max-kv-size), quantized caches (--kv-bits), prompt-cache save/load, a
+ * context reused across calls,
  * sampled generation (the device's sample op against the host sampler).
  * Without a GPU (or without the CUDA backend) it checks that loading fails with a clear error
  * and exits 77, which ctest reports as skipped. */
@@ -176,6 +177,14 @@ int main(void) {
     d = compare_devices("gpt_oss", NULL, 30);
     CHECKF(d <= TOL_DECODE, "gpt_oss sinks + window: CPU vs CUDA max|d| %.3g", d);
     printf("  gpt_oss sinks + window, 30 steps: CPU vs CUDA max|d| %.2e\n", d);
+    /* quantized KV cache (quantized after the first 4 tokens): the same codes on both devices */
+    for (int bits = 4; bits <= 8; bits += 4) {
+        lm_ctx_params qp = lm_ctx_default_params();
+        qp.kv_bits = bits, qp.kv_group_size = 32, qp.quantized_kv_start = 4;
+        d = compare_devices("qwen3", &qp, 20);
+        CHECKF(d <= TOL_DECODE, "qwen3 kv_bits %d: CPU vs CUDA max|d| %.3g", bits, d);
+        printf("  qwen3 kv_bits %d (group 32, from token 5), 20 steps: CPU vs CUDA max|d| %.2e\n", bits, d);
+    }
     prompt_cache_roundtrip();
     sampled_generation();
     return test_done("cuda_fixtures");

@@ -3,9 +3,9 @@
  * 32/64/128, MXFP4), embedding, norms, rope, attention (GQA, empty rows, out-of-order rows,
  * window, softcap, sinks, head_dim not a multiple of 32), activations, MoE routing and row
  * moves, Gemma 3n ops; the decode (matvec), cuBLAS (many tokens) and split-attention paths;
- * the fused decode ops (q/k/v, gate/up/activation, add+rmsnorm, KV rows); the greedy pick
- * (argmax) against the host sampler at temp 0, also recorded in a CUDA graph; sampling (the
- * sample op) against the host sampler with the same draw.
+ * the fused decode ops (q/k/v, gate/up/activation, add+rmsnorm, KV rows); quantized KV rows (bit
+ * for bit); the greedy pick (argmax) against the host sampler at temp 0, also recorded in a CUDA
+ * graph; sampling (the sample op) against the host sampler with the same draw.
  * Tolerance: |gpu - cpu| <= 1e-4 * max(1, |cpu|) (fp32, other summation order), except the
  * f16 tensor-core paths (prefill GEMMs, prompt attention), whose bounds are given where they
  * are checked, and the 4/8-bit decode products, which round x to 16 bits per block (qx_round);
@@ -619,6 +619,46 @@ static void check_argmax(lm_backend *be, const float *x, int V, int record, cons
     be->ops->release(be, od);
 }
 
+/* Quantized KV rows: the GPU's codes, scales and biases equal the CPU's bit for bit (the same
+ * float operations), and so do the dequantized rows; rows of random values, a constant row (the
+ * scale's floor), one of a dominant negative value and one of tiny values. */
+static void test_kv_quant(void) {
+    static const int BITS[] = {2, 3, 4, 5, 6, 8}, GROUPS[] = {32, 64, 128};
+    int n = 9, dim = 256;
+    buf x = mkf((size_t)n * dim, 2.0f);
+    float *xs = x.h;
+    for (int i = 0; i < dim; i++) {
+        xs[dim + i] = 0.75f;                          /* row 1: constant */
+        xs[2 * dim + i] = i % 37 ? 0.1f * xs[i] : -9.0f; /* row 2: a dominant negative value */
+        xs[3 * dim + i] *= 1e-6f;                     /* row 3: tiny */
+    }
+    memcpy(x.c, xs, (size_t)n * dim * sizeof(float));
+    gpu->ops->upload(gpu, x.g, xs, (size_t)n * dim * sizeof(float));
+    for (int b = 0; b < 6; b++)
+        for (int g = 0; g < 3; g++) {
+            int bits = BITS[b], group = GROUPS[g], ng = dim / group;
+            size_t qb = (size_t)n * dim * bits / 8, sb = (size_t)n * ng * sizeof(float);
+            buf q = mk(qb), sc = mk(sb), bi = mk(sb), out = mk((size_t)n * dim * sizeof(float));
+            cpu->ops->kv_quantize(cpu, x.c, n, dim, bits, group, q.c, sc.c, bi.c);
+            gpu->ops->kv_quantize(gpu, x.g, n, dim, bits, group, q.g, sc.g, bi.g);
+            cpu->ops->kv_dequant(cpu, q.c, sc.c, bi.c, n, dim, bits, group, out.c);
+            gpu->ops->kv_dequant(gpu, q.g, sc.g, bi.g, n, dim, bits, group, out.g);
+            buf *all[] = {&q, &sc, &bi, &out};
+            size_t bytes[] = {qb, sb, sb, (size_t)n * dim * sizeof(float)};
+            static const char *NAMES[] = {"codes", "scales", "biases", "dequantized rows"};
+            for (int k = 0; k < 4; k++) {
+                uint8_t *h = malloc(bytes[k]);
+                gpu->ops->download(gpu, h, all[k]->g, bytes[k]);
+                CHECKF(memcmp(h, all[k]->c, bytes[k]) == 0, "kv rows q%d/g%d: the %s differ", bits, group, NAMES[k]);
+                free(h);
+            }
+            for (int k = 0; k < 4; k++)
+                drop(all[k]);
+        }
+    CHECKF(gpu->ops->status(gpu) == LM_OK, "kv rows: %s", lm_last_error());
+    drop(&x);
+}
+
 /* The sample op against lm_sampler_sample on the same row and draw (the sampler's first draw, as
  * the session passes it): the same token, its logprob within 1e-6 * max(1, |lp|). Top-p runs on
  * peaked rows only: on flat rows the host's float running sum over ~1e5 tokens is itself off by
@@ -820,6 +860,7 @@ int main(void) {
     test_moe();
     test_argmax();
     test_sample();
+    test_kv_quant();
     test_errors();
     cpu->ops->destroy(cpu);
     gpu->ops->destroy(gpu);

@@ -543,6 +543,8 @@ static const lm_backend_ops CPU_OPS = {
     .altup_predict = lm_cpu_altup_predict,
     .altup_correct = lm_cpu_altup_correct,
     .argmax = lm_cpu_argmax,
+    .kv_quantize = lm_cpu_kv_quantize,
+    .kv_dequant = lm_cpu_kv_dequant,
 };
 
 lm_status lm_backend_cpu_new(int n_threads, lm_backend **out) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/softmax.h"
+#include "quant/quant.h"
 
 /* --- memory ------------------------------------------------------------------------------------ */
 
@@ -47,6 +48,23 @@ void lm_cpu_mul_rows(lm_backend *be, float *x, const float *w, int rows, int n) 
 
 void lm_cpu_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out) {
     out->token = lm_argmax_log_softmax(x, V, &out->logprob);
+}
+
+/* --- quantized KV rows ---------------------------------------------------------------------------- */
+
+void lm_cpu_kv_quantize(lm_backend *be, const float *x, int n, int dim, int bits, int group, uint8_t *q, float *s,
+                        float *b) {
+    size_t rb = (size_t)dim * bits / 8, ng = (size_t)(dim / group);
+    for (int r = 0; r < n; r++)
+        lm_affine_quantize_row(x + (size_t)r * dim, dim, bits, group, q + r * rb, s + r * ng, b + r * ng);
+}
+
+void lm_cpu_kv_dequant(lm_backend *be, const uint8_t *q, const float *s, const float *b, int n, int dim, int bits,
+                       int group, float *out) {
+    size_t rb = (size_t)dim * bits / 8, ng = (size_t)(dim / group);
+    for (int r = 0; r < n; r++)
+        lm_affine_dequant_row(q + r * rb, (const uint8_t *)(s + r * ng), (const uint8_t *)(b + r * ng), LM_DT_F32, bits,
+                              group, dim, out + (size_t)r * dim);
 }
 
 /* --- mixture of experts ------------------------------------------------------------------------- */

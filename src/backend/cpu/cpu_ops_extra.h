@@ -1,4 +1,5 @@
-/* CPU versions of the version-2 backend ops and argmax (cpu_ops_extra.c), entered in CPU_OPS. */
+/* CPU versions of the version-2 backend ops, argmax and the KV-row quantization (cpu_ops_extra.c),
+ * entered in CPU_OPS. */
 #ifndef LM_CPU_OPS_EXTRA_H
 #define LM_CPU_OPS_EXTRA_H
 #include "backend/backend.h"
@@ -10,6 +11,10 @@ void lm_cpu_softcap(lm_backend *be, float *x, float cap, size_t n);
 void lm_cpu_mul_rows(lm_backend *be, float *x, const float *w, int rows, int n);
 void lm_cpu_copy_rows(lm_backend *be, float *dst, size_t dst_ld, const float *src, size_t src_ld, int rows, int n);
 void lm_cpu_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out);
+void lm_cpu_kv_quantize(lm_backend *be, const float *x, int n, int dim, int bits, int group, uint8_t *q, float *s,
+                        float *b);
+void lm_cpu_kv_dequant(lm_backend *be, const uint8_t *q, const float *s, const float *b, int n, int dim, int bits,
+                       int group, float *out);
 void lm_cpu_moe_route(lm_backend *be, const float *logits, int T, int E, int K, int topk_softmax, int norm_topk,
                       int32_t *idx, float *w);
 void lm_cpu_gather_rows(lm_backend *be, const float *src, const int32_t *rows, int n, int dim, float *dst);

@@ -270,6 +270,8 @@ static const lm_backend_ops CUDA_OPS = {
     .weights_to_f16 = lm_cuda_weights_to_f16,
     .argmax = lm_cuda_argmax,
     .sample = lm_cuda_sample,
+    .kv_quantize = lm_cuda_kv_quantize,
+    .kv_dequant = lm_cuda_kv_dequant,
 };
 
 extern "C" int lm_backend_cuda_available(void) {

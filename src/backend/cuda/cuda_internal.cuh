@@ -253,5 +253,9 @@ void lm_cuda_altup_correct(lm_backend *be, float *streams, const float *pred, co
                            const float *w, int ns, int T, int H);
 void lm_cuda_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out);
 void lm_cuda_sample(lm_backend *be, const float *x, int V, const lm_sample_args *a, lm_argmax_out *out);
+void lm_cuda_kv_quantize(lm_backend *be, const float *x, int n, int dim, int bits, int group, uint8_t *q, float *s,
+                         float *b);
+void lm_cuda_kv_dequant(lm_backend *be, const uint8_t *q, const float *s, const float *b, int n, int dim, int bits,
+                        int group, float *out);
 
 #endif

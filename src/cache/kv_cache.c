@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 size_t lm_kv_row_bytes(const lm_kv_cache *c, const lm_kv_layer *L) {
     return c->bits ? (size_t)L->dim * c->bits / 8 : (size_t)L->dim * sizeof(float);
 }

@@ -116,9 +116,9 @@ static void p_download(lm_backend *be, void *d, const void *s, size_t n) {
     TIMED(P_COPY, P.inner->download(be, d, s, n));
 }
 static int p_kv_put(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,
-                    int32_t *pos_d, int32_t p0) {
+                    int32_t *pos_d, int32_t p0, const lm_rope_args *rope) {
     int r;
-    TIMED(P_OTHER_OP, r = P.inner->kv_put(be, kd, vd, k, v, T, dim, pos_d, p0));
+    TIMED(P_OTHER_OP, r = P.inner->kv_put(be, kd, vd, k, v, T, dim, pos_d, p0, rope));
     return r;
 }
 

@@ -28,6 +28,14 @@ typedef struct lm_attn_args {
     float *out;            /* [T, n_heads*head_dim] */
 } lm_attn_args;
 
+/* Rotary embeddings applied by the kv_put op on its way (the rope op's arithmetic): q [T,
+ * n_heads * head_dim] in place, and the keys as they are written into the cache. */
+typedef struct lm_rope_args {
+    float *q;
+    int n_heads, n_kv, head_dim, rot_dim;
+    const float *cs; /* [T, rot_dim]: cos then sin per token (the rope op's table) */
+} lm_rope_args;
+
 /* The greedy pick of one row of logits (the argmax op's result, in backend memory). */
 typedef struct lm_argmax_out {
     int32_t token;
@@ -133,10 +141,12 @@ typedef struct lm_backend_ops {
     /* x += y, then h = rmsnorm(x) * w over `rows` rows of n (w NULL: no weight). NULL: add, rmsnorm. */
     void (*add_rmsnorm)(lm_backend *be, float *x, const float *y, const float *w, int rows, int n, float eps,
                         float *h);
-    /* f32 KV rows: kd/vd [T, dim] = k/v and pos_d[t] = p0 + t (all backend memory); returns 0 when
-     * it did nothing (the caller copies and uploads). NULL: the same as returning 0. */
+    /* f32 KV rows: kd/vd [T, dim] = k/v and pos_d[t] = p0 + t (all backend memory); with rope
+     * (version 5), rope->q is rotated in place and kd receives the rotated keys (k is not
+     * modified). Returns 0 when it did nothing (the caller rotates, copies and uploads). NULL: the
+     * same as returning 0. */
     int (*kv_put)(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,
-                  int32_t *pos_d, int32_t p0);
+                  int32_t *pos_d, int32_t p0, const lm_rope_args *rope);
     /* --- version 4 --- */
     /* At load: the n bf16 weight values at backend address p may be stored as f16 instead (same
      * bytes, for the backend's f16 tensor-core paths); returns 1 when they were converted (the

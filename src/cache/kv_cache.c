@@ -214,8 +214,27 @@ static lm_status append_rotating(lm_kv_cache *c, lm_kv_layer *L, const float *k,
     return LM_OK;
 }
 
-lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v, const int32_t *pos, int T) {
+lm_status lm_kv_append(lm_kv_cache *c, int layer, float *k, const float *v, const int32_t *pos, int T,
+                       const lm_rope_args *rope) {
     lm_kv_layer *L = &c->layers[layer];
+    lm_backend *be = c->be;
+    int consecutive = 1;
+    for (int t = 1; t < T && consecutive; t++)
+        consecutive = pos[t] == pos[0] + t;
+    int direct = L->span <= 0 && !c->bits && consecutive && be->ops->kv_put && L->n + T <= c->max_rows;
+    if (direct && L->n + T > L->cap)
+        LM_TRY(grow(c, L, L->n + T));
+    size_t rb = lm_kv_row_bytes(c, L);
+    if (direct && be->ops->kv_put(be, (float *)(L->k + (size_t)L->n * rb), (float *)(L->v + (size_t)L->n * rb), k, v,
+                                  T, L->dim, L->pos_d + L->n, pos[0], rope)) { /* one kernel: rows, positions, rope */
+        memcpy(L->pos + L->n, pos, (size_t)T * sizeof *pos);
+        L->n += T;
+        return LM_OK;
+    }
+    if (rope) {
+        be->ops->rope(be, rope->q, T, rope->n_heads, rope->head_dim, rope->rot_dim, rope->cs);
+        be->ops->rope(be, k, T, rope->n_kv, rope->head_dim, rope->rot_dim, rope->cs);
+    }
     if (L->span > 0)
         return append_rotating(c, L, k, v, pos, T);
     if (L->n + T > c->max_rows)
@@ -223,18 +242,10 @@ lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v
                       c->max_rows);
     if (L->n + T > L->cap)
         LM_TRY(grow(c, L, L->n + T));
-    int consecutive = 1;
-    for (int t = 1; t < T && consecutive; t++)
-        consecutive = pos[t] == pos[0] + t;
-    lm_backend *be = c->be;
-    size_t rb = lm_kv_row_bytes(c, L);
-    if (!c->bits && consecutive && be->ops->kv_put &&
-        be->ops->kv_put(be, (float *)(L->k + (size_t)L->n * rb), (float *)(L->v + (size_t)L->n * rb), k, v, T, L->dim,
-                        L->pos_d + L->n, pos[0])) { /* one kernel: rows and positions */
-        memcpy(L->pos + L->n, pos, (size_t)T * sizeof *pos);
-    } else if (!c->bits) { /* f32 rows: one copy per plane and one upload of the positions */
-        c->be->ops->copy(c->be, L->k + (size_t)L->n * rb, k, (size_t)T * rb);
-        c->be->ops->copy(c->be, L->v + (size_t)L->n * rb, v, (size_t)T * rb);
+    rb = lm_kv_row_bytes(c, L);
+    if (!c->bits) { /* f32 rows: one copy per plane and one upload of the positions */
+        be->ops->copy(be, L->k + (size_t)L->n * rb, k, (size_t)T * rb);
+        be->ops->copy(be, L->v + (size_t)L->n * rb, v, (size_t)T * rb);
         set_pos(c, L, L->n, pos, T);
     } else {
         for (int t = 0; t < T; t++)

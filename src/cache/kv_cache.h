@@ -41,8 +41,11 @@ typedef struct lm_kv_cache {
 lm_status lm_kv_init(lm_kv_cache *c, lm_backend *be, int n_layers, int dim, int max_rows);
 void lm_kv_free(lm_kv_cache *c);
 void lm_kv_reset(lm_kv_cache *c);
-/* Append T f32 rows of k and v (backend memory) at positions pos (host memory). */
-lm_status lm_kv_append(lm_kv_cache *c, int layer, const float *k, const float *v, const int32_t *pos, int T);
+/* Append T f32 rows of k and v (backend memory) at positions pos (host memory). With rope (NULL:
+ * none), rope->q and the keys are first rotated (the backend's kv_put may do both on the way into
+ * the cache; otherwise the rope op rotates q and k in place). */
+lm_status lm_kv_append(lm_kv_cache *c, int layer, float *k, const float *v, const int32_t *pos, int T,
+                       const lm_rope_args *rope);
 /* The layer's rows as f32 (dequantized into scratch when the cache is quantized). */
 lm_status lm_kv_rows(lm_kv_cache *c, int layer, const float **k, const float **v);
 /* Store every row (present and future) quantized. bits 2..8, group 32/64/128 dividing dim. */

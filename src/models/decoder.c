@@ -115,7 +115,8 @@ lm_status lm_attention(lm_ctx *c, int l, int T) {
     }
     if (L->q_norm)
         op->rmsnorm(be, c->q, L->q_norm, T * nh, hd, eps, c->q);
-    if (!L->no_rope)
+    lm_rope_args rope = {.q = c->q, .n_heads = nh, .n_kv = nkv, .head_dim = hd, .rot_dim = r->rot_dim, .cs = cs};
+    if (!L->no_rope && !own_kv)
         op->rope(be, c->q, T, nh, hd, r->rot_dim, cs);
     if (own_kv) {
         if (!op->linear_n) {
@@ -126,9 +127,8 @@ lm_status lm_attention(lm_ctx *c, int l, int T) {
             op->rmsnorm(be, c->k, L->k_norm, T * nkv, hd, eps, c->k);
         if (L->v_norm)
             op->rmsnorm(be, c->v, NULL, T * nkv, hd, eps, c->v);
-        if (!L->no_rope)
-            op->rope(be, c->k, T, nkv, hd, r->rot_dim, cs);
-        LM_TRY(lm_kv_append(&c->kv, l, c->k, c->v, c->pos, T));
+        /* q and k rotated by the append (on their way into the cache where the backend can) */
+        LM_TRY(lm_kv_append(&c->kv, l, c->k, c->v, c->pos, T, L->no_rope ? NULL : &rope));
     }
     /* attend over every visible cached row */
     const lm_kv_layer *kv = &c->kv.layers[L->kv_source];

@@ -452,7 +452,8 @@ static void test_fused(void) {
     buf kd = mkf(6 * 70, 1.0f), vd = mkf(6 * 70, 1.0f), pd = mk(6 * 4);
     int32_t pos[6] = {0, 1, -1, -1, -1, 5}, want[6] = {0, 1, 7, 8, 9, 5};
     gpu->ops->upload(gpu, pd.g, pos, sizeof pos);
-    CHECK(gpu->ops->kv_put(gpu, (float *)kd.g + 140, (float *)vd.g + 140, x.g, y.g, 3, 70, (int32_t *)pd.g + 2, 7));
+    CHECK(gpu->ops->kv_put(gpu, (float *)kd.g + 140, (float *)vd.g + 140, x.g, y.g, 3, 70, (int32_t *)pd.g + 2, 7,
+                           NULL));
     memcpy((float *)kd.c + 140, x.c, 210 * sizeof(float));
     memcpy((float *)vd.c + 140, y.c, 210 * sizeof(float));
     cmp("kv_put (k)", &kd, 6 * 70);
@@ -460,8 +461,26 @@ static void test_fused(void) {
     int32_t got[6];
     gpu->ops->download(gpu, got, pd.g, sizeof got);
     CHECK(memcmp(got, want, sizeof got) == 0);
-    buf *all[] = {&x, &y, &w, &h, &kd, &vd, &pd};
-    for (int i = 0; i < 7; i++)
+    /* with RoPE: q (4 heads of 35) rotated in place, the keys (2 heads) on their way into the
+     * cache, partial rotary (20 of 35), against the rope op and a copy on the CPU */
+    buf q = mkf(3 * 140, 1.0f), cs = mkf(3 * 20, 1.0f), k0 = mk(210 * sizeof(float));
+    memcpy(k0.h, x.c, 210 * sizeof(float)); /* the keys as they were, to see that k is left alone */
+    lm_rope_args rope = {.q = q.g, .n_heads = 4, .n_kv = 2, .head_dim = 35, .rot_dim = 20, .cs = cs.g};
+    CHECK(gpu->ops->kv_put(gpu, (float *)kd.g + 140, (float *)vd.g + 140, x.g, y.g, 3, 70, (int32_t *)pd.g + 2, 7,
+                           &rope));
+    cpu->ops->rope(cpu, q.c, 3, 4, 35, 20, cs.c);
+    memcpy((float *)kd.c + 140, x.c, 210 * sizeof(float));
+    cpu->ops->rope(cpu, (float *)kd.c + 140, 3, 2, 35, 20, cs.c);
+    cmp("kv_put with rope (q)", &q, 3 * 140);
+    cmp("kv_put with rope (k)", &kd, 6 * 70);
+    cmp("kv_put with rope (v)", &vd, 6 * 70);
+    memcpy(k0.c, k0.h, 210 * sizeof(float));
+    float *kg = malloc(210 * sizeof(float));
+    gpu->ops->download(gpu, kg, x.g, 210 * sizeof(float));
+    CHECK(memcmp(kg, k0.c, 210 * sizeof(float)) == 0);
+    free(kg);
+    buf *all[] = {&x, &y, &w, &h, &kd, &vd, &pd, &q, &cs, &k0};
+    for (int i = 0; i < 10; i++)
         drop(all[i]);
 }
 

@@ -248,7 +248,7 @@ void lm_cuda_linear_glu(lm_backend *be, const lm_linear *gate, const lm_linear *
 void lm_cuda_add_rmsnorm(lm_backend *be, float *x, const float *y, const float *w, int rows, int n, float eps,
                          float *h);
 int lm_cuda_kv_put(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,
-                   int32_t *pos_d, int32_t p0);
+                   int32_t *pos_d, int32_t p0, const lm_rope_args *rope);
 void lm_cuda_altup_correct(lm_backend *be, float *streams, const float *pred, const float *x, const float *active,
                            const float *w, int ns, int T, int H);
 void lm_cuda_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out);

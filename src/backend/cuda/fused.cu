@@ -1,4 +1,4 @@
-/* Fused decode ops (backend slots linear_n, linear_glu, add_rmsnorm, kv_put): fewer launches
+/* Fused decode ops (backend slots linear_n, linear_glu, add_rmsnorm, kv_put with RoPE): fewer launches
  * per layer. Each falls back to the separate ops for shapes or formats the fused kernels do
  * not serve, and when the backend was created with LMCORE_CUDA_FUSE=0. */
 #include "backend/cuda/cuda_internal.cuh"
@@ -41,29 +41,59 @@ void lm_cuda_add_rmsnorm(lm_backend *be, float *x, const float *y, const float *
     lm_cuda_rms_rows(c, x, y, w, rows, n, eps, h);
 }
 
-/* kd[i] = k[i], vd[i] = v[i] for T rows of n floats; pos_d[t] = p0 + t */
-__global__ void kv_put_f32(float *kd, float *vd, const float *__restrict__ k, const float *__restrict__ v, size_t n,
-                           int32_t *pos_d, int T, int32_t p0) {
+/* kd[i] = k[i], vd[i] = v[i] for T rows of dim floats; pos_d[t] = p0 + t; with rope (nh > 0): q
+ * pairs rotated in place and kd's keys rotated (rope.cu's arithmetic: pair (d, d + half) of each
+ * head's first rot_dim values). Thread i does element i of k/v, pair i of q and position i. */
+__global__ void kv_put_f32(float *kd, float *vd, const float *__restrict__ k, const float *__restrict__ v, int dim,
+                           int32_t *pos_d, int T, int32_t p0, float *q, int nh, int hd, int rot_dim,
+                           const float *__restrict__ cs) {
     lm_pdl_wait();
     lm_pdl_next();
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, n = (size_t)T * dim;
+    int half = rot_dim / 2;
     if (i < n) {
-        kd[i] = k[i];
+        float kv = k[i];
+        int d = (int)(i % dim) % hd;
+        if (nh > 0 && d < rot_dim) {
+            const float *cosv = cs + (i / dim) * rot_dim, *sinv = cosv + half;
+            if (d < half) {
+                float a = kv, b = k[i + half];
+                kv = a * cosv[d] - b * sinv[d];
+            } else {
+                float a = k[i - half], b = kv;
+                kv = b * cosv[d - half] + a * sinv[d - half];
+            }
+        }
+        kd[i] = kv;
         vd[i] = v[i];
+    }
+    if (nh > 0 && i < (size_t)T * nh * half) {
+        int j = (int)(i % half);
+        size_t th = i / half; /* t * nh + h */
+        const float *cosv = cs + (th / nh) * rot_dim, *sinv = cosv + half;
+        float *x = q + th * hd;
+        float a = x[j], b = x[j + half];
+        x[j] = a * cosv[j] - b * sinv[j];
+        x[j + half] = b * cosv[j] + a * sinv[j];
     }
     if (i < (size_t)T)
         pos_d[i] = p0 + (int32_t)i;
 }
 
 int lm_cuda_kv_put(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,
-                   int32_t *pos_d, int32_t p0) {
+                   int32_t *pos_d, int32_t p0, const lm_rope_args *rope) {
     cuda_backend *c = cu_be(be);
-    if (!c->fuse)
+    if (!c->fuse || (rope && (rope->rot_dim < 2 || rope->n_kv * rope->head_dim != dim)))
         return 0;
     if (lm_cuda_skip(c))
         return 1;
-    size_t n = (size_t)T * dim;
-    size_t work = n > (size_t)T ? n : (size_t)T;
-    lm_cuda_launch(c, "kv_put_f32", kv_put_f32, lm_cuda_blocks(work, 256), 256, 0, kd, vd, k, v, n, pos_d, T, p0);
+    size_t work = (size_t)T * dim;
+    if (rope && (size_t)T * rope->n_heads * (rope->rot_dim / 2) > work)
+        work = (size_t)T * rope->n_heads * (rope->rot_dim / 2);
+    if ((size_t)T > work)
+        work = (size_t)T;
+    lm_cuda_launch(c, "kv_put_f32", kv_put_f32, lm_cuda_blocks(work, 256), 256, 0, kd, vd, k, v, dim, pos_d, T, p0,
+                   rope ? rope->q : (float *)NULL, rope ? rope->n_heads : 0, rope ? rope->head_dim : 1,
+                   rope ? rope->rot_dim : 0, rope ? rope->cs : (const float *)NULL);
     return 1;
 }

@@ -109,7 +109,6 @@ TGT static inline __attribute__((always_inline)) void q4_loop(const lm_linear *w
                                                               const lm_xvec *x, float (*cs)[MAXG], __m512 *acc) {
     const int G = w->group, n = w->in, cpg = G / 64; /* 64-code chunks per group; 0: group 32 */
     const __m512i lo = _mm512_set1_epi16(0x0f);
-    const size_t pf = 2 * w->w_row_bytes; /* two rows ahead in each stream */
     const uint8_t *p[4];
     __m512i gi[4];
     for (int j = 0; j < nr; j++) {
@@ -128,7 +127,7 @@ TGT static inline __attribute__((always_inline)) void q4_loop(const lm_linear *w
             xo = _mm512_maskz_loadu_epi16(0xffff, x->q + i + 16);
         }
         for (int j = 0; j < nr; j++) {
-            _mm_prefetch((const char *)(p[j] + pf), _MM_HINT_T0);
+            _mm_prefetch((const char *)(p[j] + LM_LINE_AHEAD), _MM_HINT_T1);
             __m512i b = _mm512_cvtepu8_epi16(full ? _mm256_loadu_si256((const __m256i *)p[j])
                                                   : _mm256_maskz_loadu_epi8(0xffff, p[j]));
             p[j] += 32;
@@ -166,7 +165,6 @@ TGT static inline __attribute__((always_inline)) void bytes_loop(const lm_linear
                                                                  const lm_xvec *x, float (*cs)[MAXG], __m512 *acc,
                                                                  const int b8) {
     const int G = w->group, n = w->in, cpg = G >= 64 ? G / 64 : 1, nfull = n / 64 * 64, bits = u->bits;
-    const size_t pf = 2 * w->w_row_bytes;
     const int8_t *xb = (const int8_t *)x->q;
     int i = 0, g = 0;
     while (i < nfull) {
@@ -177,7 +175,7 @@ TGT static inline __attribute__((always_inline)) void bytes_loop(const lm_linear
             const __m512i xh = _mm512_loadu_si512(xb + 2 * i), xl = _mm512_loadu_si512(xb + 2 * i + 64);
             for (int j = 0; j < nr; j++) {
                 const uint8_t *p = row[j] + (size_t)i * bits / 8;
-                _mm_prefetch((const char *)(p + pf), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p + LM_LINE_AHEAD), _MM_HINT_T1);
                 __m512i cv = codes64(u, p, b8, 64);
                 gh[j] = _mm512_dpbusd_epi32(gh[j], cv, xh);
                 gl[j] = _mm512_dpbusd_epi32(gl[j], cv, xl);

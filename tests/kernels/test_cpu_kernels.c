@@ -183,7 +183,8 @@ typedef struct fmt {
 static const fmt FORMATS[] = {
     {"f32", LM_W_DENSE, LM_DT_F32, 0, 0},        {"bf16", LM_W_DENSE, LM_DT_BF16, 0, 0},
     {"f16", LM_W_DENSE, LM_DT_F16, 0, 0},        {"q8/g64 bf16", LM_W_AFFINE, LM_DT_BF16, 8, 64},
-    {"q8/g32 f16", LM_W_AFFINE, LM_DT_F16, 8, 32}, {"q4/g64 bf16", LM_W_AFFINE, LM_DT_BF16, 4, 64},
+    {"q8/g32 f16", LM_W_AFFINE, LM_DT_F16, 8, 32}, {"q8/g128 f32", LM_W_AFFINE, LM_DT_F32, 8, 128},
+    {"q4/g64 bf16", LM_W_AFFINE, LM_DT_BF16, 4, 64},
     {"q4/g128 f32", LM_W_AFFINE, LM_DT_F32, 4, 128}, {"q4/g32 f16", LM_W_AFFINE, LM_DT_F16, 4, 32},
     {"q2/g64", LM_W_AFFINE, LM_DT_BF16, 2, 64},  {"q3/g64", LM_W_AFFINE, LM_DT_BF16, 3, 64},
     {"q5/g32", LM_W_AFFINE, LM_DT_F16, 5, 32},   {"q6/g64", LM_W_AFFINE, LM_DT_BF16, 6, 64},

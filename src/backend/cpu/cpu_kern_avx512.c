@@ -109,7 +109,6 @@ TGT static inline __attribute__((always_inline)) void q4_loop(const lm_linear *w
                                                               const lm_xvec *x, float (*cs)[MAXG], __m512 *acc) {
     const int G = w->group, n = w->in, cpg = G / 64; /* 64-code chunks per group; 0: group 32 */
     const __m512i lo = _mm512_set1_epi16(0x0f);
-    const size_t pf = 2 * w->w_row_bytes; /* two rows ahead in each stream */
     const uint8_t *p[4];
     __m512i gi[4];
     for (int j = 0; j < nr; j++) {
@@ -128,7 +127,7 @@ TGT static inline __attribute__((always_inline)) void q4_loop(const lm_linear *w
             xo = _mm512_maskz_loadu_epi16(0xffff, x->q + i + 16);
         }
         for (int j = 0; j < nr; j++) {
-            _mm_prefetch((const char *)(p[j] + pf), _MM_HINT_T0);
+            _mm_prefetch((const char *)(p[j] + LM_LINE_AHEAD), _MM_HINT_T1);
             __m512i b = _mm512_cvtepu8_epi16(full ? _mm256_loadu_si256((const __m256i *)p[j])
                                                   : _mm256_maskz_loadu_epi8(0xffff, p[j]));
             p[j] += 32;
@@ -149,6 +148,46 @@ TGT static inline __attribute__((always_inline)) void q4_loop(const lm_linear *w
     }
 }
 
+/* 64 4-bit codes (32 bytes at p) against 64 int16 inputs in LM_XL_NIBBLES order, into s */
+TGT static inline __attribute__((always_inline)) __m512i q4_chunk(__m512i s, const uint8_t *p, const int16_t *xq) {
+    const __m512i b = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p));
+    s = _mm512_dpwssd_epi32(s, _mm512_and_si512(b, _mm512_set1_epi16(0x0f)), _mm512_loadu_si512(xq));
+    return _mm512_dpwssd_epi32(s, _mm512_srli_epi16(b, 4), _mm512_loadu_si512(xq + 32));
+}
+
+/* One 4-bit row whose groups are whole 64-code chunks (group 64, 128, ...): the products of
+ * q4_loop without its tail cases, two groups per iteration into two accumulators, one line
+ * prefetch per 64 bytes. The general loop's tail tests and group counter made it front-end
+ * bound: Llama-3.2-1B q4 decode steps 10% faster, Qwen3-0.6B q4 13% (A/B in one process). */
+TGT static inline __attribute__((always_inline)) __m512 q4_row(const lm_linear *w, const uint8_t *p, const lm_xvec *x,
+                                                               const float *cs, const int CPG) {
+    const int cpg = CPG ? CPG : w->group / 64, ng = w->in / w->group;
+    const int16_t *xq = x->q;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int g = 0;
+    for (; g + 2 <= ng; g += 2) {
+        __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+        for (int c = 0; c < cpg; c++) { /* group g: chunks 0..cpg-1; group g+1: cpg.. */
+            _mm_prefetch((const char *)(p + 64 * c + LM_LINE_AHEAD), _MM_HINT_T1);
+            s0 = q4_chunk(s0, p + 32 * c, xq + 64 * c);
+            s1 = q4_chunk(s1, p + 32 * (cpg + c), xq + 64 * (cpg + c));
+        }
+        p += 64 * cpg;
+        xq += 128 * cpg;
+        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_set1_ps(cs[g]), a0);
+        a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_set1_ps(cs[g + 1]), a1);
+    }
+    if (g < ng) {
+        __m512i s0 = _mm512_setzero_si512();
+        for (int c = 0; c < cpg; c++, p += 32, xq += 64) {
+            _mm_prefetch((const char *)(p + LM_LINE_AHEAD), _MM_HINT_T1);
+            s0 = q4_chunk(s0, p, xq);
+        }
+        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_set1_ps(cs[g]), a0);
+    }
+    return _mm512_add_ps(a0, a1);
+}
+
 /* Affine rows of any width but 4 against the input in LM_XL_BYTES order: per 64 codes (bytes,
  * straight from memory when 8-bit, else unpacked) two vpdpbusd, unsigned codes times the signed
  * high and low bytes of the input; per group acc += (256 hi + lo) * scale. Group 32: lanes
@@ -166,7 +205,6 @@ TGT static inline __attribute__((always_inline)) void bytes_loop(const lm_linear
                                                                  const lm_xvec *x, float (*cs)[MAXG], __m512 *acc,
                                                                  const int b8) {
     const int G = w->group, n = w->in, cpg = G >= 64 ? G / 64 : 1, nfull = n / 64 * 64, bits = u->bits;
-    const size_t pf = 2 * w->w_row_bytes;
     const int8_t *xb = (const int8_t *)x->q;
     int i = 0, g = 0;
     while (i < nfull) {
@@ -177,7 +215,7 @@ TGT static inline __attribute__((always_inline)) void bytes_loop(const lm_linear
             const __m512i xh = _mm512_loadu_si512(xb + 2 * i), xl = _mm512_loadu_si512(xb + 2 * i + 64);
             for (int j = 0; j < nr; j++) {
                 const uint8_t *p = row[j] + (size_t)i * bits / 8;
-                _mm_prefetch((const char *)(p + pf), _MM_HINT_T0);
+                _mm_prefetch((const char *)(p + LM_LINE_AHEAD), _MM_HINT_T1);
                 __m512i cv = codes64(u, p, b8, 64);
                 gh[j] = _mm512_dpbusd_epi32(gh[j], cv, xh);
                 gl[j] = _mm512_dpbusd_epi32(gl[j], cv, xl);
@@ -202,6 +240,49 @@ TGT static inline __attribute__((always_inline)) void bytes_loop(const lm_linear
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(cs[j][g]), acc[j]);
         }
     }
+}
+
+/* One row whose groups are whole 64-code chunks (8-bit: b8; or unpacked widths): the products
+ * of bytes_loop, two groups per iteration into two accumulators, as q4_row (Qwen3-0.6B q8
+ * decode steps 8% faster; Llama-3.2-1B q8 unchanged, its stream is the limit). */
+TGT static inline __attribute__((always_inline)) __m512 bytes_row(const lm_linear *w, const unpacker *u,
+                                                                  const uint8_t *row, const lm_xvec *x, const float *cs,
+                                                                  const int b8, const int CPG) {
+    const int cpg = CPG ? CPG : w->group / 64, ng = w->in / w->group, bits = u->bits, cb = 8 * bits; /* bytes/chunk */
+    const int8_t *xb = (const int8_t *)x->q;
+    const uint8_t *p = row;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int g = 0;
+    for (; g + 2 <= ng; g += 2) {
+        __m512i h0 = _mm512_setzero_si512(), l0 = h0, h1 = h0, l1 = h0;
+        for (int c = 0; c < cpg; c++) {
+            const uint8_t *p0 = p + c * cb, *p1 = p + (cpg + c) * cb;
+            const int8_t *x0 = xb + 128 * c, *x1 = xb + 128 * (cpg + c);
+            _mm_prefetch((const char *)(p0 + LM_LINE_AHEAD), _MM_HINT_T1);
+            _mm_prefetch((const char *)(p1 + LM_LINE_AHEAD), _MM_HINT_T1);
+            __m512i c0 = codes64(u, p0, b8, 64), c1 = codes64(u, p1, b8, 64);
+            h0 = _mm512_dpbusd_epi32(h0, c0, _mm512_loadu_si512(x0));
+            l0 = _mm512_dpbusd_epi32(l0, c0, _mm512_loadu_si512(x0 + 64));
+            h1 = _mm512_dpbusd_epi32(h1, c1, _mm512_loadu_si512(x1));
+            l1 = _mm512_dpbusd_epi32(l1, c1, _mm512_loadu_si512(x1 + 64));
+        }
+        p += 2 * cpg * cb;
+        xb += 256 * cpg;
+        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(h0, 8), l0)), _mm512_set1_ps(cs[g]), a0);
+        a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(h1, 8), l1)), _mm512_set1_ps(cs[g + 1]),
+                             a1);
+    }
+    if (g < ng) {
+        __m512i h0 = _mm512_setzero_si512(), l0 = h0;
+        for (int c = 0; c < cpg; c++, p += cb, xb += 128) {
+            _mm_prefetch((const char *)(p + LM_LINE_AHEAD), _MM_HINT_T1);
+            __m512i c0 = codes64(u, p, b8, 64);
+            h0 = _mm512_dpbusd_epi32(h0, c0, _mm512_loadu_si512(xb));
+            l0 = _mm512_dpbusd_epi32(l0, c0, _mm512_loadu_si512(xb + 64));
+        }
+        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32(h0, 8), l0)), _mm512_set1_ps(cs[g]), a0);
+    }
+    return _mm512_add_ps(a0, a1);
 }
 
 /* Up to 4 packed rows at once (the int16 input loaded once for all of them); decode calls it
@@ -251,8 +332,13 @@ TGT static inline __attribute__((always_inline)) void packed_rows(const lm_linea
         gi[j] = _mm512_setzero_si512();
     }
     if (!mx) {
-        if (bits == 4)
+        const int whole = nr == 1 && G % 64 == 0; /* groups of whole 64-code chunks: the row loops */
+        if (bits == 4 && whole)
+            acc[0] = G == 64 ? q4_row(w, row[0], x, cs[0], 1) : q4_row(w, row[0], x, cs[0], 0);
+        else if (bits == 4)
             q4_loop(w, row, nr, x, cs, acc);
+        else if (bits == 8 && whole)
+            acc[0] = G == 64 ? bytes_row(w, u, row[0], x, cs[0], 1, 1) : bytes_row(w, u, row[0], x, cs[0], 1, 0);
         else if (bits == 8)
             bytes_loop(w, u, row, nr, x, cs, acc, 1);
         else

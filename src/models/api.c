@@ -264,16 +264,23 @@ lm_status lm_ctx_eval(lm_ctx *c, const int32_t *ids, int n, float *logits, int a
     return lm_decoder_forward(c, ids, n, &out);
 }
 
-lm_status lm_ctx_eval_greedy(lm_ctx *c, const int32_t *ids, int n, int32_t *token, float *logprob) {
-    if (!c || (!ids && n) || !token)
-        return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_eval_greedy: NULL argument");
+/* Evaluate ids and pick the last token's next one where the logits are: greedily, or with the
+ * sampler chain `a`. */
+static lm_status eval_pick(lm_ctx *c, const int32_t *ids, int n, const lm_sample_args *a, int32_t *token,
+                           float *logprob) {
     lm_argmax_out pick;
-    lm_fwd_out out = {.pick = &pick};
+    lm_fwd_out out = {.pick = &pick, .sample = a};
     LM_TRY(lm_decoder_forward(c, ids, n, &out));
     *token = pick.token;
     if (logprob)
         *logprob = pick.logprob;
     return LM_OK;
+}
+
+lm_status lm_ctx_eval_greedy(lm_ctx *c, const int32_t *ids, int n, int32_t *token, float *logprob) {
+    if (!c || (!ids && n) || !token)
+        return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_eval_greedy: NULL argument");
+    return eval_pick(c, ids, n, NULL, token, logprob);
 }
 
 int lm_ctx_samples_in_place(const lm_ctx *c) { return c && c->m->be->ops->sample != NULL; }
@@ -284,13 +291,7 @@ lm_status lm_ctx_eval_sample(lm_ctx *c, const int32_t *ids, int n, const lm_samp
         return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_eval_sample: NULL argument");
     if (!lm_ctx_samples_in_place(c))
         return lm_err(LM_ERR_UNSUPPORTED, "lm_ctx_eval_sample: the %s backend cannot sample", c->m->be->ops->name);
-    lm_argmax_out pick;
-    lm_fwd_out out = {.pick = &pick, .sample = a};
-    LM_TRY(lm_decoder_forward(c, ids, n, &out));
-    *token = pick.token;
-    if (logprob)
-        *logprob = pick.logprob;
-    return LM_OK;
+    return eval_pick(c, ids, n, a, token, logprob);
 }
 
 lm_status lm_ctx_truncate(lm_ctx *c, int n) {

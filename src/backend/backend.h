@@ -10,7 +10,7 @@
 #include "io/config.h"
 #include "layers/linear.h"
 
-#define LM_BACKEND_OPS_VERSION 5
+#define LM_BACKEND_OPS_VERSION 6
 
 typedef struct lm_backend lm_backend;
 
@@ -177,6 +177,19 @@ typedef struct lm_backend_ops {
                         float *b);
     void (*kv_dequant)(lm_backend *be, const uint8_t *q, const float *s, const float *b, int n, int dim, int bits,
                        int group, float *out);
+    /* --- version 6: one-token steps with the norms and residual adds inside the matvecs --- */
+    /* y[w->out] += x W^T for one row x (a residual stream). Returns 0 when it did nothing (the
+     * caller computes and adds). NULL: the same as returning 0. */
+    int (*matvec_add)(lm_backend *be, const lm_linear *w, const float *x, float *y);
+    /* For one row x: linear_n's y[i] = h W[i]^T (n <= 3) with h = rmsnorm(x) * nw (the rmsnorm
+     * op's result; nw not NULL), without h in memory. Returns 0 when it did nothing. NULL: the
+     * same as returning 0. */
+    int (*norm_matvec_n)(lm_backend *be, const float *nw, float eps, int n, const lm_linear *const *w, const float *x,
+                         float *const *y);
+    /* For one row x: linear_glu's out = act(h Wg^T) * (h Wu^T) with h as for norm_matvec_n.
+     * Returns 0 when it did nothing. NULL: the same as returning 0. */
+    int (*norm_matvec_glu)(lm_backend *be, const float *nw, float eps, const lm_linear *gate, const lm_linear *up,
+                           const float *x, lm_act act, float limit, float *out);
 } lm_backend_ops;
 
 #define LM_MOE_MAX_EXPERTS 4096

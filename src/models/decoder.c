@@ -93,7 +93,28 @@ static lm_status reserve(lm_ctx *c, int T) {
 
 /* --- blocks ------------------------------------------------------------------------------------ */
 
-lm_status lm_attention(lm_ctx *c, int l, int T) {
+/* c->h, after computing the input norm that c->h_norm defers. */
+static const float *input_h(lm_ctx *c, int T) {
+    lm_model *m = c->m;
+    if (c->h_norm) {
+        m->be->ops->rmsnorm(m->be, c->x, c->h_norm, T, m->cfg.hidden, (float)m->cfg.norm_eps, c->h);
+        c->h_norm = NULL;
+    }
+    return c->h;
+}
+
+/* x W^T into c->o, or added into resid when given (inside the matvec where the backend can). */
+static void out_proj(lm_ctx *c, const lm_linear *w, const float *x, int T, float *resid) {
+    lm_backend *be = c->m->be;
+    const lm_backend_ops *op = be->ops;
+    if (resid && T == 1 && op->matvec_add && op->matvec_add(be, w, x, resid))
+        return;
+    op->linear(be, w, x, T, c->o);
+    if (resid)
+        op->add(be, resid, c->o, (size_t)T * c->m->cfg.hidden);
+}
+
+lm_status lm_attention(lm_ctx *c, int l, int T, float *resid) {
     lm_model *m = c->m;
     const lm_config *cfg = &m->cfg;
     const lm_layer *L = &m->layers[l];
@@ -109,9 +130,11 @@ lm_status lm_attention(lm_ctx *c, int l, int T) {
     if (own_kv && op->linear_n) {
         const lm_linear *w[3] = {&L->q, &L->k, &L->v};
         float *y[3] = {c->q, c->k, c->v};
-        op->linear_n(be, 3, w, c->h, T, y);
+        if (!(c->h_norm && T == 1 && op->norm_matvec_n && op->norm_matvec_n(be, c->h_norm, eps, 3, w, c->x, y)))
+            op->linear_n(be, 3, w, input_h(c, T), T, y);
+        c->h_norm = NULL;
     } else {
-        op->linear(be, &L->q, c->h, T, c->q);
+        op->linear(be, &L->q, input_h(c, T), T, c->q);
     }
     if (L->q_norm)
         op->rmsnorm(be, c->q, L->q_norm, T * nh, hd, eps, c->q);
@@ -141,9 +164,14 @@ lm_status lm_attention(lm_ctx *c, int l, int T) {
         .scale = m->attn_scale, .softcap = (float)cfg->attn_softcap, .sinks = L->sinks, .out = c->att,
     };
     op->attention(be, &a);
+    if (!L->post_attn_norm) {
+        out_proj(c, &L->o, c->att, T, resid);
+        return LM_OK;
+    }
     op->linear(be, &L->o, c->att, T, c->o);
-    if (L->post_attn_norm)
-        op->rmsnorm(be, c->o, L->post_attn_norm, T, H, eps, c->o);
+    op->rmsnorm(be, c->o, L->post_attn_norm, T, H, eps, c->o);
+    if (resid)
+        op->add(be, resid, c->o, (size_t)T * H);
     return LM_OK;
 }
 
@@ -186,47 +214,60 @@ static void moe_block(lm_ctx *c, const lm_moe *moe, int T) {
     }
 }
 
-void lm_mlp(lm_ctx *c, int l, int T) {
+void lm_mlp(lm_ctx *c, int l, int T, float *resid) {
     lm_model *m = c->m;
     const lm_layer *L = &m->layers[l];
     lm_backend *be = m->be;
     const lm_backend_ops *op = be->ops;
     int I = L->intermediate;
     if (L->moe) {
+        input_h(c, T);
         moe_block(c, L->moe, T);
+        if (resid)
+            op->add(be, resid, c->o, (size_t)T * m->cfg.hidden);
         return;
     }
     if (op->linear_glu && !(L->sparsity_mult > 0)) {
-        op->linear_glu(be, &L->gate, &L->up, c->h, T, m->cfg.act, 0.0f, c->gate, c->up, c->act);
-        op->linear(be, &L->down, c->act, T, c->o);
+        if (!(c->h_norm && T == 1 && op->norm_matvec_glu &&
+              op->norm_matvec_glu(be, c->h_norm, (float)m->cfg.norm_eps, &L->gate, &L->up, c->x, m->cfg.act, 0.0f,
+                                  c->act)))
+            op->linear_glu(be, &L->gate, &L->up, input_h(c, T), T, m->cfg.act, 0.0f, c->gate, c->up, c->act);
+        c->h_norm = NULL;
+        out_proj(c, &L->down, c->act, T, resid);
         return;
     }
-    op->linear(be, &L->gate, c->h, T, c->gate);
+    const float *h = input_h(c, T);
+    op->linear(be, &L->gate, h, T, c->gate);
     if (L->sparsity_mult > 0) /* Gemma 3n gelu_topk */
         op->sparsify(be, c->gate, T, I, L->sparsity_mult);
-    op->linear(be, &L->up, c->h, T, c->up);
+    op->linear(be, &L->up, h, T, c->up);
     op->glu(be, c->gate, c->up, I, T, I, m->cfg.act, 0.0f, c->act);
-    op->linear(be, &L->down, c->act, T, c->o);
+    out_proj(c, &L->down, c->act, T, resid);
 }
 
-/* x += o (when *pending), then h = rmsnorm(x) * w: one op where the backend fuses them. */
-static void add_norm(lm_ctx *c, int *pending, const float *w, int T, float *h) {
+/* x += o (when *pending), then h = rmsnorm(x) * w: one op where the backend fuses them. A
+ * one-token step without the add leaves the norm to the matvecs that read h (c->h_norm) where
+ * the backend can fuse them. */
+static void add_norm(lm_ctx *c, int *pending, const float *w, int T) {
     lm_backend *be = c->m->be;
     int H = c->m->cfg.hidden;
     float eps = (float)c->m->cfg.norm_eps;
     if (*pending && be->ops->add_rmsnorm) {
-        be->ops->add_rmsnorm(be, c->x, c->o, w, T, H, eps, h);
+        be->ops->add_rmsnorm(be, c->x, c->o, w, T, H, eps, c->h);
+    } else if (!*pending && w && T == 1 && be->ops->norm_matvec_n) {
+        c->h_norm = w;
     } else {
         if (*pending)
             be->ops->add(be, c->x, c->o, (size_t)T * H);
-        be->ops->rmsnorm(be, c->x, w, T, H, eps, h);
+        be->ops->rmsnorm(be, c->x, w, T, H, eps, c->h);
     }
     *pending = 0;
 }
 
 /* The pre-norm residual block every family but Gemma 3n uses:
  * x += post_attn_norm(attn(attn_norm(x))); x += post_ffn_norm(mlp(ffn_norm(x)))
- * The last add is left pending (*pending = 1) for the next norm to fuse. */
+ * A one-token step adds o_proj and down_proj into x inside the matvecs where the backend can;
+ * else the add is left pending (*pending = 1) for the next norm to fuse. */
 static lm_status residual_layer(lm_ctx *c, int l, int T, int *pending) {
     lm_model *m = c->m;
     const lm_layer *L = &m->layers[l];
@@ -234,14 +275,17 @@ static lm_status residual_layer(lm_ctx *c, int l, int T, int *pending) {
     const lm_backend_ops *op = be->ops;
     int H = m->cfg.hidden;
     float eps = (float)m->cfg.norm_eps;
-    add_norm(c, pending, L->attn_norm, T, c->h);
-    LM_TRY(lm_attention(c, l, T));
-    *pending = 1;
-    add_norm(c, pending, L->ffn_norm, T, c->h);
-    lm_mlp(c, l, T);
+    int add_in = T == 1 && op->matvec_add;
+    float *ra = add_in && !L->post_attn_norm ? c->x : NULL;
+    float *rm = add_in && !L->post_ffn_norm && !L->moe ? c->x : NULL;
+    add_norm(c, pending, L->attn_norm, T);
+    LM_TRY(lm_attention(c, l, T, ra));
+    *pending = ra == NULL;
+    add_norm(c, pending, L->ffn_norm, T);
+    lm_mlp(c, l, T, rm);
     if (L->post_ffn_norm)
         op->rmsnorm(be, c->o, L->post_ffn_norm, T, H, eps, c->o);
-    *pending = 1;
+    *pending = rm == NULL;
     return LM_OK;
 }
 
@@ -303,10 +347,17 @@ static void head(lm_ctx *c, int first, int n_out, const lm_fwd_out *out, int rec
     lm_backend *be = m->be;
     const lm_backend_ops *op = be->ops;
     int H = cfg->hidden, V = cfg->vocab;
-    op->rmsnorm(be, c->x + (size_t)first * H, m->final_norm, n_out, H, (float)cfg->norm_eps, c->h);
+    const float *x = c->x + (size_t)first * H;
+    const lm_linear *hw = &m->head;
+    float eps = (float)cfg->norm_eps;
+    /* one row: the norm inside the head's matvec where the backend can */
+    int normed = n_out == 1 && op->norm_matvec_n && op->norm_matvec_n(be, m->final_norm, eps, 1, &hw, x, &c->logits);
+    if (!normed)
+        op->rmsnorm(be, x, m->final_norm, n_out, H, eps, c->h);
     for (int r0 = 0; r0 < n_out; r0 += LM_LOGIT_ROWS) {
         int nr = n_out - r0 < LM_LOGIT_ROWS ? n_out - r0 : LM_LOGIT_ROWS;
-        op->linear(be, &m->head, c->h + (size_t)r0 * H, nr, c->logits);
+        if (!normed)
+            op->linear(be, &m->head, c->h + (size_t)r0 * H, nr, c->logits);
         if (cfg->final_softcap > 0)
             op->softcap(be, c->logits, (float)cfg->final_softcap, (size_t)nr * V);
         if (out->pick && !out->sample && op->argmax)
@@ -345,6 +396,7 @@ lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, const lm_fwd_
     if (altup)
         lm_altup_embed(c, c->ids_d, T);
     int pending = 0; /* x += o still to do (residual_layer) */
+    c->h_norm = NULL;
     for (int l = 0; l < cfg->n_layers; l++) {
         lm_status st = altup ? lm_altup_layer_forward(c, l, T) : residual_layer(c, l, T, &pending);
         if (st != LM_OK) { /* only allocation can fail here: the sequence cannot continue */

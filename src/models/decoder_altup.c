@@ -94,7 +94,7 @@ lm_status lm_altup_layer_forward(lm_ctx *c, int l, int T) {
     op->linear(be, &A->laurel_right, rbuf, T, laurel);
     op->rmsnorm(be, laurel, A->laurel_norm, T, H, eps, laurel);
     op->add(be, laurel, c->h, TH);
-    LM_TRY(lm_attention(c, l, T)); /* c->o = post_attention_norm(attn) */
+    LM_TRY(lm_attention(c, l, T, NULL)); /* c->o = post_attention_norm(attn) */
     op->copy(be, c->x, active, TH * sizeof(float)); /* (active + attn + laurel) / sqrt(2) */
     op->add(be, c->x, c->o, TH);
     op->add(be, c->x, laurel, TH);
@@ -102,7 +102,7 @@ lm_status lm_altup_layer_forward(lm_ctx *c, int l, int T) {
 
     /* MLP */
     op->rmsnorm(be, c->x, Ly->ffn_norm, T, H, eps, c->h);
-    lm_mlp(c, l, T);
+    lm_mlp(c, l, T, NULL);
     op->rmsnorm(be, c->o, Ly->post_ffn_norm, T, H, eps, c->o);
     op->add(be, c->x, c->o, TH); /* the activated state */
 

@@ -98,6 +98,8 @@ struct lm_ctx {
     int32_t *moe_rows_d;          /* [cap_T * top_k] token of each routed row, grouped by expert */
     float *moe_rw_d;              /* [cap_T * top_k] weight of each routed row */
     float *cs_full, *cs_slide;    /* this call's rope tables (inside cs) */
+    const float *h_norm;          /* not NULL: h is rmsnorm(x) * h_norm, not yet computed (a backend's
+                                   * norm_matvec ops may apply it on their way; decoder.c) */
     float *streams, *pred;        /* Gemma 3n: [n, cap_T, H] each */
     float *ple, *ple_emb;         /* Gemma 3n: [cap_T, L*hpl] per-layer inputs, per-layer embeddings */
     float *small;                 /* Gemma 3n: router outputs, coefficients and row scratch */
@@ -131,11 +133,13 @@ lm_status lm_ctx_eval_sample(struct lm_ctx *c, const int32_t *ids, int n, const 
 int lm_ctx_samples_in_place(const struct lm_ctx *c);
 /* decoder.c: free the activation buffers (lm_ctx_free). */
 void lm_ctx_release_buffers(struct lm_ctx *c);
-/* decoder.c: self-attention of layer l on c->h (already normed) into c->o, after o_proj and the
- * post-attention norm when the layer has one; no residual. */
-lm_status lm_attention(struct lm_ctx *c, int l, int T);
-/* decoder.c: the MLP (dense or experts) of layer l on c->h into c->o, no norms, no residual. */
-void lm_mlp(struct lm_ctx *c, int l, int T);
+/* decoder.c: self-attention of layer l on c->h (normed, or c->h_norm) into c->o, after o_proj and
+ * the post-attention norm when the layer has one; with resid, added into resid instead (c->o is
+ * then undefined). */
+lm_status lm_attention(struct lm_ctx *c, int l, int T, float *resid);
+/* decoder.c: the MLP (dense or experts) of layer l on c->h (as lm_attention) into c->o, no
+ * norms; with resid, added into resid instead. */
+void lm_mlp(struct lm_ctx *c, int l, int T, float *resid);
 /* model_device.c: give a device backend its copies of the weights (a no-op for host backends). */
 lm_status lm_model_upload(lm_model *m);
 void lm_model_release_device(lm_model *m);

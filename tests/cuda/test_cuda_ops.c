@@ -3,7 +3,8 @@
  * 32/64/128, MXFP4), embedding, norms, rope, attention (GQA, empty rows, out-of-order rows,
  * window, softcap, sinks, head_dim not a multiple of 32), activations, MoE routing and row
  * moves, Gemma 3n ops; the decode (matvec), cuBLAS (many tokens) and split-attention paths;
- * the fused decode ops (q/k/v, gate/up/activation, add+rmsnorm, KV rows); quantized KV rows (bit
+ * the fused decode ops (q/k/v, gate/up/activation, add+rmsnorm, KV rows, input norms and residual
+ * adds inside the matvecs); quantized KV rows (bit
  * for bit); the greedy pick (argmax) against the host sampler at temp 0, also recorded in a CUDA
  * graph; sampling (the sample op) against the host sampler with the same draw.
  * Tolerance: |gpu - cpu| <= 1e-4 * max(1, |cpu|) (fp32, other summation order), except the
@@ -397,6 +398,111 @@ static void test_linear_gemm(void) {
     dropw(&w);
 }
 
+/* h = rmsnorm(x) * nw for one row of n, on the host in double, as the norm_matvec ops see it: with
+ * xb (the 4/8-bit decode products), x * nw is rounded as qx_round does before the scale. */
+static void norm_ref(const float *x, const float *nw, int n, float eps, int xb, float *h) {
+    double ss = 0;
+    for (int i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    float rs = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int i = 0; i < n; i++)
+        h[i] = x[i] * nw[i];
+    for (int b = 0; xb && b + xb <= n; b += xb) {
+        float m = 0;
+        for (int j = 0; j < xb; j++)
+            m = fmaxf(m, fabsf(h[b + j]));
+        float inv = m > 0 ? 32767.0f / m : 0.0f, sx = m * (1.0f / 32767.0f);
+        for (int j = 0; j < xb; j++)
+            h[b + j] = rintf(h[b + j] * inv) * sx;
+    }
+    for (int i = 0; i < n; i++)
+        h[i] *= rs;
+}
+
+/* 1 unless the environment variable is set to 0 (the backend's switches for comparisons) */
+static int env_on(const char *name) {
+    const char *v = getenv(name);
+    return !(v && v[0] == '0');
+}
+
+/* One-token ops of backend version 6 against the CPU's separate ops: norm_matvec_n (q/k/v and a
+ * single weight), norm_matvec_glu and matvec_add, for every format the decode kernels serve,
+ * with row counts that take each K split (4, 2 and 1 warps per row group). The norms run inside
+ * the integer-dot kernels of MLX 4/8-bit rows only; elsewhere the ops return 0. */
+static void test_norm_matvec(void) {
+    int fuse = env_on("LMCORE_CUDA_FUSE"), qx = env_on("LMCORE_CUDA_QX");
+    static const struct { lm_wkind kind; lm_dtype dt; int bits; const char *name; } F[] = {
+        {LM_W_DENSE, LM_DT_F32, 0, "f32"},    {LM_W_DENSE, LM_DT_F16, 0, "f16"},  {LM_W_DENSE, LM_DT_BF16, 0, "bf16"},
+        {LM_W_AFFINE, LM_DT_BF16, 4, "q4"}, {LM_W_AFFINE, LM_DT_F16, 8, "q8"},
+    };
+    static const int OUTS[] = {40, 3001, 9000};
+    int in = 256;
+    float eps = 1e-5f;
+    for (size_t f = 0; f < sizeof F / sizeof F[0]; f++)
+        for (int oi = 0; oi < 3; oi++) {
+            int out = OUTS[oi], group = F[f].bits ? 64 : 0;
+            wpair q = mkw(F[f].kind, F[f].dt, out, in, F[f].bits, group, 1, 1);
+            wpair k = mkw(F[f].kind, F[f].dt, 24, in, F[f].bits, group, 1, 0);
+            int xb = qx_block(&q.c, 1), normed = fuse && qx && xb;
+            buf x = mkf((size_t)in, 3.0f), nw = mkf((size_t)in, 1.5f), h = mk((size_t)in * 4);
+            buf yq = mk((size_t)out * 4), yk = mk(24 * 4), act = mk((size_t)out * 4), gb = mk((size_t)out * 4),
+                ub = mk((size_t)out * 4), ya = mkf((size_t)out, 1.0f);
+            char name[96];
+            /* q and k over rmsnorm(x) * nw */
+            norm_ref(x.h, nw.h, in, eps, xb, h.c);
+            cpu->ops->linear(cpu, &q.c, h.c, 1, yq.c);
+            cpu->ops->linear(cpu, &k.c, h.c, 1, yk.c);
+            const lm_linear *w[2] = {&q.g, &k.g};
+            float *y[2] = {yq.g, yk.g};
+            CHECKF(gpu->ops->norm_matvec_n(gpu, nw.g, eps, 2, w, x.g, y) == normed, "norm_matvec_n %s: fused %d",
+                   F[f].name, !normed);
+            snprintf(name, sizeof name, "norm_matvec_n %s out %d (0)", F[f].name, out);
+            if (normed)
+                cmp(name, &yq, (size_t)out);
+            snprintf(name, sizeof name, "norm_matvec_n %s out %d (1)", F[f].name, out);
+            if (normed)
+                cmp(name, &yk, 24);
+            /* gate (q) and up (a second weight of q's shape) with SiLU */
+            wpair u = mkw(F[f].kind, F[f].dt, out, in, F[f].bits, group, 1, 0);
+            cpu->ops->linear(cpu, &q.c, h.c, 1, gb.c);
+            cpu->ops->linear(cpu, &u.c, h.c, 1, ub.c);
+            cpu->ops->glu(cpu, gb.c, ub.c, out, 1, out, LM_ACT_SILU, 0.0f, act.c);
+            CHECKF(gpu->ops->norm_matvec_glu(gpu, nw.g, eps, &q.g, &u.g, x.g, LM_ACT_SILU, 0.0f, act.g) == normed,
+                   "norm_matvec_glu %s: fused %d", F[f].name, !normed);
+            snprintf(name, sizeof name, "norm_matvec_glu %s out %d", F[f].name, out);
+            if (normed)
+                cmp(name, &act, (size_t)out);
+            /* y += W x (x as the decode products round it) */
+            if (xb)
+                qx_round(&x, (size_t)in, xb);
+            cpu->ops->linear(cpu, &q.c, x.c, 1, gb.c);
+            cpu->ops->add(cpu, ya.c, gb.c, (size_t)out);
+            CHECKF(gpu->ops->matvec_add(gpu, &q.g, x.g, ya.g) == fuse, "matvec_add %s: fused %d", F[f].name, !fuse);
+            snprintf(name, sizeof name, "matvec_add %s out %d", F[f].name, out);
+            if (fuse)
+                cmp(name, &ya, (size_t)out);
+            buf *all[] = {&x, &nw, &h, &yq, &yk, &act, &gb, &ub, &ya};
+            for (int i = 0; i < 9; i++)
+                drop(all[i]);
+            dropw(&q);
+            dropw(&k);
+            dropw(&u);
+        }
+    /* formats the decode kernels do not serve: nothing done, 0 returned */
+    wpair m = mkw(LM_W_MXFP4, LM_DT_U8, 8, 64, 4, 32, 1, 0);
+    buf x = mkf(64, 1.0f), nw = mkf(64, 1.0f), y = mkf(8, 1.0f);
+    const lm_linear *w[1] = {&m.g};
+    float *yy[1] = {y.g};
+    memcpy(y.c, y.h, 8 * sizeof(float));
+    CHECK(!gpu->ops->norm_matvec_n(gpu, nw.g, 1e-5f, 1, w, x.g, yy));
+    CHECK(!gpu->ops->matvec_add(gpu, &m.g, x.g, y.g));
+    cmp("unserved formats leave y alone", &y, 8);
+    drop(&x);
+    drop(&nw);
+    drop(&y);
+    dropw(&m);
+}
+
 /* The fused decode ops against the CPU's separate ops. */
 static void test_fused(void) {
     for (int fmt = 0; fmt < 2; fmt++) { /* bf16 rows, then MLX 4-bit */
@@ -448,6 +554,13 @@ static void test_fused(void) {
     gpu->ops->add_rmsnorm(gpu, x.g, y.g, w.g, T, n, 1e-5f, h.g);
     cmp("add_rmsnorm (x)", &x, (size_t)T * n);
     cmp("add_rmsnorm (h)", &h, (size_t)T * n);
+    if (!env_on("LMCORE_CUDA_FUSE")) { /* kv_put then does nothing (the caller copies) */
+        CHECK(!gpu->ops->kv_put(gpu, h.g, h.g, x.g, y.g, 3, 70, NULL, 7, NULL));
+        buf *few[] = {&x, &y, &w, &h};
+        for (int i = 0; i < 4; i++)
+            drop(few[i]);
+        return;
+    }
     /* KV rows and positions: rows 2..4 of a [6, 70] plane */
     buf kd = mkf(6 * 70, 1.0f), vd = mkf(6 * 70, 1.0f), pd = mk(6 * 4);
     int32_t pos[6] = {0, 1, -1, -1, -1, 5}, want[6] = {0, 1, 7, 8, 9, 5};
@@ -860,6 +973,7 @@ int main(void) {
     test_linear();
     test_linear_gemm();
     test_fused();
+    test_norm_matvec();
     check_attention(1, 4, 2, 64, 70, 0, 0, 0);
     check_attention(5, 4, 2, 40, 70, 0, 0, 0);
     check_attention(5, 8, 1, 96, 130, 16, 0, 1);

@@ -272,6 +272,9 @@ static const lm_backend_ops CUDA_OPS = {
     .sample = lm_cuda_sample,
     .kv_quantize = lm_cuda_kv_quantize,
     .kv_dequant = lm_cuda_kv_dequant,
+    .matvec_add = lm_cuda_matvec_add,
+    .norm_matvec_n = lm_cuda_norm_matvec_n,
+    .norm_matvec_glu = lm_cuda_norm_matvec_glu,
 };
 
 extern "C" int lm_backend_cuda_available(void) {

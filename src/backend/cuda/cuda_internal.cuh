@@ -207,16 +207,26 @@ static __device__ __forceinline__ float act_f32(float g, float u, int act, float
 
 /* --- ops (one .cu per family) ------------------------------------------------------------------ */
 
-/* Fast paths of lm_cuda_linear; each returns 0 when it does not handle the weight. */
-int lm_cuda_matvec(cuda_backend *c, const lm_linear *w, const float *x, float *y);         /* T == 1 */
+/* What a decode matvec does around the product (matvec.cu): nw (an RMSNorm's weights, eps; 16-byte
+ * aligned; served by the MLX 4/8-bit kernel only) makes it W (rmsnorm(x) * nw); acc adds the
+ * result to y instead of storing it. */
+typedef struct lm_cuda_mv_io {
+    const float *nw;
+    float eps;
+    int acc;
+} lm_cuda_mv_io;
+static const lm_cuda_mv_io lm_cuda_mv_plain = {NULL, 0.0f, 0};
+/* Fast paths of lm_cuda_linear; each returns 0 when it does not handle the weight (or io). */
+int lm_cuda_matvec(cuda_backend *c, const lm_linear *w, const float *x, float *y, lm_cuda_mv_io io); /* T == 1 */
 int lm_cuda_gemm(cuda_backend *c, const lm_linear *w, const float *x, int T, float *y);    /* T large */
 /* n weights sharing x (converted once); 0 when they do not all take the same cuBLAS path */
 int lm_cuda_gemm_n(cuda_backend *c, int n, const lm_linear *const *w, const float *x, int T, float *const *y);
 void lm_cuda_gemm_free(cuda_backend *c);
 int lm_cuda_weights_to_f16(lm_backend *be, void *p, size_t n);
-int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const float *x, float *const *y);
+int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const float *x, float *const *y,
+                     lm_cuda_mv_io io);
 int lm_cuda_matvec_glu(cuda_backend *c, const lm_linear *gate, const lm_linear *up, const float *x, lm_act act,
-                       float limit, float *out);
+                       float limit, float *out, lm_cuda_mv_io io);
 /* x += y (when y), then h = rmsnorm(x) * w, row by row (rows of float4 where n and the
  * addresses allow, else element by element). */
 void lm_cuda_rms_rows(cuda_backend *c, float *x, const float *y, const float *w, int rows, int n, float eps, float *h);
@@ -245,6 +255,11 @@ void lm_cuda_altup_predict(lm_backend *be, const float *streams, const float *co
 void lm_cuda_linear_n(lm_backend *be, int n, const lm_linear *const *w, const float *x, int T, float *const *y);
 void lm_cuda_linear_glu(lm_backend *be, const lm_linear *gate, const lm_linear *up, const float *x, int T, lm_act act,
                         float limit, float *g_buf, float *u_buf, float *out);
+int lm_cuda_matvec_add(lm_backend *be, const lm_linear *w, const float *x, float *y);
+int lm_cuda_norm_matvec_n(lm_backend *be, const float *nw, float eps, int n, const lm_linear *const *w,
+                          const float *x, float *const *y);
+int lm_cuda_norm_matvec_glu(lm_backend *be, const float *nw, float eps, const lm_linear *gate, const lm_linear *up,
+                            const float *x, lm_act act, float limit, float *out);
 void lm_cuda_add_rmsnorm(lm_backend *be, float *x, const float *y, const float *w, int rows, int n, float eps,
                          float *h);
 int lm_cuda_kv_put(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,

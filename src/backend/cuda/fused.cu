@@ -1,4 +1,5 @@
-/* Fused decode ops (backend slots linear_n, linear_glu, add_rmsnorm, kv_put with RoPE): fewer launches
+/* Fused decode ops (backend slots linear_n, linear_glu, add_rmsnorm, kv_put with RoPE, matvec_add and
+ * the norm_matvec ops): fewer launches
  * per layer. Each falls back to the separate ops for shapes or formats the fused kernels do
  * not serve, and when the backend was created with LMCORE_CUDA_FUSE=0. */
 #include "backend/cuda/cuda_internal.cuh"
@@ -7,7 +8,7 @@ void lm_cuda_linear_n(lm_backend *be, int n, const lm_linear *const *w, const fl
     cuda_backend *c = cu_be(be);
     if (lm_cuda_skip(c))
         return;
-    if (c->fuse && T == 1 && lm_cuda_matvec_n(c, n, w, x, y))
+    if (c->fuse && T == 1 && lm_cuda_matvec_n(c, n, w, x, y, lm_cuda_mv_plain))
         return;
     if (T >= LM_CUDA_GEMM_MIN_T && lm_cuda_gemm_n(c, n, w, x, T, y)) /* x converted once */
         return;
@@ -20,12 +21,32 @@ void lm_cuda_linear_glu(lm_backend *be, const lm_linear *gate, const lm_linear *
     cuda_backend *c = cu_be(be);
     if (lm_cuda_skip(c))
         return;
-    if (c->fuse && T == 1 && lm_cuda_matvec_glu(c, gate, up, x, act, limit, out))
+    if (c->fuse && T == 1 && lm_cuda_matvec_glu(c, gate, up, x, act, limit, out, lm_cuda_mv_plain))
         return;
     const lm_linear *w[2] = {gate, up};
     float *y[2] = {g_buf, u_buf};
     lm_cuda_linear_n(be, 2, w, x, T, y);
     lm_cuda_glu(be, g_buf, u_buf, up->out, T, up->out, act, limit, out);
+}
+
+int lm_cuda_matvec_add(lm_backend *be, const lm_linear *w, const float *x, float *y) {
+    cuda_backend *c = cu_be(be);
+    lm_cuda_mv_io io = {NULL, 0.0f, 1};
+    return c->fuse && (lm_cuda_skip(c) || lm_cuda_matvec(c, w, x, y, io));
+}
+
+int lm_cuda_norm_matvec_n(lm_backend *be, const float *nw, float eps, int n, const lm_linear *const *w,
+                          const float *x, float *const *y) {
+    cuda_backend *c = cu_be(be);
+    lm_cuda_mv_io io = {nw, eps, 0};
+    return c->fuse && nw && (lm_cuda_skip(c) || lm_cuda_matvec_n(c, n, w, x, y, io));
+}
+
+int lm_cuda_norm_matvec_glu(lm_backend *be, const float *nw, float eps, const lm_linear *gate, const lm_linear *up,
+                            const float *x, lm_act act, float limit, float *out) {
+    cuda_backend *c = cu_be(be);
+    lm_cuda_mv_io io = {nw, eps, 0};
+    return c->fuse && nw && (lm_cuda_skip(c) || lm_cuda_matvec_glu(c, gate, up, x, act, limit, out, io));
 }
 
 void lm_cuda_add_rmsnorm(lm_backend *be, float *x, const float *y, const float *w, int rows, int n, float eps,

@@ -48,7 +48,7 @@ void lm_cuda_linear(lm_backend *be, const lm_linear *w, const float *x, int T, f
         lm_cuda_fail(c, LM_ERR_UNSUPPORTED, "linear: unknown weight format");
         return;
     }
-    if (T == 1 && lm_cuda_matvec(c, w, x, y))
+    if (T == 1 && lm_cuda_matvec(c, w, x, y, lm_cuda_mv_plain))
         return;
     if (T >= LM_CUDA_GEMM_MIN_T && lm_cuda_gemm(c, w, x, T, y))
         return;

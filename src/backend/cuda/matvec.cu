@@ -98,8 +98,14 @@ static __device__ __forceinline__ void mv_row_ptrs(mv_rows<NR> &R, int i, const 
     R.b[i] = (const uint8_t *)w.biases + (size_t)r * w.s_row_bytes;
 }
 
+/* rsqrt(mean of x^2 + eps) from the sum of x^2 over n values, or 1 without a norm. */
+static __device__ __forceinline__ float mv_rs(const lm_cuda_mv_io &io, float sumsq, int n) {
+    return io.nw ? 1.0f / sqrtf(sumsq / (float)n + io.eps) : 1.0f;
+}
+
 /* The first vectors this lane will read of each row go on their way to L2 (weights: before
- * lm_pdl_wait); then the kernel waits for x and lets the next kernel start. */
+ * lm_pdl_wait); then the kernel waits for x and lets the next kernel start. (Whole rows asked
+ * for with bulk prefetches were much slower: bf16 decode 225 -> 160-182 tok/s.) */
 template <int KIND, int NB, int NR, int KS>
 static __device__ __forceinline__ void rows_start(const lm_linear &w, const mv_rows<NR> &R, int lane, int kw) {
     int nv = w.in / mv_per<KIND, NB>::n;
@@ -199,10 +205,12 @@ static __device__ __forceinline__ void ks_reduce(float *acc, int warp, int kw, i
     }
 }
 
-/* y = W x: group g of the grid computes rows MV_R*g .. MV_R*g+MV_R-1 (rows past the end repeat
- * the last one and are not stored; no warp leaves before the shared-memory reduction). */
+/* y = W x (add: y += W x): group g of the grid computes rows MV_R*g .. MV_R*g+MV_R-1 (rows past
+ * the end repeat the last one and are not stored; no warp leaves before the shared-memory
+ * reduction). */
 template <int KIND, int NB, int KS>
-__global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB) matvec(lm_linear w, const float *__restrict__ x, float *__restrict__ y) {
+__global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB)
+    matvec(lm_linear w, const float *__restrict__ x, float *y, int add) {
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, kw = warp % KS;
     int r0 = (blockIdx.x * (MV_WARPS / KS) + warp / KS) * MV_R;
     mv_rows<MV_R> R;
@@ -215,8 +223,10 @@ __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB) matvec(lm_linear w, co
     ks_reduce<MV_R, KS>(acc, warp, kw, lane);
 #pragma unroll
     for (int i = 0; i < MV_R; i++)
-        if (kw == 0 && lane == i && r0 + i < w.out)
-            y[r0 + i] = acc[i] + (w.bias ? w.bias[r0 + i] : 0.0f);
+        if (kw == 0 && lane == i && r0 + i < w.out) {
+            float v = acc[i] + (w.bias ? w.bias[r0 + i] : 0.0f);
+            y[r0 + i] = add ? y[r0 + i] + v : v;
+        }
 }
 
 /* Up to three weights over one input (q, k, v): their rows laid end to end over the grid. */
@@ -290,7 +300,7 @@ __global__ void __launch_bounds__(MV_WARPS * 32, MV_MINB)
 #endif
 #define QX_QB 4 /* x items (8 elements) a thread quantizes per batch */
 #define QX_XB(bits) ((bits) == 4 ? 32 : 16)  /* x block: the elements of one 16-byte vector */
-#define QX_MAX_SMEM (48 * 1024)
+#define QX_MAX_SMEM (48 * 1024 - 256) /* dynamic shared memory (qx_quantize has 64 bytes static) */
 
 /* a . b over 4 bytes, a unsigned, b signed (s) or unsigned (u), plus c */
 static __device__ __forceinline__ int dp4a_us(uint32_t a, uint32_t b, int c) {
@@ -310,28 +320,41 @@ static __device__ __forceinline__ uint32_t pack4(int a, int b, int c, int d) {
                        0x5410);
 }
 
-/* x[0 .. n) quantized into shared memory by the whole block (see above): one uint4 per 8
+/* x[0 .. n) (times nw, when given) quantized into shared memory by the whole block (see above): one uint4 per 8
  * elements (4-bit: high bytes of the even elements, of the odd ones, low bytes of the even, of
  * the odd; 8-bit: high and low bytes of elements 0-3, then of 4-7), word j of block b at
  * xq[j * nv + b] (a warp's lanes read consecutive blocks without bank conflicts); sc[b] = (sx,
- * sx * sum of the block's integers). */
+ * sx * sum of the block's integers). Returns the sum of x^2 (with nw; else 0) to every thread. */
 template <int BITS>
-static __device__ __forceinline__ void qx_quantize(const float *__restrict__ x, int n, int nv, uint4 *xq, float2 *sc) {
+static __device__ __forceinline__ float qx_quantize(const float *__restrict__ x, const float *__restrict__ nw, int n,
+                                                    int nv, uint4 *xq, float2 *sc) {
     constexpr int TPB = QX_XB(BITS) / 8; /* threads per x block */
+    __shared__ float part[QX_WARPS];
     int n8 = n / 8;
+    float xsq = 0.0f;
     for (int base = 0; base < n8; base += QX_QB * blockDim.x) { /* every lane takes part in the shuffles */
-        float4 a[QX_QB][2];
+        float4 a[QX_QB][2], s[QX_QB][2];
 #pragma unroll
         for (int k = 0; k < QX_QB; k++) { /* a batch's loads go out together */
             int it = base + k * blockDim.x + threadIdx.x;
             a[k][0] = a[k][1] = make_float4(0, 0, 0, 0);
-            if (it < n8)
+            s[k][0] = s[k][1] = make_float4(1, 1, 1, 1);
+            if (it < n8) {
                 a[k][0] = *(const float4 *)(x + 8 * (size_t)it), a[k][1] = *(const float4 *)(x + 8 * (size_t)it + 4);
+                if (nw)
+                    s[k][0] = __ldg((const float4 *)(nw + 8 * (size_t)it)), s[k][1] = __ldg((const float4 *)(nw + 8 * (size_t)it + 4));
+            }
         }
 #pragma unroll
         for (int k = 0; k < QX_QB; k++) {
             int it = base + k * blockDim.x + threadIdx.x;
             float v[8] = {a[k][0].x, a[k][0].y, a[k][0].z, a[k][0].w, a[k][1].x, a[k][1].y, a[k][1].z, a[k][1].w};
+            if (nw) {
+                float wv[8] = {s[k][0].x, s[k][0].y, s[k][0].z, s[k][0].w, s[k][1].x, s[k][1].y, s[k][1].z, s[k][1].w};
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    xsq += v[j] * v[j], v[j] *= wv[j];
+            }
             float m = 0.0f;
             int bad = 0; /* inf or NaN in the block: codes 0 and sx NaN, so its dots become NaN */
 #pragma unroll
@@ -370,7 +393,14 @@ static __device__ __forceinline__ void qx_quantize(const float *__restrict__ x, 
             }
         }
     }
+    xsq = warp_sum(xsq);
+    if ((threadIdx.x & 31) == 0)
+        part[threadIdx.x >> 5] = xsq;
     __syncthreads();
+    float t = 0.0f;
+    for (int w = 0; w < QX_WARPS; w++)
+        t += part[w];
+    return t;
 }
 
 /* sum(code * x) of one 16-byte vector of codes against its x block, in units of the block's sx */
@@ -457,7 +487,7 @@ static __device__ __forceinline__ void qx_load(const mv_rows<QX_NR> &R, int ch, 
  * weights of the next step are loaded while the current one is multiplied. */
 template <int BITS, int GLU>
 __global__ void __launch_bounds__(QX_WARPS * 32, QX_BPS)
-    matvec_qx(mv_multi m, const float *__restrict__ x, int act, float limit) {
+    matvec_qx(mv_multi m, const float *__restrict__ x, int act, float limit, lm_cuda_mv_io io) {
     constexpr int XB = QX_XB(BITS), XW = XB / 8; /* x elements and uint4 of codes per vector */
     extern __shared__ uint4 qx_smem[];
     const int in = m.w[0].in, nv = in / XB, dt = m.w[0].dtype, gshift = __ffs(m.w[0].group) - 1;
@@ -475,7 +505,7 @@ __global__ void __launch_bounds__(QX_WARPS * 32, QX_BPS)
     }
     lm_pdl_wait();
     lm_pdl_next();
-    qx_quantize<BITS>(x, in, nv, xq, sc);
+    float rs = mv_rs(io, qx_quantize<BITS>(x, io.nw, in, nv, xq, sc), in);
     float acc[QX_NR] = {};
     while (g < groups) {
         int gn = g, chn = ch + 1;
@@ -507,10 +537,11 @@ __global__ void __launch_bounds__(QX_WARPS * 32, QX_BPS)
             for (int i = 0; i < QX_NR; i++) {
                 int k, r;
                 qx_row<GLU>(m, g, i, &k, &r);
-                y[i] = warp_sum(acc[i]) + (m.w[k].bias ? m.w[k].bias[r] : 0.0f);
+                float b = m.w[k].bias ? m.w[k].bias[r] : 0.0f;
+                y[i] = warp_sum(acc[i]) * rs + b;
                 acc[i] = 0.0f;
                 if (!GLU && lane == i && g * QX_NR + i < m.rows)
-                    m.y[k][r] = y[i];
+                    m.y[k][r] = io.acc ? m.y[k][r] + y[i] : y[i];
             }
             if (GLU && lane == 0)
                 m.y[0][g] = act_f32(y[0], y[1], act, limit);
@@ -522,7 +553,8 @@ __global__ void __launch_bounds__(QX_WARPS * 32, QX_BPS)
 /* Queues the integer-dot kernel for m (its weights already matched by mv_kind / mv_same);
  * returns 0 when it does not apply: 16-byte rows, groups a multiple of the x block, x in
  * shared memory. */
-static int qx_launch(cuda_backend *c, int kind, const mv_multi &m, const float *x, int glu, lm_act act, float limit) {
+static int qx_launch(cuda_backend *c, int kind, const mv_multi &m, const float *x, int glu, lm_act act, float limit,
+                     lm_cuda_mv_io io) {
     if (!c->qx || (kind != MV_Q4 && kind != MV_Q8))
         return 0;
     for (int i = 0; i < m.n; i++)
@@ -537,9 +569,9 @@ static int qx_launch(cuda_backend *c, int kind, const mv_multi &m, const float *
     /* as many resident blocks as keep the rounds of row groups even */
     size_t most = (size_t)c->sms * QX_BPS * QX_WARPS, rounds = (groups + most - 1) / most;
     unsigned blocks = lm_cuda_blocks((groups + rounds - 1) / rounds, QX_WARPS);
-    void (*k)(mv_multi, const float *, int, float) = glu ? (bits == 4 ? matvec_qx<4, 1> : matvec_qx<8, 1>)
-                                                         : (bits == 4 ? matvec_qx<4, 0> : matvec_qx<8, 0>);
-    lm_cuda_launch(c, "matvec_qx", k, blocks, QX_WARPS * 32, smem, m, x, (int)act, limit);
+    void (*k)(mv_multi, const float *, int, float, lm_cuda_mv_io) =
+        glu ? (bits == 4 ? matvec_qx<4, 1> : matvec_qx<8, 1>) : (bits == 4 ? matvec_qx<4, 0> : matvec_qx<8, 0>);
+    lm_cuda_launch(c, "matvec_qx", k, blocks, QX_WARPS * 32, smem, m, x, (int)act, limit, io);
     return 1;
 }
 
@@ -613,25 +645,32 @@ static int mv_ks(size_t groups) { return groups < 8192 ? MV_KS : 1; }
 /* Blocks for `groups` row groups at K split ks. */
 static unsigned mv_blocks(size_t groups, int ks) { return lm_cuda_blocks(groups, (unsigned)(MV_WARPS / ks)); }
 
-/* Returns 1 when it queued y = W x for this weight, 0 when the format needs the generic kernel. */
-int lm_cuda_matvec(cuda_backend *c, const lm_linear *w, const float *x, float *y) {
+/* The input norm's weights must be read in the same vectors as x. */
+static int mv_io_ok(const lm_cuda_mv_io &io) { return !((uintptr_t)io.nw & 15); }
+
+/* Returns 1 when it queued y (+)= W x (io) for this weight, 0 when the format needs the generic
+ * kernel. */
+int lm_cuda_matvec(cuda_backend *c, const lm_linear *w, const float *x, float *y, lm_cuda_mv_io io) {
     int nb, kind = mv_kind(w, x, &nb);
-    if (kind < 0)
+    if (kind < 0 || !mv_io_ok(io))
         return 0;
     mv_multi m;
     memset(&m, 0, sizeof m);
     m.w[0] = *w, m.y[0] = y, m.n = 1, m.rows = w->out;
-    if (qx_launch(c, kind, m, x, 0, LM_ACT_SILU, 0.0f))
+    if (qx_launch(c, kind, m, x, 0, LM_ACT_SILU, 0.0f, io))
         return 1;
+    if (io.nw)
+        return 0;
     size_t groups = ((size_t)w->out + MV_R - 1) / MV_R;
     int ks = mv_ks(groups);
-    MV_DISPATCH(matvec, kind, nb, ks, mv_blocks(groups, ks), *w, x, y);
+    MV_DISPATCH(matvec, kind, nb, ks, mv_blocks(groups, ks), *w, x, y, io.acc);
     return 1;
 }
 
 /* n <= 3 weights of one variant sharing x, in one launch; 0 when they cannot be fused. */
-int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const float *x, float *const *y) {
-    if (n < 1 || n > 3)
+int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const float *x, float *const *y,
+                     lm_cuda_mv_io io) {
+    if (n < 1 || n > 3 || !mv_io_ok(io))
         return 0;
     mv_multi m;
     memset(&m, 0, sizeof m);
@@ -648,8 +687,10 @@ int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const fl
     }
     m.n = n;
     m.rows = (int)rows;
-    if (qx_launch(c, kind, m, x, 0, LM_ACT_SILU, 0.0f))
+    if (qx_launch(c, kind, m, x, 0, LM_ACT_SILU, 0.0f, io))
         return 1;
+    if (io.nw || io.acc)
+        return 0;
     size_t groups = (rows + MV_R - 1) / MV_R;
     int ks = mv_ks(groups);
     MV_DISPATCH(matvec_n, kind, nb, ks, mv_blocks(groups, ks), m, x);
@@ -658,15 +699,17 @@ int lm_cuda_matvec_n(cuda_backend *c, int n, const lm_linear *const *w, const fl
 
 /* out = act(gate x) * (up x) in one launch; 0 when the two weights differ in variant or shape. */
 int lm_cuda_matvec_glu(cuda_backend *c, const lm_linear *gate, const lm_linear *up, const float *x, lm_act act,
-                       float limit, float *out) {
+                       float limit, float *out, lm_cuda_mv_io io) {
     int nbg, nbu, kg = mv_kind(gate, x, &nbg), ku = mv_kind(up, x, &nbu);
-    if (kg < 0 || kg != ku || nbg != nbu || gate->out != up->out || !mv_same(gate, up))
+    if (kg < 0 || kg != ku || nbg != nbu || gate->out != up->out || !mv_same(gate, up) || !mv_io_ok(io))
         return 0;
     mv_multi m;
     memset(&m, 0, sizeof m);
     m.w[0] = *gate, m.w[1] = *up, m.y[0] = out, m.n = 2, m.rows = gate->out;
-    if (qx_launch(c, kg, m, x, 1, act, limit))
+    if (qx_launch(c, kg, m, x, 1, act, limit, io))
         return 1;
+    if (io.nw)
+        return 0;
     int ks = mv_ks((size_t)gate->out);
     MV_DISPATCH(matvec_glu, kg, nbg, ks, mv_blocks((size_t)gate->out, ks), *gate, *up, x, (int)act, limit, out);
     return 1;

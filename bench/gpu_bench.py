@@ -402,7 +402,7 @@ def main():
         with open(args.torch_from) as f:
             prev = json.load(f)
         pt, ptc0 = prev.get("pytorch", {}), prev.get("pytorch_compile", {})
-        pt["from"] = "%s (%s)" % (args.torch_from, prev.get("date", "?"))
+        pt.setdefault("from", "%s (%s)" % (args.torch_from, prev.get("date", "?")))  # where it was measured
     else:
         pt = {} if args.no_torch else run_torch(bf16, args)
     log("pytorch", json.dumps(pt))

@@ -169,8 +169,7 @@ static int qx_block(const lm_linear *w, int T) {
     return T == 1 && w->kind == LM_W_AFFINE && (w->bits == 4 || w->bits == 8) ? (w->bits == 4 ? 32 : 16) : 0;
 }
 
-static void qx_round(buf *x, size_t n, int xb) {
-    float *v = x->h;
+static void qx_round_f32(float *v, size_t n, int xb) {
     for (size_t b = 0; b + (size_t)xb <= n; b += (size_t)xb) {
         float m = 0;
         for (int j = 0; j < xb; j++)
@@ -179,6 +178,11 @@ static void qx_round(buf *x, size_t n, int xb) {
         for (int j = 0; j < xb; j++)
             v[b + j] = rintf(v[b + j] * inv) * sx;
     }
+}
+
+static void qx_round(buf *x, size_t n, int xb) {
+    float *v = x->h;
+    qx_round_f32(v, n, xb);
     memcpy(x->c, v, n * sizeof(float));
     gpu->ops->upload(gpu, x->g, v, n * sizeof(float));
 }
@@ -407,14 +411,8 @@ static void norm_ref(const float *x, const float *nw, int n, float eps, int xb, 
     float rs = 1.0f / sqrtf((float)(ss / n) + eps);
     for (int i = 0; i < n; i++)
         h[i] = x[i] * nw[i];
-    for (int b = 0; xb && b + xb <= n; b += xb) {
-        float m = 0;
-        for (int j = 0; j < xb; j++)
-            m = fmaxf(m, fabsf(h[b + j]));
-        float inv = m > 0 ? 32767.0f / m : 0.0f, sx = m * (1.0f / 32767.0f);
-        for (int j = 0; j < xb; j++)
-            h[b + j] = rintf(h[b + j] * inv) * sx;
-    }
+    if (xb)
+        qx_round_f32(h, (size_t)n, xb);
     for (int i = 0; i < n; i++)
         h[i] *= rs;
 }

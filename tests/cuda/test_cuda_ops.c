@@ -973,6 +973,12 @@ int main(void) {
     test_fused();
     test_norm_matvec();
     check_attention(1, 4, 2, 64, 70, 0, 0, 0);
+    /* one token over at most 256 rows: chunks merged inside a cluster (8 chunks of 16-32 rows) */
+    check_attention(1, 32, 8, 128, 177, 0, 0, 0);
+    check_attention(1, 8, 2, 128, 256, 40, 0, 1);
+    check_attention(1, 12, 4, 256, 130, 0, 30.0f, 1);
+    check_attention(1, 8, 8, 32, 17, 0, 0, 0);
+    check_attention(1, 16, 2, 64, 257, 0, 0, 1); /* past it: the merge kernel */
     check_attention(5, 4, 2, 40, 70, 0, 0, 0);
     check_attention(5, 8, 1, 96, 130, 16, 0, 1);
     check_attention(3, 4, 4, 256, 45, 0, 20.0f, 0);

@@ -7,7 +7,11 @@
  * position, the sliding window; scores may be soft-capped; sinks add one logit per head. */
 #include <math.h>
 
+#include <cooperative_groups.h>
+
 #include "backend/cuda/cuda_internal.cuh"
+
+namespace cg = cooperative_groups;
 
 #define ATT_WARPS 4
 #define ATT_MAX_HD 512
@@ -98,6 +102,9 @@ __global__ void attention_f32(lm_attn_args a) {
 #ifndef ATS_MAX_SPLIT
 #define ATS_MAX_SPLIT 32 /* 4096 keys: 185 tok/s (bf16, 8B), 512 chunks of 16: 152 (H200, 2026-11-28) */
 #endif
+#ifndef ATS_CL_ROWS
+#define ATS_CL_ROWS 256 /* one-token attention over at most this many rows merges inside a cluster */
+#endif
 #ifndef ATS_L2_ROWS
 #define ATS_L2_ROWS 32 /* rows of its chunk a block prefetches to L2 before the wait (4096 keys: +2%; 128: all) */
 #endif
@@ -123,7 +130,10 @@ template <> struct ats_vec<8> {
     }
 };
 
-template <int DPL, int G>
+/* CL: the n_split blocks of a kv head form a thread-block cluster and merge their chunks through
+ * distributed shared memory (one launch; part unused); else each block leaves its chunk's record
+ * in part for attn_combine (n_split > 1) or writes the output (n_split == 1). */
+template <int DPL, int G, bool CL>
 __global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int chunk, int n_split, float *part) {
     const int hd = 32 * DPL;
     { /* the chunk's first cached rows on their way to L2 before the wait (the kernels before
@@ -228,6 +238,7 @@ __global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int
             sm_acc[warp][h][lane * DPL + j] = acc[h][j];
     }
     __syncthreads();
+    __shared__ float cl_m[G], cl_l[G], cl_a[CL ? G : 1][CL ? hd : 1]; /* this block's chunk (CL) */
     for (int e = threadIdx.x; e < gq * hd; e += blockDim.x) {
         int h = e / hd, i = e % hd, head = g * gq + h;
         float M = -INFINITY;
@@ -246,12 +257,44 @@ __global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int
             if (a.sinks && M != -INFINITY)
                 L += expf(a.sinks[head] - M);
             a.out[((size_t)t * a.n_heads + head) * hd + i] = L > 0 ? A / L : 0.0f;
+        } else if (CL) {
+            if (i == 0)
+                cl_m[h] = M, cl_l[h] = L;
+            cl_a[CL ? h : 0][CL ? i : 0] = A;
         } else {
             float *pp = part + (((size_t)t * a.n_heads + head) * n_split + split) * (hd + 2);
             if (i == 0)
                 pp[0] = M, pp[1] = L;
             pp[2 + i] = A;
         }
+    }
+    if constexpr (CL) { /* the cluster's blocks split the outputs and read every chunk's record */
+        cg::cluster_group cl = cg::this_cluster();
+        cl.sync();
+        int rank = (int)cl.block_rank();
+        for (int e = rank * blockDim.x + threadIdx.x; e < gq * hd; e += n_split * blockDim.x) {
+            int h = e / hd, i = e % hd, head = g * gq + h;
+            float ms[8], M = a.sinks ? a.sinks[head] : -INFINITY;
+#pragma unroll
+            for (int s = 0; s < 8; s++) {
+                ms[s] = s < n_split ? *cl.map_shared_rank(&cl_m[h], s) : -INFINITY;
+                M = fmaxf(M, ms[s]);
+            }
+            float L = 0.0f, A = 0.0f;
+            if (M != -INFINITY) {
+#pragma unroll
+                for (int s = 0; s < 8; s++)
+                    if (s < n_split) {
+                        float f = expf(ms[s] - M);
+                        L += *cl.map_shared_rank(&cl_l[h], s) * f;
+                        A += *cl.map_shared_rank(&cl_a[h][i], s) * f;
+                    }
+                if (a.sinks)
+                    L += expf(a.sinks[head] - M);
+            }
+            a.out[((size_t)t * a.n_heads + head) * hd + i] = L > 0 ? A / L : 0.0f;
+        }
+        cl.sync(); /* no block leaves while another reads its shared memory */
     }
 }
 
@@ -293,7 +336,11 @@ __global__ void attn_combine(lm_attn_args a, int n_split, const float *__restric
 template <int DPL, int G>
 static void attn_split_launch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part) {
     dim3 grid((unsigned)a->n_kv, (unsigned)n_split, (unsigned)a->T);
-    lm_cuda_launch(c, "attn_split", attn_split<DPL, G>, grid, ATS_WARPS * 32, 0, *a, chunk, n_split, part);
+    if (!part && n_split > 1) /* a cluster per kv head (attention_split) */
+        lm_cuda_launch_cluster(c, "attn_split", attn_split<DPL, G, true>, grid, ATS_WARPS * 32, 0,
+                               dim3(1, (unsigned)n_split, 1), *a, chunk, n_split, part);
+    else
+        lm_cuda_launch(c, "attn_split", attn_split<DPL, G, false>, grid, ATS_WARPS * 32, 0, *a, chunk, n_split, part);
 }
 
 template <int DPL>
@@ -331,8 +378,14 @@ static int attention_split(cuda_backend *c, const lm_attn_args *a) {
         chunk = (a->n_rows + n_split - 1) / n_split;
         n_split = (a->n_rows + chunk - 1) / chunk;
     }
+    /* one token over at most ATS_CL_ROWS rows: at most 8 chunks, merged inside a cluster */
+    int cl = a->T == 1 && n_split > 1 && a->n_rows <= ATS_CL_ROWS;
+    if (cl && n_split > 8) {
+        chunk = (a->n_rows + 7) / 8;
+        n_split = (a->n_rows + chunk - 1) / chunk;
+    }
     float *part = NULL;
-    if (n_split > 1) {
+    if (n_split > 1 && !cl) {
         part = (float *)lm_cuda_scratch(c, LM_CUDA_SCR_ATTN,
                                         (size_t)a->T * a->n_heads * n_split * (hd + 2) * sizeof(float));
         if (!part)
@@ -342,7 +395,7 @@ static int attention_split(cuda_backend *c, const lm_attn_args *a) {
              : dpl == 2 ? attn_split_dispatch<2>(c, a, chunk, n_split, part)
              : dpl == 4 ? attn_split_dispatch<4>(c, a, chunk, n_split, part)
                         : attn_split_dispatch<8>(c, a, chunk, n_split, part);
-    if (ok && n_split > 1) {
+    if (ok && n_split > 1 && !cl) {
         lm_cuda_launch(c, "attn_combine", attn_combine, (unsigned)(a->T * a->n_heads), 128, 0, *a, n_split,
                        (const float *)part);
     }

@@ -84,22 +84,39 @@ static __device__ __forceinline__ void lm_pdl_next(void) {
 #endif
 }
 
-/* kernel<<<grid, block, smem, c->stream>>>(args...), with early start when c->pdl; the launch is
- * checked under `name`. */
+/* kernel<<<grid, block, smem, c->stream>>>(args...) in thread-block clusters of `cluster` blocks
+ * (1 x 1 x 1: none), with early start when c->pdl; the launch is checked under `name`. */
 template <typename... P, typename... A>
-static inline void lm_cuda_launch(cuda_backend *c, const char *name, void (*kernel)(P...), dim3 grid, dim3 block,
-                                  size_t smem, A... args) {
-    cudaLaunchAttribute at;
-    at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at.val.programmaticStreamSerializationAllowed = 1;
+static inline void lm_cuda_launch_cluster(cuda_backend *c, const char *name, void (*kernel)(P...), dim3 grid,
+                                          dim3 block, size_t smem, dim3 cluster, A... args) {
+    cudaLaunchAttribute at[2];
+    unsigned n = 0;
+    if (c->pdl) {
+        at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[n++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (cluster.x * cluster.y * cluster.z > 1) {
+        at[n].id = cudaLaunchAttributeClusterDimension;
+        at[n].val.clusterDim.x = cluster.x;
+        at[n].val.clusterDim.y = cluster.y;
+        at[n++].val.clusterDim.z = cluster.z;
+    }
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = c->stream;
-    cfg.attrs = &at;
-    cfg.numAttrs = c->pdl ? 1 : 0;
+    cfg.attrs = at;
+    cfg.numAttrs = n;
     lm_cuda_check(c, cudaLaunchKernelEx(&cfg, kernel, args...), name);
+}
+
+/* kernel<<<grid, block, smem, c->stream>>>(args...), with early start when c->pdl; the launch is
+ * checked under `name`. */
+template <typename... P, typename... A>
+static inline void lm_cuda_launch(cuda_backend *c, const char *name, void (*kernel)(P...), dim3 grid, dim3 block,
+                                  size_t smem, A... args) {
+    lm_cuda_launch_cluster(c, name, kernel, grid, block, smem, dim3(1, 1, 1), args...);
 }
 
 /* --- device helpers ------------------------------------------------------------------------- */

@@ -18,8 +18,16 @@
 #define SPIN_ITERS 20000 /* a worker's spins for the next job before it sleeps */
 #define WAIT_SPINS 2000  /* the caller's spins for the workers before it yields */
 
+/* the next task of one thread's range, alone on its cache line */
+typedef struct range_slot {
+    _Alignas(64) atomic_int next;
+    int end;
+} range_slot;
+
 struct lm_pool {
     int n_threads;
+    range_slot *ranges;  /* [n_threads]; used when `ranged` */
+    int ranged;
     pthread_t *workers;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -38,6 +46,14 @@ typedef struct worker_arg {
 } worker_arg;
 
 static void do_tasks(lm_pool *p, int thread) {
+    if (p->ranged) { /* own range first, then the rest of the others' in turn */
+        for (int k = 0; k < p->n_threads; k++) {
+            range_slot *r = &p->ranges[(thread + k) % p->n_threads];
+            for (int t; (t = atomic_fetch_add_explicit(&r->next, 1, memory_order_relaxed)) < r->end;)
+                p->fn(p->ctx, t, thread);
+        }
+        return;
+    }
     for (;;) {
         int t = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
         if (t >= p->n_tasks)
@@ -125,7 +141,10 @@ lm_pool *lm_pool_new(int n_threads) {
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->workers = calloc((size_t)n_threads, sizeof *p->workers);
-    if (!p->workers) {
+    p->ranges = aligned_alloc(64, (size_t)n_threads * sizeof *p->ranges);
+    if (!p->workers || !p->ranges) {
+        free(p->workers);
+        free(p->ranges);
         free(p);
         return NULL;
     }
@@ -152,18 +171,24 @@ void lm_pool_free(lm_pool *p) {
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p->workers);
+    free(p->ranges);
     free(p);
 }
 
 int lm_pool_threads(const lm_pool *p) { return p ? p->n_threads : 1; }
 
-void lm_pool_run(lm_pool *p, int n_tasks, lm_task_fn fn, void *ctx) {
+static void pool_run(lm_pool *p, int n_tasks, lm_task_fn fn, void *ctx, int ranged) {
     if (n_tasks <= 0)
         return;
     if (!p || p->n_threads == 1 || n_tasks == 1) {
         for (int t = 0; t < n_tasks; t++)
             fn(ctx, t, 0);
         return;
+    }
+    p->ranged = ranged;
+    for (int i = 0; ranged && i < p->n_threads; i++) {
+        atomic_store_explicit(&p->ranges[i].next, (int)((long long)n_tasks * i / p->n_threads), memory_order_relaxed);
+        p->ranges[i].end = (int)((long long)n_tasks * (i + 1) / p->n_threads);
     }
     p->fn = fn;
     p->ctx = ctx;
@@ -184,3 +209,7 @@ void lm_pool_run(lm_pool *p, int n_tasks, lm_task_fn fn, void *ctx) {
             sched_yield();
     }
 }
+
+void lm_pool_run(lm_pool *p, int n_tasks, lm_task_fn fn, void *ctx) { pool_run(p, n_tasks, fn, ctx, 0); }
+
+void lm_pool_run_ranges(lm_pool *p, int n_tasks, lm_task_fn fn, void *ctx) { pool_run(p, n_tasks, fn, ctx, 1); }

@@ -15,6 +15,10 @@ void lm_pool_free(lm_pool *pool);
 int lm_pool_threads(const lm_pool *pool);
 /* Run n_tasks tasks and wait for all of them. Not reentrant. */
 void lm_pool_run(lm_pool *pool, int n_tasks, lm_task_fn fn, void *ctx);
+/* The same, the tasks split into one contiguous range per thread: a thread runs its own range
+ * in order, then what is left of the others' (tasks that stream memory in order then read one
+ * sequential stream per thread). */
+void lm_pool_run_ranges(lm_pool *pool, int n_tasks, lm_task_fn fn, void *ctx);
 int lm_physical_cores(void);
 
 #endif

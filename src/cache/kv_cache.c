@@ -242,7 +242,6 @@ lm_status lm_kv_append(lm_kv_cache *c, int layer, float *k, const float *v, cons
                       c->max_rows);
     if (L->n + T > L->cap)
         LM_TRY(grow(c, L, L->n + T));
-    rb = lm_kv_row_bytes(c, L);
     if (!c->bits) { /* f32 rows: one copy per plane and one upload of the positions */
         be->ops->copy(be, L->k + (size_t)L->n * rb, k, (size_t)T * rb);
         be->ops->copy(be, L->v + (size_t)L->n * rb, v, (size_t)T * rb);

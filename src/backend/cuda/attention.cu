@@ -257,10 +257,10 @@ __global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int
             if (a.sinks && M != -INFINITY)
                 L += expf(a.sinks[head] - M);
             a.out[((size_t)t * a.n_heads + head) * hd + i] = L > 0 ? A / L : 0.0f;
-        } else if (CL) {
+        } else if constexpr (CL) {
             if (i == 0)
                 cl_m[h] = M, cl_l[h] = L;
-            cl_a[CL ? h : 0][CL ? i : 0] = A;
+            cl_a[h][i] = A;
         } else {
             float *pp = part + (((size_t)t * a.n_heads + head) * n_split + split) * (hd + 2);
             if (i == 0)
@@ -333,10 +333,11 @@ __global__ void attn_combine(lm_attn_args a, int n_split, const float *__restric
     }
 }
 
+/* cl: the n_split blocks of each kv head as one cluster (attention_split) */
 template <int DPL, int G>
-static void attn_split_launch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part) {
+static void attn_split_launch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part, int cl) {
     dim3 grid((unsigned)a->n_kv, (unsigned)n_split, (unsigned)a->T);
-    if (!part && n_split > 1) /* a cluster per kv head (attention_split) */
+    if (cl)
         lm_cuda_launch_cluster(c, "attn_split", attn_split<DPL, G, true>, grid, ATS_WARPS * 32, 0,
                                dim3(1, (unsigned)n_split, 1), *a, chunk, n_split, part);
     else
@@ -344,16 +345,16 @@ static void attn_split_launch(cuda_backend *c, const lm_attn_args *a, int chunk,
 }
 
 template <int DPL>
-static int attn_split_dispatch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part) {
+static int attn_split_dispatch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part, int cl) {
     int gq = a->n_heads / a->n_kv;
     if (gq <= 1)
-        attn_split_launch<DPL, 1>(c, a, chunk, n_split, part);
+        attn_split_launch<DPL, 1>(c, a, chunk, n_split, part, cl);
     else if (gq <= 2)
-        attn_split_launch<DPL, 2>(c, a, chunk, n_split, part);
+        attn_split_launch<DPL, 2>(c, a, chunk, n_split, part, cl);
     else if (gq <= 4)
-        attn_split_launch<DPL, 4>(c, a, chunk, n_split, part);
+        attn_split_launch<DPL, 4>(c, a, chunk, n_split, part, cl);
     else if (gq <= 8)
-        attn_split_launch<DPL, 8>(c, a, chunk, n_split, part);
+        attn_split_launch<DPL, 8>(c, a, chunk, n_split, part, cl);
     else
         return 0;
     return 1;
@@ -391,10 +392,10 @@ static int attention_split(cuda_backend *c, const lm_attn_args *a) {
         if (!part)
             return 1; /* the error is recorded */
     }
-    int ok = dpl == 1   ? attn_split_dispatch<1>(c, a, chunk, n_split, part)
-             : dpl == 2 ? attn_split_dispatch<2>(c, a, chunk, n_split, part)
-             : dpl == 4 ? attn_split_dispatch<4>(c, a, chunk, n_split, part)
-                        : attn_split_dispatch<8>(c, a, chunk, n_split, part);
+    int ok = dpl == 1   ? attn_split_dispatch<1>(c, a, chunk, n_split, part, cl)
+             : dpl == 2 ? attn_split_dispatch<2>(c, a, chunk, n_split, part, cl)
+             : dpl == 4 ? attn_split_dispatch<4>(c, a, chunk, n_split, part, cl)
+                        : attn_split_dispatch<8>(c, a, chunk, n_split, part, cl);
     if (ok && n_split > 1 && !cl) {
         lm_cuda_launch(c, "attn_combine", attn_combine, (unsigned)(a->T * a->n_heads), 128, 0, *a, n_split,
                        (const float *)part);

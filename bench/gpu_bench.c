@@ -5,6 +5,8 @@
  *             [--profile-prefill 1: one more prefill of N tokens, inside cudaProfilerStart/Stop]
  *             [--sample device|host: decode sampling at temp 0.8, min-p 0.05, top-k 50 instead of
  *              greedily, on the device (the sample op) or on the host from downloaded logits]
+ *             [--penalty R: with --sample, a repetition penalty R and a frequency penalty 0.1
+ *              over the last 64 tokens (on the device: the edit_logits op)]
  * Prompt ids are fixed pseudo-random values (no tokenizer); decode steps run as greedy generation
  * does: each step evaluates one token through the KV cache with lm_ctx_eval_greedy (the token is
  * picked on the device; only its id and logprob come back, not the logits) and feeds the picked
@@ -42,6 +44,7 @@ typedef struct bench_opts {
     lm_device device;
     int prefill, decode, n_ctx, profile, profile_prefill;
     int sample; /* 0: greedy, 1: sampled on the device, 2: on the host */
+    float penalty; /* with sample: repetition penalty (0: none) */
     int ctx[MAX_CTX];
 } bench_opts;
 
@@ -76,6 +79,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
             o->profile_prefill = atoi(v);
         else if (!strcmp(a, "--sample") && (!strcmp(v, "device") || !strcmp(v, "host")))
             o->sample = !strcmp(v, "device") ? 1 : 2;
+        else if (!strcmp(a, "--penalty"))
+            o->penalty = (float)atof(v);
         else if (!strcmp(a, "--ctx")) {
             o->n_ctx = 0;
             for (char *s = (char *)v; *s && o->n_ctx < MAX_CTX;) {
@@ -91,7 +96,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
         }
     }
     if (!o->dir || o->prefill < 1 || o->decode < 1 || o->n_ctx < 1) {
-        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N] [--profile-prefill 1] [--sample device|host]\n");
+        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N] [--profile-prefill 1] [--sample device|host] [--penalty R]\n");
         return 0;
     }
     for (int i = 0; i < o->n_ctx; i++)
@@ -138,8 +143,9 @@ int main(int argc, char **argv) {
         return fail("context");
     float *logits = malloc((size_t)info.vocab_size * sizeof *logits);
     int32_t *ids = malloc((size_t)(max_ctx + o.decode) * sizeof *ids);
+    int32_t *hist = malloc((size_t)(max_ctx + o.decode) * sizeof *hist); /* the penalties' history */
     double *step = malloc((size_t)o.decode * sizeof *step);
-    if (!logits || !ids || !step)
+    if (!logits || !ids || !hist || !step)
         return 1;
     uint64_t r = 0x9E3779B97F4A7C15ull;
     for (int i = 0; i < max_ctx + o.decode; i++) {
@@ -156,6 +162,10 @@ int main(int argc, char **argv) {
         return fail("warm-up prefill");
     lm_gen_params gp = lm_gen_default_params();
     gp.temp = 0.8f, gp.min_p = 0.05f, gp.top_k = 50, gp.seed = 1;
+    if (o.penalty != 0) {
+        gp.repetition_penalty = o.penalty, gp.repetition_context_size = 64;
+        gp.frequency_penalty = 0.1f, gp.frequency_context_size = 64;
+    }
     lm_sampler samp;
     lm_sample_args chain;
     if (lm_sampler_init(&samp, info.vocab_size, &gp, NULL, 0) != LM_OK || !lm_sampler_chain_args(&samp, &chain))
@@ -173,6 +183,8 @@ int main(int argc, char **argv) {
         if (o.ctx[c] >= o.prefill)
             prefill_s = first;
         tok = ids[o.ctx[c]]; /* the first decode input; then each step's greedy token */
+        int nh = o.ctx[c];
+        memcpy(hist, ids, (size_t)nh * sizeof *hist);
         double d0 = lm_time_s();
         for (int i = 0; i < o.decode; i++) {
 #ifdef LM_HAVE_CUDA
@@ -184,12 +196,15 @@ int main(int argc, char **argv) {
             double s = lm_time_s();
             int32_t in = tok;
             lm_status st;
+            hist[nh++] = in;
             if (o.sample == 1) {
+                const lm_logit_op *ops = NULL;
+                int n_ops = o.penalty != 0 ? lm_sampler_logit_ops(&samp, hist, nh, &ops) : 0;
                 chain.u = lm_rng_uniform(&samp.rng);
-                st = lm_ctx_eval_sample(ctx, &in, 1, &chain, &tok, NULL);
+                st = n_ops < 0 ? LM_ERR_NOMEM : lm_ctx_eval_pick(ctx, &in, 1, &chain, ops, n_ops, &tok, NULL);
             } else if (o.sample == 2) {
                 if ((st = lm_ctx_eval(ctx, &in, 1, logits, 0)) == LM_OK)
-                    tok = lm_sampler_sample(&samp, logits, NULL, 0, NULL);
+                    tok = lm_sampler_sample(&samp, logits, hist, nh, NULL);
             } else {
                 st = lm_ctx_eval_greedy(ctx, &in, 1, &tok, NULL);
             }
@@ -222,6 +237,7 @@ int main(int argc, char **argv) {
     lm_sampler_free(&samp);
     free(step);
     free(ids);
+    free(hist);
     free(logits);
     lm_ctx_free(ctx);
     lm_model_free(m);

@@ -10,7 +10,7 @@
 #include "io/config.h"
 #include "layers/linear.h"
 
-#define LM_BACKEND_OPS_VERSION 6
+#define LM_BACKEND_OPS_VERSION 7
 
 typedef struct lm_backend lm_backend;
 
@@ -41,6 +41,21 @@ typedef struct lm_argmax_out {
     int32_t token;
     float logprob;
 } lm_argmax_out;
+
+/* A logit processor's change to one token's logit (generate/sampler.c's lm_sampler_logit_ops):
+ * LM_LOGIT_ADD x += v; LM_LOGIT_REP x = x < 0 ? x * v : x / v; LM_LOGIT_SUB x -= v, `count`
+ * times over (float operations in the host's order: bit for bit the host's processors). */
+typedef enum { LM_LOGIT_ADD, LM_LOGIT_REP, LM_LOGIT_SUB } lm_logit_kind;
+typedef struct lm_logit_op {
+    int32_t token; /* in [0, V) */
+    int32_t kind;  /* lm_logit_kind */
+    int32_t count; /* LM_LOGIT_SUB: times applied; else 1 */
+    float v;
+} lm_logit_op;
+
+/* x[V] after ops[0 .. n), which are sorted by token, each token's ops in the order they apply
+ * (the host's reference; the CPU backend's edit_logits op). */
+void lm_logit_ops_apply(float *x, const lm_logit_op *ops, int n);
 
 /* The sampler chain of a step with temp > 0 (generate/sampler.c's lm_sampler_sample, without the
  * logit processors and XTC), for the sample op. */
@@ -190,6 +205,12 @@ typedef struct lm_backend_ops {
      * Returns 0 when it did nothing. NULL: the same as returning 0. */
     int (*norm_matvec_glu)(lm_backend *be, const float *nw, float eps, const lm_linear *gate, const lm_linear *up,
                            const float *x, lm_act act, float limit, float *out);
+    /* --- version 7 --- */
+    /* The logit processors where the logits are: x[V] (backend memory) = lm_logit_ops_apply(x,
+     * ops, n) with ops in host memory (read before the call returns), so that argmax and sample
+     * pick from processed logits without a download. Not recorded. NULL: the caller processes
+     * downloaded logits on the host. */
+    void (*edit_logits)(lm_backend *be, float *x, const lm_logit_op *ops, int n);
 } lm_backend_ops;
 
 #define LM_MOE_MAX_EXPERTS 4096

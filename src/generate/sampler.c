@@ -324,9 +324,16 @@ void lm_sampler_free(lm_sampler *s) {
     free(s->work);
     free(s->idx);
     free(s->seen);
+    free(s->count);
+    free(s->ops);
+    free(s->ops_tmp);
     s->work = NULL;
     s->idx = NULL;
     s->seen = NULL;
+    s->count = NULL;
+    s->ops = NULL;
+    s->ops_tmp = NULL;
+    s->ops_cap = 0;
 }
 
 /* temp 0 skips the sampler chain (top-p, min-p, XTC, top-k: no draw either), so the step is
@@ -340,13 +347,91 @@ static int no_processor(const lm_gen_params *p) {
 
 int lm_sampler_is_greedy(const lm_sampler *s) { return s->p.temp == 0 && no_processor(&s->p); }
 
+int lm_sampler_has_processors(const lm_sampler *s) { return !no_processor(&s->p); }
+
 int lm_sampler_chain_args(const lm_sampler *s, lm_sample_args *a) {
     const lm_gen_params *p = &s->p;
-    if (!(p->temp > 0) || !no_processor(p) || p->xtc_probability > 0)
+    if (!(p->temp > 0) || p->xtc_probability > 0)
         return 0;
     *a = (lm_sample_args){.temp = p->temp, .top_p = p->top_p, .min_p = p->min_p,
                           .min_keep = p->min_tokens_to_keep, .top_k = p->top_k, .u = 0};
     return 1;
+}
+
+/* An op and its place in the host's order, for a stable sort by token. */
+typedef struct seq_op {
+    lm_logit_op op;
+    int seq;
+} seq_op;
+
+static int seq_op_cmp(const void *a, const void *b) {
+    const seq_op *x = a, *y = b;
+    if (x->op.token != y->op.token)
+        return x->op.token < y->op.token ? -1 : 1;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static int window_from(int n_hist, int ctx) { return n_hist > ctx ? n_hist - ctx : 0; }
+
+int lm_sampler_logit_ops(lm_sampler *s, const int32_t *hist, int n_hist, const lm_logit_op **ops) {
+    const lm_gen_params *p = &s->p;
+    int V = s->V, rep = p->repetition_penalty != 0 && p->repetition_penalty != 1;
+    size_t most = (size_t)p->n_logit_bias + 3 * (size_t)(n_hist > 0 ? n_hist : 0);
+    if (most > (size_t)s->ops_cap) {
+        lm_logit_op *o = realloc(s->ops, most * sizeof *o);
+        if (o)
+            s->ops = o;
+        seq_op *t = realloc(s->ops_tmp, most * sizeof *t);
+        if (t)
+            s->ops_tmp = t;
+        if (!o || !t) {
+            lm_err(LM_ERR_NOMEM, "sampler: out of memory (%zu logit changes)", most);
+            return -1;
+        }
+        s->ops_cap = (int)most;
+    }
+    if (p->frequency_penalty != 0 && !s->count && !(s->count = calloc((size_t)V, sizeof *s->count))) {
+        lm_err(LM_ERR_NOMEM, "sampler: out of memory (vocabulary of %d)", V);
+        return -1;
+    }
+    seq_op *t = s->ops_tmp;
+    int n = 0;
+#define PUSH(tok, k, c, val) (t[n] = (seq_op){{(tok), (k), (c), (val)}, n}, n++)
+    for (int i = 0; i < p->n_logit_bias; i++) /* lm_proc_logit_bias */
+        if (p->logit_bias[i].token >= 0 && p->logit_bias[i].token < V)
+            PUSH(p->logit_bias[i].token, LM_LOGIT_ADD, 1, p->logit_bias[i].bias);
+    /* lm_proc_repetition and lm_proc_presence: once per distinct token of the window */
+    for (int pass = 0; pass < 2; pass++) {
+        float pen = pass ? p->presence_penalty : p->repetition_penalty;
+        if (pass ? pen == 0 : !rep)
+            continue;
+        int from = window_from(n_hist, pass ? p->presence_context_size : p->repetition_context_size);
+        for (int i = from; i < n_hist; i++)
+            if (hist[i] >= 0 && hist[i] < V && !s->seen[hist[i]]) {
+                s->seen[hist[i]] = 1;
+                PUSH(hist[i], pass ? LM_LOGIT_SUB : LM_LOGIT_REP, 1, pen);
+            }
+        for (int i = from; i < n_hist; i++)
+            if (hist[i] >= 0 && hist[i] < V)
+                s->seen[hist[i]] = 0;
+    }
+    if (p->frequency_penalty != 0) { /* lm_proc_frequency: once per occurrence */
+        int from = window_from(n_hist, p->frequency_context_size);
+        for (int i = from; i < n_hist; i++)
+            if (hist[i] >= 0 && hist[i] < V)
+                s->count[hist[i]]++;
+        for (int i = from; i < n_hist; i++)
+            if (hist[i] >= 0 && hist[i] < V && s->count[hist[i]]) {
+                PUSH(hist[i], LM_LOGIT_SUB, s->count[hist[i]], p->frequency_penalty);
+                s->count[hist[i]] = 0;
+            }
+    }
+#undef PUSH
+    qsort(t, (size_t)n, sizeof *t, seq_op_cmp);
+    for (int i = 0; i < n; i++)
+        s->ops[i] = t[i].op;
+    *ops = s->ops;
+    return n;
 }
 
 int32_t lm_sampler_sample(lm_sampler *s, const float *logits, const int32_t *hist, int n_hist, float *logprob) {

@@ -59,6 +59,10 @@ typedef struct lm_sampler {
     float *work;                 /* [V] processed logits -> logprobs */
     int32_t *idx;                /* [V] */
     uint8_t *seen;               /* [V] zeroed */
+    int32_t *count;              /* [V] zeroed, allocated by lm_sampler_logit_ops */
+    lm_logit_op *ops;            /* [ops_cap] lm_sampler_logit_ops's result */
+    void *ops_tmp;               /* [ops_cap] its sort buffer */
+    int ops_cap;
 } lm_sampler;
 
 /* Check every sampler/processor field of p against its valid range (messages name the field
@@ -76,9 +80,21 @@ int32_t lm_sampler_sample(lm_sampler *s, const float *logits, const int32_t *his
  * are (lm_ctx_eval_greedy), with the same token and logprob. */
 int lm_sampler_is_greedy(const lm_sampler *s);
 
-/* 1 when a step with temp > 0 is the sampler chain alone (no processor changes a logit, no XTC):
- * fills *a but its draw u, which the caller takes from s->rng as lm_sampler_sample would (one
- * draw per token). The token can then be sampled where the logits are (lm_ctx_eval_sample). */
+/* 1 when a step with temp > 0 is the sampler chain after the processors (no XTC): fills *a but
+ * its draw u, which the caller takes from s->rng as lm_sampler_sample would (one draw per
+ * token). The token can then be sampled where the logits are (lm_ctx_eval_sample), after the
+ * processors (lm_sampler_logit_ops) when lm_sampler_has_processors. */
 int lm_sampler_chain_args(const lm_sampler *s, lm_sample_args *a);
+
+/* 1 when a processor changes a logit (a bias entry, a repetition penalty other than 0 and 1, a
+ * presence or frequency penalty). */
+int lm_sampler_has_processors(const lm_sampler *s);
+
+/* lm_sampler_sample's processors for the history hist[0 .. n_hist) as per-token changes
+ * (backend/backend.h's lm_logit_op; lm_logit_ops_apply gives the processed logits bit for bit):
+ * the bias entries in order, then for each token of the windows its repetition, presence and
+ * frequency changes; sorted by token, each token's in the order they apply. Returns how many,
+ * in *ops (valid until the next call), or -1 when out of memory (the error is set). */
+int lm_sampler_logit_ops(lm_sampler *s, const int32_t *hist, int n_hist, const lm_logit_op **ops);
 
 #endif

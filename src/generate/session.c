@@ -213,17 +213,27 @@ typedef struct gen_state {
     lm_finish_reason finish;
     int stop_string; /* finished on a stop string: nothing more is released */
     int n_gen;
-    int greedy;      /* lm_sampler_is_greedy: the backend picks the token, the logits stay there */
-    int in_place;    /* the sampler chain alone on a backend that samples (lm_sampler_chain_args) */
+    int in_place;    /* the backend picks the token, the logits stay there (pick_mode) */
+    int edits;       /* ... after the processors (lm_sampler_logit_ops) */
+    int sampled;     /* ... with the sampler chain (temp > 0) */
     lm_sample_args chain;
 } gen_state;
 
-/* Evaluate ids (appended to the history) and pick the next token: where the logits are when the
- * sampler is plain greedy (the same token and logprob) or the chain alone on a backend that
- * samples (the same draw), else through the sampler on the host. */
+/* Where the token is picked: on the backend, where the logits are, when the step is greedy or the
+ * sampler chain without XTC, after processors only on a backend that applies them (the same
+ * token, logprob and draws as lm_sampler_sample); else through the sampler on the host. */
+static void pick_mode(gen_state *g) {
+    lm_ctx *ctx = g->s->ctx;
+    g->sampled = lm_sampler_chain_args(&g->samp, &g->chain);
+    g->edits = lm_sampler_has_processors(&g->samp);
+    g->in_place = (g->p->temp == 0 || (g->sampled && lm_ctx_samples_in_place(ctx))) &&
+                  (!g->edits || lm_ctx_edits_in_place(ctx));
+}
+
+/* Evaluate ids (appended to the history) and pick the next token (pick_mode). */
 static lm_status eval_pick(gen_state *g, const int32_t *ids, int n, int32_t *tok, float *lp) {
     lm_session *s = g->s;
-    if (!g->greedy && !g->in_place) {
+    if (!g->in_place) {
         LM_TRY(eval(s, ids, n, s->logits));
         *tok = lm_sampler_sample(&g->samp, s->logits, s->hist, s->n_hist, lp);
         return LM_OK;
@@ -231,13 +241,14 @@ static lm_status eval_pick(gen_state *g, const int32_t *ids, int n, int32_t *tok
     int32_t t;
     float l;
     LM_TRY(hist_reserve(s, s->n_hist + n));
-    if (g->greedy) {
-        LM_TRY(lm_ctx_eval_greedy(s->ctx, ids, n, &t, &l));
-    } else {
+    memmove(s->hist + s->n_hist, ids, (size_t)n * sizeof *ids); /* ids may be tok; counted on success */
+    const lm_logit_op *ops = NULL;
+    int n_ops = g->edits ? lm_sampler_logit_ops(&g->samp, s->hist, s->n_hist + n, &ops) : 0;
+    if (n_ops < 0)
+        return LM_ERR_NOMEM; /* (lm_sampler_logit_ops set the message) */
+    if (g->sampled)
         g->chain.u = lm_rng_uniform(&g->samp.rng);
-        LM_TRY(lm_ctx_eval_sample(s->ctx, ids, n, &g->chain, &t, &l));
-    }
-    memcpy(s->hist + s->n_hist, ids, (size_t)n * sizeof *ids); /* ids may be tok: copied first */
+    LM_TRY(lm_ctx_eval_pick(s->ctx, s->hist + s->n_hist, n, g->sampled ? &g->chain : NULL, ops, n_ops, &t, &l));
     s->n_hist += n;
     *tok = t;
     *lp = l;
@@ -326,8 +337,7 @@ lm_status lm_session_generate(lm_session *s, const int32_t *prompt, int n_prompt
 
     gen_state g = {.s = s, .p = &p};
     LM_TRY(lm_sampler_init(&g.samp, s->llm->vocab, &p, s->llm->xtc_special, s->llm->n_xtc_special));
-    g.greedy = lm_sampler_is_greedy(&g.samp);
-    g.in_place = !g.greedy && lm_sampler_chain_args(&g.samp, &g.chain) && lm_ctx_samples_in_place(s->ctx);
+    pick_mode(&g);
     lm_stop_init(&g.stop, p.stop_strings, p.n_stop_strings);
     lm_detok_reset(s->detok);
 

@@ -264,12 +264,12 @@ lm_status lm_ctx_eval(lm_ctx *c, const int32_t *ids, int n, float *logits, int a
     return lm_decoder_forward(c, ids, n, &out);
 }
 
-/* Evaluate ids and pick the last token's next one where the logits are: greedily, or with the
- * sampler chain `a`. */
-static lm_status eval_pick(lm_ctx *c, const int32_t *ids, int n, const lm_sample_args *a, int32_t *token,
-                           float *logprob) {
+/* Evaluate ids and pick the last token's next one where the logits are: greedily (a NULL) or with
+ * the sampler chain `a`, after the logit changes ops[0 .. n_ops). */
+static lm_status eval_pick(lm_ctx *c, const int32_t *ids, int n, const lm_sample_args *a, const lm_logit_op *ops,
+                           int n_ops, int32_t *token, float *logprob) {
     lm_argmax_out pick;
-    lm_fwd_out out = {.pick = &pick, .sample = a};
+    lm_fwd_out out = {.pick = &pick, .sample = a, .edits = ops, .n_edits = n_ops};
     LM_TRY(lm_decoder_forward(c, ids, n, &out));
     *token = pick.token;
     if (logprob)
@@ -280,18 +280,28 @@ static lm_status eval_pick(lm_ctx *c, const int32_t *ids, int n, const lm_sample
 lm_status lm_ctx_eval_greedy(lm_ctx *c, const int32_t *ids, int n, int32_t *token, float *logprob) {
     if (!c || (!ids && n) || !token)
         return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_eval_greedy: NULL argument");
-    return eval_pick(c, ids, n, NULL, token, logprob);
+    return eval_pick(c, ids, n, NULL, NULL, 0, token, logprob);
 }
 
 int lm_ctx_samples_in_place(const lm_ctx *c) { return c && c->m->be->ops->sample != NULL; }
 
-lm_status lm_ctx_eval_sample(lm_ctx *c, const int32_t *ids, int n, const lm_sample_args *a, int32_t *token,
-                             float *logprob) {
-    if (!c || (!ids && n) || !a || !token)
-        return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_eval_sample: NULL argument");
-    if (!lm_ctx_samples_in_place(c))
-        return lm_err(LM_ERR_UNSUPPORTED, "lm_ctx_eval_sample: the %s backend cannot sample", c->m->be->ops->name);
-    return eval_pick(c, ids, n, a, token, logprob);
+int lm_ctx_edits_in_place(const lm_ctx *c) { return c && c->m->be->ops->edit_logits != NULL; }
+
+lm_status lm_ctx_eval_pick(lm_ctx *c, const int32_t *ids, int n, const lm_sample_args *a, const lm_logit_op *ops,
+                           int n_ops, int32_t *token, float *logprob) {
+    if (!c || (!ids && n) || !token || n_ops < 0 || (n_ops && !ops))
+        return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_eval_pick: bad argument");
+    const lm_backend_ops *op = c->m->be->ops;
+    if ((a && !op->sample) || (n_ops && !op->edit_logits))
+        return lm_err(LM_ERR_UNSUPPORTED, "lm_ctx_eval_pick: the %s backend cannot %s", op->name,
+                      a && !op->sample ? "sample" : "process logits");
+    int V = c->m->cfg.vocab;
+    for (int i = 0; i < n_ops; i++)
+        if (ops[i].token < 0 || ops[i].token >= V || ops[i].kind < LM_LOGIT_ADD || ops[i].kind > LM_LOGIT_SUB ||
+            ops[i].count < 0)
+            return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_eval_pick: logit change %d is invalid (token %d of %d)", i,
+                          ops[i].token, V);
+    return eval_pick(c, ids, n, a, ops, n_ops, token, logprob);
 }
 
 lm_status lm_ctx_truncate(lm_ctx *c, int n) {

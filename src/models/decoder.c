@@ -360,11 +360,13 @@ static void head(lm_ctx *c, int first, int n_out, const lm_fwd_out *out, int rec
             op->linear(be, &m->head, c->h + (size_t)r0 * H, nr, c->logits);
         if (cfg->final_softcap > 0)
             op->softcap(be, c->logits, (float)cfg->final_softcap, (size_t)nr * V);
+        if (out->pick && out->n_edits) /* (lm_ctx_eval_pick checked the op; not recorded) */
+            op->edit_logits(be, c->logits, out->edits, out->n_edits);
         if (out->pick && !out->sample && op->argmax)
             op->argmax(be, c->logits, V, c->pick_d);
         if (recording && r0 == 0)
             op->record_end(be, 1);
-        if (out->pick && out->sample) /* (lm_ctx_eval_sample checked the op) */
+        if (out->pick && out->sample) /* (lm_ctx_eval_pick checked the op) */
             op->sample(be, c->logits, V, out->sample, c->pick_d);
         if (out->pick)
             download_pick(c, out->pick, out->sample != NULL);
@@ -388,7 +390,7 @@ lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, const lm_fwd_
         return lm_err(LM_ERR_CONTEXT, "%d tokens after %d exceed the context of %d tokens", T, c->n_past,
                       c->max_tokens);
     LM_TRY(reserve(c, T));
-    int recording = record_step(c, T);
+    int recording = !(out && out->n_edits) && record_step(c, T);
     upload_inputs(c, ids, T);
 
     op->embed(be, &m->embed, c->ids_d, T, m->embed_scale, c->x);

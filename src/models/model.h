@@ -124,13 +124,19 @@ typedef struct lm_fwd_out {
     int all_logits;
     lm_argmax_out *pick;          /* the last token's greedy pick (lm_argmax_log_softmax); logits unused */
     const lm_sample_args *sample; /* with pick: sampled instead (the backend's sample op) */
+    const lm_logit_op *edits;     /* with pick: these changes first (the backend's edit_logits op) */
+    int n_edits;
 } lm_fwd_out;
 lm_status lm_decoder_forward(struct lm_ctx *ctx, const int32_t *ids, int T, const lm_fwd_out *out);
-/* api.c: lm_ctx_eval, then the sampler chain `a` on the last token's logits where they are (the
- * backend's sample op); LM_ERR_UNSUPPORTED when the backend has none (lm_ctx_samples_in_place). */
-lm_status lm_ctx_eval_sample(struct lm_ctx *c, const int32_t *ids, int n, const lm_sample_args *a, int32_t *token,
-                             float *logprob);
+/* api.c: lm_ctx_eval, then the pick of the last token's next one where its logits are, after
+ * the logit changes ops[0 .. n_ops) (the backend's edit_logits op): greedy (a NULL: as
+ * lm_ctx_eval_greedy) or with the sampler chain `a` (the backend's sample op).
+ * LM_ERR_UNSUPPORTED when the backend lacks an op it needs (lm_ctx_samples_in_place,
+ * lm_ctx_edits_in_place). */
+lm_status lm_ctx_eval_pick(struct lm_ctx *c, const int32_t *ids, int n, const lm_sample_args *a,
+                           const lm_logit_op *ops, int n_ops, int32_t *token, float *logprob);
 int lm_ctx_samples_in_place(const struct lm_ctx *c);
+int lm_ctx_edits_in_place(const struct lm_ctx *c);
 /* decoder.c: free the activation buffers (lm_ctx_free). */
 void lm_ctx_release_buffers(struct lm_ctx *c);
 /* decoder.c: self-attention of layer l on c->h (normed, or c->h_norm) into c->o, after o_proj and

@@ -120,13 +120,16 @@ static int collect(void *user, const char *text, size_t len, int32_t token, floa
     return 0;
 }
 
-static void sampled_generation(void) {
+/* with_processors: a logit bias, repetition, presence and frequency penalties, which the GPU
+ * session applies where the logits are (the edit_logits op) and the CPU session on the host */
+static void sampled_generation(float temp, int with_processors) {
     char dir[1024];
     const char *src = getenv("LMCORE_SRC");
     snprintf(dir, sizeof dir, "%s/models/default", src ? src : ".");
     toks got[2];
     memset(got, 0, sizeof got);
     int32_t prompt[6] = {5, 17, 99, 3, 250, 42};
+    lm_logit_bias bias[2] = {{17, 1.5f}, {99, -2.0f}};
     for (int d = 0; d < 2; d++) {
         lm_llm_params lp = lm_llm_default_params();
         lp.device = d ? LM_DEVICE_CUDA : LM_DEVICE_CPU;
@@ -138,16 +141,23 @@ static void sampled_generation(void) {
             return;
         }
         lm_gen_params p = lm_gen_default_params();
-        p.max_tokens = 48, p.temp = 0.9f, p.top_p = 0.95f, p.min_p = 0.01f, p.top_k = 50, p.seed = 11;
+        p.max_tokens = 48, p.temp = temp, p.top_p = 0.95f, p.min_p = 0.01f, p.top_k = 50, p.seed = 11;
+        if (with_processors) {
+            p.logit_bias = bias, p.n_logit_bias = 2;
+            p.repetition_penalty = 1.3f, p.presence_penalty = 0.2f, p.frequency_penalty = 0.15f;
+            p.frequency_context_size = 64;
+        }
         p.on_token = collect, p.user = &got[d];
         CHECKF(lm_session_generate(s, prompt, 6, &p, NULL) == LM_OK, "sampled generation: %s", lm_last_error());
         lm_session_free(s);
         lm_llm_free(llm);
     }
     int same = got[0].n == got[1].n && got[0].n >= 8 && memcmp(got[0].t, got[1].t, (size_t)got[0].n * 4) == 0;
-    CHECKF(same, "sampled generation: CPU %d tokens, CUDA %d, not the same", got[0].n, got[1].n);
-    printf("  sampled generation (temp 0.9, top-p 0.95, min-p 0.01, top-k 50): %d tokens, CPU and CUDA %s\n",
-           got[0].n, same ? "identical" : "DIFFER");
+    CHECKF(same, "generation at temp %g%s: CPU %d tokens, CUDA %d, not the same", temp,
+           with_processors ? " with processors" : "", got[0].n, got[1].n);
+    printf("  generation (temp %g, top-p 0.95, min-p 0.01, top-k 50%s): %d tokens, CPU and CUDA %s\n", temp,
+           with_processors ? ", bias, repetition, presence and frequency penalties" : "", got[0].n,
+           same ? "identical" : "DIFFER");
 }
 
 int main(void) {
@@ -186,6 +196,8 @@ int main(void) {
         printf("  qwen3 kv_bits %d (group 32, from token 5), 20 steps: CPU vs CUDA max|d| %.2e\n", bits, d);
     }
     prompt_cache_roundtrip();
-    sampled_generation();
+    sampled_generation(0.9f, 0);
+    sampled_generation(0.9f, 1);
+    sampled_generation(0.0f, 1);
     return test_done("cuda_fixtures");
 }

@@ -869,6 +869,47 @@ static void test_sample(void) {
 /* Rows of several sizes (one block up to the capped block count) and shapes: random, ties at the
  * maximum across chunks, the maximum first or last, -inf entries, a near-tie merged by the
  * rounding of x - lse, NaN, +inf, all -inf. */
+/* edit_logits against lm_logit_ops_apply, bit for bit: changes from lm_sampler_logit_ops over
+ * histories long enough for many blocks of ops (and tokens with a long run of frequency
+ * subtractions), on rows of negative and positive logits. */
+static void test_edit_logits(void) {
+    static const int VS[] = {1000, 128256}, NH[] = {30, 5000};
+    for (int vi = 0; vi < 2; vi++)
+        for (int hi = 0; hi < 2; hi++) {
+            int V = VS[vi], nh = NH[hi];
+            lm_logit_bias bias[3] = {{7, 2.5f}, {7, -0.125f}, {V - 1, 1e-3f}};
+            lm_gen_params p = lm_gen_default_params();
+            p.logit_bias = bias, p.n_logit_bias = 3;
+            p.repetition_penalty = 1.3f, p.repetition_context_size = nh;
+            p.presence_penalty = 0.4f, p.presence_context_size = nh / 2;
+            p.frequency_penalty = 0.07f, p.frequency_context_size = nh;
+            lm_sampler smp;
+            CHECK(lm_sampler_init(&smp, V, &p, NULL, 0) == LM_OK);
+            int32_t *hist = malloc((size_t)nh * sizeof *hist);
+            for (int i = 0; i < nh; i++) /* a few tokens very often, the rest spread */
+                hist[i] = i % 3 == 0 ? (int32_t)(i % 5) : (int32_t)((i * 7919u) % (unsigned)V);
+            const lm_logit_op *ops = NULL;
+            int n = lm_sampler_logit_ops(&smp, hist, nh, &ops);
+            CHECKF(n > 0, "edit_logits: no changes (%d)", n);
+            buf x = mkf((size_t)V, 4.0f);
+            float *want = malloc((size_t)V * sizeof *want), *got = malloc((size_t)V * sizeof *got);
+            memcpy(want, x.h, (size_t)V * sizeof *want);
+            lm_logit_ops_apply(want, ops, n);
+            gpu->ops->edit_logits(gpu, x.g, ops, n);
+            gpu->ops->download(gpu, got, x.g, (size_t)V * sizeof *got);
+            CHECKF(gpu->ops->status(gpu) == LM_OK, "edit_logits: %s", lm_last_error());
+            int diff = 0;
+            for (int i = 0; i < V; i++)
+                diff += memcmp(&got[i], &want[i], sizeof *got) != 0;
+            CHECKF(diff == 0, "edit_logits V %d, %d changes: %d logits differ from the host's", V, n, diff);
+            free(want);
+            free(got);
+            free(hist);
+            drop(&x);
+            lm_sampler_free(&smp);
+        }
+}
+
 static void test_argmax(void) {
     static const int SIZES[] = {1, 7, 1000, 128256, 262144};
     for (size_t k = 0; k < sizeof SIZES / sizeof SIZES[0]; k++) {
@@ -1000,6 +1041,7 @@ int main(void) {
     test_moe();
     test_argmax();
     test_sample();
+    test_edit_logits();
     test_kv_quant();
     test_errors();
     cpu->ops->destroy(cpu);

@@ -1,6 +1,7 @@
 /* Samplers and logits processors against hand-computed distributions (mlx-lm semantics); the
  * greedy pick (core/softmax.h, the CPU backend's argmax op) against the sampler at temp 0. */
 #include <math.h>
+#include <string.h>
 
 #include "backend/backend.h"
 #include "core/softmax.h"
@@ -443,7 +444,67 @@ static void test_is_greedy(void) {
     greedy_case("top-k, top-p, min-p, XTC at temp 0", 1, p);
 }
 
+/* lm_sampler_logit_ops + lm_logit_ops_apply against the host's processors, bit for bit: random
+ * logits (negative, -0.0), histories with repeats and ids outside the vocabulary, bias lists with
+ * repeated tokens, every penalty on and off with their own windows. */
+static void test_logit_ops(void) {
+    srand(5);
+    static const float REP[] = {0, 1, 1.3f, 0.7f}, PRES[] = {0, 0.5f, -0.25f}, FREQ[] = {0, 0.1f, -0.3f};
+    int bad = 0, unsorted = 0, trials = 400, n_with = 0;
+    for (int trial = 0; trial < trials; trial++) {
+        int V = trial % 2 ? 300 : 37, n_hist = rand() % 120;
+        float x[300], ref[300], got[300];
+        int32_t hist[120];
+        lm_logit_bias bias[6];
+        for (int i = 0; i < V; i++)
+            x[i] = rand() % 9 == 0 ? -0.0f : (float)(rand() % 2001 - 1000) / 97.0f;
+        for (int i = 0; i < n_hist; i++)
+            hist[i] = rand() % 15 == 0 ? (rand() % 2 ? -1 : V + 3) : rand() % (V < 60 ? V : 60);
+        lm_gen_params p = lm_gen_default_params();
+        p.n_logit_bias = rand() % 7;
+        for (int i = 0; i < p.n_logit_bias; i++)
+            bias[i] = (lm_logit_bias){rand() % 20, (float)(rand() % 200 - 100) / 7.0f};
+        p.logit_bias = bias;
+        p.repetition_penalty = REP[rand() % 4], p.repetition_context_size = 1 + rand() % 60;
+        p.presence_penalty = PRES[rand() % 3], p.presence_context_size = 1 + rand() % 60;
+        p.frequency_penalty = FREQ[rand() % 3], p.frequency_context_size = 1 + rand() % 60;
+        lm_sampler s;
+        if (lm_sampler_init(&s, V, &p, NULL, 0) != LM_OK) {
+            CHECKF(0, "trial %d: %s", trial, lm_last_error());
+            continue;
+        }
+        /* the host's processors, in lm_sampler_sample's order */
+        memcpy(ref, x, (size_t)V * sizeof *x);
+        if (p.n_logit_bias)
+            lm_proc_logit_bias(ref, V, p.logit_bias, p.n_logit_bias);
+        if (p.repetition_penalty != 0)
+            lm_proc_repetition(ref, V, hist, n_hist, p.repetition_penalty, p.repetition_context_size, s.seen);
+        if (p.presence_penalty != 0)
+            lm_proc_presence(ref, V, hist, n_hist, p.presence_penalty, p.presence_context_size, s.seen);
+        if (p.frequency_penalty != 0)
+            lm_proc_frequency(ref, V, hist, n_hist, p.frequency_penalty, p.frequency_context_size);
+        const lm_logit_op *ops = NULL;
+        int n = lm_sampler_logit_ops(&s, hist, n_hist, &ops);
+        CHECKF(n >= 0, "trial %d: %s", trial, lm_last_error());
+        n_with += n > 0;
+        for (int i = 1; i < n; i++)
+            unsorted += ops[i].token < ops[i - 1].token;
+        for (int i = 0; i < n; i++)
+            unsorted += ops[i].token < 0 || ops[i].token >= V;
+        memcpy(got, x, (size_t)V * sizeof *x);
+        lm_logit_ops_apply(got, ops, n);
+        bad += memcmp(got, ref, (size_t)V * sizeof *x) != 0;
+        /* no processor: no change at all (repetition 1 is skipped: x / 1 is x) */
+        CHECKF(lm_sampler_has_processors(&s) || n == 0, "trial %d: %d changes without a processor", trial, n);
+        lm_sampler_free(&s);
+    }
+    CHECKF(bad == 0 && unsorted == 0, "logit ops: %d of %d rows differ from the host's processors, %d ops out of order",
+           bad, trials, unsorted);
+    CHECKF(n_with > trials / 2, "logit ops: only %d trials had changes", n_with);
+}
+
 int main(void) {
+    test_logit_ops();
     test_random_reference();
     test_greedy_pick();
     test_is_greedy();

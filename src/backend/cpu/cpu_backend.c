@@ -548,6 +548,7 @@ static const lm_backend_ops CPU_OPS = {
     .altup_predict = lm_cpu_altup_predict,
     .altup_correct = lm_cpu_altup_correct,
     .argmax = lm_cpu_argmax,
+    .edit_logits = lm_cpu_edit_logits,
     .kv_quantize = lm_cpu_kv_quantize,
     .kv_dequant = lm_cpu_kv_dequant,
 };

@@ -189,3 +189,21 @@ void lm_cpu_altup_correct(lm_backend *be, float *streams, const float *pred, con
                 dst[h] = p[h] + (xr[h] - pa[h]) * wi;
         }
 }
+
+/* --- logit processors ---------------------------------------------------------------------------- */
+
+void lm_logit_ops_apply(float *x, const lm_logit_op *ops, int n) {
+    for (int i = 0; i < n; i++) {
+        const lm_logit_op *o = &ops[i];
+        float *v = &x[o->token];
+        if (o->kind == LM_LOGIT_ADD)
+            *v += o->v;
+        else if (o->kind == LM_LOGIT_REP)
+            *v = *v < 0 ? *v * o->v : *v / o->v;
+        else
+            for (int k = 0; k < o->count; k++)
+                *v -= o->v;
+    }
+}
+
+void lm_cpu_edit_logits(lm_backend *be, float *x, const lm_logit_op *ops, int n) { lm_logit_ops_apply(x, ops, n); }

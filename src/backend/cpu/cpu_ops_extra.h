@@ -11,6 +11,8 @@ void lm_cpu_softcap(lm_backend *be, float *x, float cap, size_t n);
 void lm_cpu_mul_rows(lm_backend *be, float *x, const float *w, int rows, int n);
 void lm_cpu_copy_rows(lm_backend *be, float *dst, size_t dst_ld, const float *src, size_t src_ld, int rows, int n);
 void lm_cpu_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out);
+/* x[V] (host memory) = lm_logit_ops_apply(x, ops, n) */
+void lm_cpu_edit_logits(lm_backend *be, float *x, const lm_logit_op *ops, int n);
 void lm_cpu_kv_quantize(lm_backend *be, const float *x, int n, int dim, int bits, int group, uint8_t *q, float *s,
                         float *b);
 void lm_cpu_kv_dequant(lm_backend *be, const uint8_t *q, const float *s, const float *b, int n, int dim, int bits,

@@ -275,6 +275,7 @@ static const lm_backend_ops CUDA_OPS = {
     .matvec_add = lm_cuda_matvec_add,
     .norm_matvec_n = lm_cuda_norm_matvec_n,
     .norm_matvec_glu = lm_cuda_norm_matvec_glu,
+    .edit_logits = lm_cuda_edit_logits,
 };
 
 extern "C" int lm_backend_cuda_available(void) {

@@ -12,7 +12,15 @@ extern "C" {
 }
 
 /* Device scratch buffers, grown on demand (lm_cuda_scratch). */
-enum { LM_CUDA_SCR_XB, LM_CUDA_SCR_WB, LM_CUDA_SCR_ATTN, LM_CUDA_SCR_KVH, LM_CUDA_SCR_SAMPLE, LM_CUDA_SCR_COUNT };
+enum {
+    LM_CUDA_SCR_XB,
+    LM_CUDA_SCR_WB,
+    LM_CUDA_SCR_ATTN,
+    LM_CUDA_SCR_KVH,
+    LM_CUDA_SCR_SAMPLE,
+    LM_CUDA_SCR_EDIT, /* the logit changes of edit_logits */
+    LM_CUDA_SCR_COUNT
+};
 
 #define LM_CUDA_STAGE_BYTES (1u << 20) /* pinned staging ring for small uploads */
 
@@ -285,6 +293,7 @@ void lm_cuda_altup_correct(lm_backend *be, float *streams, const float *pred, co
                            const float *w, int ns, int T, int H);
 void lm_cuda_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out);
 void lm_cuda_sample(lm_backend *be, const float *x, int V, const lm_sample_args *a, lm_argmax_out *out);
+void lm_cuda_edit_logits(lm_backend *be, float *x, const lm_logit_op *ops, int n);
 void lm_cuda_kv_quantize(lm_backend *be, const float *x, int n, int dim, int bits, int group, uint8_t *q, float *s,
                          float *b);
 void lm_cuda_kv_dequant(lm_backend *be, const uint8_t *q, const float *s, const float *b, int n, int dim, int bits,

@@ -378,3 +378,39 @@ void lm_cuda_sample(lm_backend *be, const float *x, int V, const lm_sample_args 
     samp_pick<<<1, SP_THREADS, 0, c->stream>>>(lp, V, *a, st, out);
     lm_cuda_launched(c, "samp_pick");
 }
+
+/* --- logit processors ------------------------------------------------------------------------------
+ * ops are sorted by token (backend.h): the thread of each token's first op applies that token's
+ * ops in order, with the host's float operations (IEEE division, no contraction). */
+__global__ void edit_logits_k(float *x, const lm_logit_op *__restrict__ ops, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    lm_pdl_wait();
+    lm_pdl_next();
+    if (i >= n || (i > 0 && ops[i - 1].token == ops[i].token))
+        return;
+    int t = ops[i].token;
+    float v = x[t];
+    for (int j = i; j < n && ops[j].token == t; j++) {
+        float p = ops[j].v;
+        if (ops[j].kind == LM_LOGIT_ADD)
+            v = __fadd_rn(v, p);
+        else if (ops[j].kind == LM_LOGIT_REP)
+            v = v < 0 ? __fmul_rn(v, p) : __fdiv_rn(v, p);
+        else
+            for (int k = 0; k < ops[j].count; k++)
+                v = __fsub_rn(v, p);
+    }
+    x[t] = v;
+}
+
+void lm_cuda_edit_logits(lm_backend *be, float *x, const lm_logit_op *ops, int n) {
+    cuda_backend *c = cu_be(be);
+    if (n <= 0 || lm_cuda_skip(c))
+        return;
+    lm_logit_op *d = (lm_logit_op *)lm_cuda_scratch(c, LM_CUDA_SCR_EDIT, (size_t)n * sizeof *ops);
+    if (!d)
+        return;
+    be->ops->upload(be, d, ops, (size_t)n * sizeof *ops);
+    lm_cuda_launch(c, "edit_logits", edit_logits_k, lm_cuda_blocks((size_t)n, 256), 256, 0, x,
+                   (const lm_logit_op *)d, n);
+}

@@ -345,8 +345,6 @@ static int no_processor(const lm_gen_params *p) {
            p->presence_penalty == 0 && p->frequency_penalty == 0;
 }
 
-int lm_sampler_is_greedy(const lm_sampler *s) { return s->p.temp == 0 && no_processor(&s->p); }
-
 int lm_sampler_has_processors(const lm_sampler *s) { return !no_processor(&s->p); }
 
 int lm_sampler_chain_args(const lm_sampler *s, lm_sample_args *a) {

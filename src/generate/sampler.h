@@ -75,19 +75,16 @@ void lm_sampler_free(lm_sampler *s);
  * log-probability under the processed logits (before the sampler chain), as mlx-lm reports. */
 int32_t lm_sampler_sample(lm_sampler *s, const float *logits, const int32_t *hist, int n_hist, float *logprob);
 
-/* 1 when lm_sampler_sample reduces to lm_argmax_log_softmax (core/softmax.h) of the raw logits
- * (temp 0, no processor that changes a logit): the token can then be picked where the logits
- * are (lm_ctx_eval_greedy), with the same token and logprob. */
-int lm_sampler_is_greedy(const lm_sampler *s);
-
 /* 1 when a step with temp > 0 is the sampler chain after the processors (no XTC): fills *a but
  * its draw u, which the caller takes from s->rng as lm_sampler_sample would (one draw per
- * token). The token can then be sampled where the logits are (lm_ctx_eval_sample), after the
+ * token). The token can then be sampled where the logits are (lm_ctx_eval_pick), after the
  * processors (lm_sampler_logit_ops) when lm_sampler_has_processors. */
 int lm_sampler_chain_args(const lm_sampler *s, lm_sample_args *a);
 
 /* 1 when a processor changes a logit (a bias entry, a repetition penalty other than 0 and 1, a
- * presence or frequency penalty). */
+ * presence or frequency penalty). At temp 0 without one, lm_sampler_sample reduces to
+ * lm_argmax_log_softmax (core/softmax.h) of the raw logits: the same token and logprob as
+ * lm_ctx_eval_greedy. */
 int lm_sampler_has_processors(const lm_sampler *s);
 
 /* lm_sampler_sample's processors for the history hist[0 .. n_hist) as per-token changes

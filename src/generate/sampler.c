@@ -425,7 +425,8 @@ int lm_sampler_logit_ops(lm_sampler *s, const int32_t *hist, int n_hist, const l
             }
     }
 #undef PUSH
-    qsort(t, (size_t)n, sizeof *t, seq_op_cmp);
+    if (n > 1) /* (with no room yet, t is NULL) */
+        qsort(t, (size_t)n, sizeof *t, seq_op_cmp);
     for (int i = 0; i < n; i++)
         s->ops[i] = t[i].op;
     *ops = s->ops;

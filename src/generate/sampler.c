@@ -374,7 +374,10 @@ static int window_from(int n_hist, int ctx) { return n_hist > ctx ? n_hist - ctx
 int lm_sampler_logit_ops(lm_sampler *s, const int32_t *hist, int n_hist, const lm_logit_op **ops) {
     const lm_gen_params *p = &s->p;
     int V = s->V, rep = p->repetition_penalty != 0 && p->repetition_penalty != 1;
-    size_t most = (size_t)p->n_logit_bias + 3 * (size_t)(n_hist > 0 ? n_hist : 0);
+    size_t most = (size_t)p->n_logit_bias; /* bias entries, then at most one change per window entry */
+    most += (size_t)(n_hist - window_from(n_hist, p->repetition_context_size));
+    most += (size_t)(n_hist - window_from(n_hist, p->presence_context_size));
+    most += (size_t)(n_hist - window_from(n_hist, p->frequency_context_size));
     if (most > (size_t)s->ops_cap) {
         lm_logit_op *o = realloc(s->ops, most * sizeof *o);
         if (o)

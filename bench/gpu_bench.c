@@ -203,8 +203,9 @@ int main(int argc, char **argv) {
                 chain.u = lm_rng_uniform(&samp.rng);
                 st = n_ops < 0 ? LM_ERR_NOMEM : lm_ctx_eval_pick(ctx, &in, 1, &chain, ops, n_ops, &tok, NULL);
             } else if (o.sample == 2) {
-                if ((st = lm_ctx_eval(ctx, &in, 1, logits, 0)) == LM_OK)
-                    tok = lm_sampler_sample(&samp, logits, hist, nh, NULL);
+                if ((st = lm_ctx_eval(ctx, &in, 1, logits, 0)) == LM_OK &&
+                    (tok = lm_sampler_sample(&samp, logits, hist, nh, NULL)) < 0)
+                    st = LM_ERR_NOMEM;
             } else {
                 st = lm_ctx_eval_greedy(ctx, &in, 1, &tok, NULL);
             }

@@ -44,7 +44,7 @@ typedef struct lm_argmax_out {
 
 /* A logit processor's change to one token's logit (generate/sampler.c's lm_sampler_logit_ops):
  * LM_LOGIT_ADD x += v; LM_LOGIT_REP x = x < 0 ? x * v : x / v; LM_LOGIT_SUB x -= v, `count`
- * times over (float operations in the host's order: bit for bit the host's processors). */
+ * times over (the float operations of mlx-lm's processors, in their order). */
 typedef enum { LM_LOGIT_ADD, LM_LOGIT_REP, LM_LOGIT_SUB } lm_logit_kind;
 typedef struct lm_logit_op {
     int32_t token; /* in [0, V) */

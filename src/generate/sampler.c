@@ -7,55 +7,6 @@
 #include "core/util.h"
 #include "generate/sampler.h"
 
-/* --- processors ----------------------------------------------------------------------------- */
-
-void lm_proc_logit_bias(float *logits, int V, const lm_logit_bias *bias, int n_bias) {
-    for (int i = 0; i < n_bias; i++)
-        if (bias[i].token >= 0 && bias[i].token < V)
-            logits[bias[i].token] += bias[i].bias;
-}
-
-/* mlx-lm writes logits[:, tokens] = f(logits[:, tokens]): a token repeated in the window is
- * changed once. */
-void lm_proc_repetition(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx,
-                        uint8_t *seen) {
-    int from = n_hist > ctx ? n_hist - ctx : 0;
-    for (int i = from; i < n_hist; i++) {
-        int32_t t = hist[i];
-        if (t < 0 || t >= V || seen[t])
-            continue;
-        seen[t] = 1;
-        logits[t] = logits[t] < 0 ? logits[t] * penalty : logits[t] / penalty;
-    }
-    for (int i = from; i < n_hist; i++)
-        if (hist[i] >= 0 && hist[i] < V)
-            seen[hist[i]] = 0;
-}
-
-/* mlx-lm: logits[:, tokens] -= penalty (an indexed assignment: once per distinct token). */
-void lm_proc_presence(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx,
-                      uint8_t *seen) {
-    int from = n_hist > ctx ? n_hist - ctx : 0;
-    for (int i = from; i < n_hist; i++) {
-        int32_t t = hist[i];
-        if (t < 0 || t >= V || seen[t])
-            continue;
-        seen[t] = 1;
-        logits[t] -= penalty;
-    }
-    for (int i = from; i < n_hist; i++)
-        if (hist[i] >= 0 && hist[i] < V)
-            seen[hist[i]] = 0;
-}
-
-/* mlx-lm: logits.at[:, tokens].subtract(penalty) (a scatter-add: once per occurrence). */
-void lm_proc_frequency(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx) {
-    int from = n_hist > ctx ? n_hist - ctx : 0;
-    for (int i = from; i < n_hist; i++)
-        if (hist[i] >= 0 && hist[i] < V)
-            logits[hist[i]] -= penalty;
-}
-
 void lm_log_softmax(float *x, int V) {
     float mx;
     double sum;
@@ -398,10 +349,11 @@ int lm_sampler_logit_ops(lm_sampler *s, const int32_t *hist, int n_hist, const l
     seq_op *t = s->ops_tmp;
     int n = 0;
 #define PUSH(tok, k, c, val) (t[n] = (seq_op){{(tok), (k), (c), (val)}, n}, n++)
-    for (int i = 0; i < p->n_logit_bias; i++) /* lm_proc_logit_bias */
+    for (int i = 0; i < p->n_logit_bias; i++)
         if (p->logit_bias[i].token >= 0 && p->logit_bias[i].token < V)
             PUSH(p->logit_bias[i].token, LM_LOGIT_ADD, 1, p->logit_bias[i].bias);
-    /* lm_proc_repetition and lm_proc_presence: once per distinct token of the window */
+    /* repetition and presence: once per distinct token of the window (mlx-lm's indexed
+     * assignments logits[:, tokens] = f(logits[:, tokens]) and logits[:, tokens] -= penalty) */
     for (int pass = 0; pass < 2; pass++) {
         float pen = pass ? p->presence_penalty : p->repetition_penalty;
         if (pass ? pen == 0 : !rep)
@@ -416,7 +368,7 @@ int lm_sampler_logit_ops(lm_sampler *s, const int32_t *hist, int n_hist, const l
             if (hist[i] >= 0 && hist[i] < V)
                 s->seen[hist[i]] = 0;
     }
-    if (p->frequency_penalty != 0) { /* lm_proc_frequency: once per occurrence */
+    if (p->frequency_penalty != 0) { /* once per occurrence (mlx-lm's scatter-add .at[].subtract) */
         int from = window_from(n_hist, p->frequency_context_size);
         for (int i = from; i < n_hist; i++)
             if (hist[i] >= 0 && hist[i] < V)
@@ -442,14 +394,11 @@ int32_t lm_sampler_sample(lm_sampler *s, const float *logits, const int32_t *his
     float *x = s->work;
     memcpy(x, logits, (size_t)V * sizeof *x);
     /* processors (make_logits_processors order) */
-    if (p->n_logit_bias)
-        lm_proc_logit_bias(x, V, p->logit_bias, p->n_logit_bias);
-    if (p->repetition_penalty != 0)
-        lm_proc_repetition(x, V, hist, n_hist, p->repetition_penalty, p->repetition_context_size, s->seen);
-    if (p->presence_penalty != 0)
-        lm_proc_presence(x, V, hist, n_hist, p->presence_penalty, p->presence_context_size, s->seen);
-    if (p->frequency_penalty != 0)
-        lm_proc_frequency(x, V, hist, n_hist, p->frequency_penalty, p->frequency_context_size);
+    const lm_logit_op *ops = NULL;
+    int n_ops = lm_sampler_has_processors(s) ? lm_sampler_logit_ops(s, hist, n_hist, &ops) : 0;
+    if (n_ops < 0)
+        return -1;
+    lm_logit_ops_apply(x, ops, n_ops);
     lm_log_softmax(x, V);
     int32_t tok;
     if (p->temp == 0) {

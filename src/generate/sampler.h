@@ -12,19 +12,6 @@
 #include "core/status.h"
 #include "generate/rng.h"
 
-/* --- processors: logits [V] in place; hist[0..n_hist) is the token history (oldest first) --- */
-
-void lm_proc_logit_bias(float *logits, int V, const lm_logit_bias *bias, int n_bias);
-/* The last `ctx` tokens of hist: logit < 0 ? logit * penalty : logit / penalty, once per
- * distinct token. `seen` is V bytes of scratch, all zero on entry and on return. */
-void lm_proc_repetition(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx,
-                        uint8_t *seen);
-/* Subtract `penalty` once from each distinct token among the last `ctx` (seen as above). */
-void lm_proc_presence(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx,
-                      uint8_t *seen);
-/* Subtract `penalty` for every occurrence among the last `ctx` tokens. */
-void lm_proc_frequency(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx);
-
 /* x := x - logsumexp(x) (float32 values, the sum in double). */
 void lm_log_softmax(float *x, int V);
 
@@ -71,8 +58,9 @@ lm_status lm_sampler_validate(const lm_gen_params *p, int V);
 lm_status lm_sampler_init(lm_sampler *s, int V, const lm_gen_params *p, const int32_t *xtc_special,
                           int n_xtc_special);
 void lm_sampler_free(lm_sampler *s);
-/* Process `logits` (not modified) given the history and pick a token; *logprob receives its
- * log-probability under the processed logits (before the sampler chain), as mlx-lm reports. */
+/* Process `logits` (not modified) given the history (lm_sampler_logit_ops) and pick a token;
+ * *logprob receives its log-probability under the processed logits (before the sampler chain),
+ * as mlx-lm reports. Returns -1 when out of memory (the error is set). */
 int32_t lm_sampler_sample(lm_sampler *s, const float *logits, const int32_t *hist, int n_hist, float *logprob);
 
 /* 1 when a step with temp > 0 is the sampler chain after the processors (no XTC): fills *a but
@@ -87,11 +75,14 @@ int lm_sampler_chain_args(const lm_sampler *s, lm_sample_args *a);
  * lm_ctx_eval_greedy. */
 int lm_sampler_has_processors(const lm_sampler *s);
 
-/* lm_sampler_sample's processors for the history hist[0 .. n_hist) as per-token changes
- * (backend/backend.h's lm_logit_op; lm_logit_ops_apply gives the processed logits bit for bit):
- * the bias entries in order, then for each token of the windows its repetition, presence and
- * frequency changes; sorted by token, each token's in the order they apply. Returns how many,
- * in *ops (valid until the next call), or -1 when out of memory (the error is set). */
+/* The processors for the history hist[0 .. n_hist) (oldest first) as per-token changes to the
+ * logits (backend/backend.h's lm_logit_op, applied by lm_logit_ops_apply or a backend's
+ * edit_logits), in mlx-lm's order: each logit bias entry (added); the repetition penalty on each
+ * distinct token among the last repetition_context_size (logit < 0 ? logit * penalty : logit /
+ * penalty); the presence penalty subtracted once from each distinct token among the last
+ * presence_context_size; the frequency penalty subtracted once per occurrence among the last
+ * frequency_context_size. Sorted by token, each token's in the order they apply. Returns how
+ * many, in *ops (valid until the next call), or -1 when out of memory (the error is set). */
 int lm_sampler_logit_ops(lm_sampler *s, const int32_t *hist, int n_hist, const lm_logit_op **ops);
 
 #endif

@@ -236,7 +236,7 @@ static lm_status eval_pick(gen_state *g, const int32_t *ids, int n, int32_t *tok
     if (!g->in_place) {
         LM_TRY(eval(s, ids, n, s->logits));
         *tok = lm_sampler_sample(&g->samp, s->logits, s->hist, s->n_hist, lp);
-        return LM_OK;
+        return *tok < 0 ? LM_ERR_NOMEM : LM_OK; /* (the sampler set the message) */
     }
     int32_t t;
     float l;
@@ -245,7 +245,7 @@ static lm_status eval_pick(gen_state *g, const int32_t *ids, int n, int32_t *tok
     const lm_logit_op *ops = NULL;
     int n_ops = g->edits ? lm_sampler_logit_ops(&g->samp, s->hist, s->n_hist + n, &ops) : 0;
     if (n_ops < 0)
-        return LM_ERR_NOMEM; /* (lm_sampler_logit_ops set the message) */
+        return LM_ERR_NOMEM; /* (the sampler set the message) */
     if (g->sampled)
         g->chain.u = lm_rng_uniform(&g->samp.rng);
     LM_TRY(lm_ctx_eval_pick(s->ctx, s->hist + s->n_hist, n, g->sampled ? &g->chain : NULL, ops, n_ops, &t, &l));

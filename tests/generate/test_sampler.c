@@ -10,6 +10,57 @@
 
 #define NEAR(a, b) (fabs((double)(a) - (double)(b)) < 1e-6)
 
+/* --- the processors with mlx-lm's semantics, one at a time (the reference for the engine's
+ * lm_sampler_logit_ops): logits [V] in place, hist[0..n_hist) oldest first; `seen` is V bytes of
+ * scratch, zero on entry and on return --- */
+
+static void ref_logit_bias(float *logits, int V, const lm_logit_bias *bias, int n_bias) {
+    for (int i = 0; i < n_bias; i++)
+        if (bias[i].token >= 0 && bias[i].token < V)
+            logits[bias[i].token] += bias[i].bias;
+}
+
+/* mlx-lm writes logits[:, tokens] = f(logits[:, tokens]): a token repeated in the window is
+ * changed once. */
+static void ref_repetition(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx,
+                        uint8_t *seen) {
+    int from = n_hist > ctx ? n_hist - ctx : 0;
+    for (int i = from; i < n_hist; i++) {
+        int32_t t = hist[i];
+        if (t < 0 || t >= V || seen[t])
+            continue;
+        seen[t] = 1;
+        logits[t] = logits[t] < 0 ? logits[t] * penalty : logits[t] / penalty;
+    }
+    for (int i = from; i < n_hist; i++)
+        if (hist[i] >= 0 && hist[i] < V)
+            seen[hist[i]] = 0;
+}
+
+/* mlx-lm: logits[:, tokens] -= penalty (an indexed assignment: once per distinct token). */
+static void ref_presence(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx,
+                      uint8_t *seen) {
+    int from = n_hist > ctx ? n_hist - ctx : 0;
+    for (int i = from; i < n_hist; i++) {
+        int32_t t = hist[i];
+        if (t < 0 || t >= V || seen[t])
+            continue;
+        seen[t] = 1;
+        logits[t] -= penalty;
+    }
+    for (int i = from; i < n_hist; i++)
+        if (hist[i] >= 0 && hist[i] < V)
+            seen[hist[i]] = 0;
+}
+
+/* mlx-lm: logits.at[:, tokens].subtract(penalty) (a scatter-add: once per occurrence). */
+static void ref_frequency(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx) {
+    int from = n_hist > ctx ? n_hist - ctx : 0;
+    for (int i = from; i < n_hist; i++)
+        if (hist[i] >= 0 && hist[i] < V)
+            logits[hist[i]] -= penalty;
+}
+
 static void set_probs(float *lp, const double *p, int n) {
     for (int i = 0; i < n; i++)
         lp[i] = (float)log(p[i]);
@@ -29,30 +80,30 @@ static void test_processors(void) {
     int32_t hist[3] = {0, 1, 0};
     uint8_t seen[4] = {0};
     /* repetition: positive / 2, negative * 2, once per distinct token */
-    lm_proc_repetition(x, 4, hist, 3, 2.0f, 20, seen);
+    ref_repetition(x, 4, hist, 3, 2.0f, 20, seen);
     CHECK(x[0] == 1.0f && x[1] == -2.0f && x[2] == 0.5f && x[3] == 3.0f);
     CHECK(seen[0] == 0 && seen[1] == 0); /* scratch restored */
     /* context size 1: only the last token (0) */
     float y[4] = {2, -1, 0.5f, 3};
-    lm_proc_repetition(y, 4, hist, 3, 2.0f, 1, seen);
+    ref_repetition(y, 4, hist, 3, 2.0f, 1, seen);
     CHECK(y[0] == 1.0f && y[1] == -1.0f);
     /* presence: once per distinct token */
     float z[4] = {2, -1, 0.5f, 3};
     int32_t h2[3] = {0, 0, 1};
-    lm_proc_presence(z, 4, h2, 3, 0.5f, 20, seen);
+    ref_presence(z, 4, h2, 3, 0.5f, 20, seen);
     CHECK(z[0] == 1.5f && z[1] == -1.5f && z[2] == 0.5f && z[3] == 3.0f);
     /* frequency: once per occurrence */
     float w[4] = {2, -1, 0.5f, 3};
-    lm_proc_frequency(w, 4, h2, 3, 0.5f, 20);
+    ref_frequency(w, 4, h2, 3, 0.5f, 20);
     CHECK(w[0] == 1.0f && w[1] == -1.5f && w[2] == 0.5f && w[3] == 3.0f);
     /* frequency over the last 2 tokens only: {0, 1} */
     float v[4] = {2, -1, 0.5f, 3};
-    lm_proc_frequency(v, 4, h2, 3, 0.5f, 2);
+    ref_frequency(v, 4, h2, 3, 0.5f, 2);
     CHECK(v[0] == 1.5f && v[1] == -1.5f);
     /* logit bias */
     lm_logit_bias b[2] = {{3, -10.0f}, {1, 0.25f}};
     float u[4] = {2, -1, 0.5f, 3};
-    lm_proc_logit_bias(u, 4, b, 2);
+    ref_logit_bias(u, 4, b, 2);
     CHECK(u[3] == -7.0f && u[1] == -0.75f && u[0] == 2.0f);
     /* log-softmax: [0, ln 3] -> [ln 1/4, ln 3/4] */
     float s[2] = {0, (float)log(3.0)};
@@ -445,7 +496,7 @@ static void test_is_greedy(void) {
     greedy_case("top-k, top-p, min-p, XTC at temp 0", 1, p);
 }
 
-/* lm_sampler_logit_ops + lm_logit_ops_apply against the host's processors, bit for bit: random
+/* lm_sampler_logit_ops + lm_logit_ops_apply against the reference processors, bit for bit: random
  * logits (negative, -0.0), histories with repeats and ids outside the vocabulary, bias lists with
  * repeated tokens, every penalty on and off with their own windows. */
 static void test_logit_ops(void) {
@@ -474,16 +525,16 @@ static void test_logit_ops(void) {
             CHECKF(0, "trial %d: %s", trial, lm_last_error());
             continue;
         }
-        /* the host's processors, in lm_sampler_sample's order */
+        /* the reference processors, in mlx-lm's order */
         memcpy(ref, x, (size_t)V * sizeof *x);
         if (p.n_logit_bias)
-            lm_proc_logit_bias(ref, V, p.logit_bias, p.n_logit_bias);
+            ref_logit_bias(ref, V, p.logit_bias, p.n_logit_bias);
         if (p.repetition_penalty != 0)
-            lm_proc_repetition(ref, V, hist, n_hist, p.repetition_penalty, p.repetition_context_size, s.seen);
+            ref_repetition(ref, V, hist, n_hist, p.repetition_penalty, p.repetition_context_size, s.seen);
         if (p.presence_penalty != 0)
-            lm_proc_presence(ref, V, hist, n_hist, p.presence_penalty, p.presence_context_size, s.seen);
+            ref_presence(ref, V, hist, n_hist, p.presence_penalty, p.presence_context_size, s.seen);
         if (p.frequency_penalty != 0)
-            lm_proc_frequency(ref, V, hist, n_hist, p.frequency_penalty, p.frequency_context_size);
+            ref_frequency(ref, V, hist, n_hist, p.frequency_penalty, p.frequency_context_size);
         const lm_logit_op *ops = NULL;
         int n = lm_sampler_logit_ops(&s, hist, n_hist, &ops);
         CHECKF(n >= 0, "trial %d: %s", trial, lm_last_error());
@@ -499,8 +550,8 @@ static void test_logit_ops(void) {
         CHECKF(lm_sampler_has_processors(&s) || n == 0, "trial %d: %d changes without a processor", trial, n);
         lm_sampler_free(&s);
     }
-    CHECKF(bad == 0 && unsorted == 0, "logit ops: %d of %d rows differ from the host's processors, %d ops out of order",
-           bad, trials, unsorted);
+    CHECKF(bad == 0 && unsorted == 0, "logit ops: %d of %d rows differ from the reference, %d ops out of order", bad,
+           trials, unsorted);
     CHECKF(n_with > trials / 2, "logit ops: only %d trials had changes", n_with);
 }
 

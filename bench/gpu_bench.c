@@ -3,10 +3,11 @@
  *   gpu_bench DIR [--device cuda|cpu] [--prefill N (2048)] [--ctx A,B (128,4096)] [--decode N (64)]
  *             [--profile N: decode steps 2..2+N of the first context inside cudaProfilerStart/Stop]
  *             [--profile-prefill 1: one more prefill of N tokens, inside cudaProfilerStart/Stop]
- *             [--sample device|host: decode sampling at temp 0.8, min-p 0.05, top-k 50 instead of
+ *             [--sample device|host: decode sampling at temp 0.8 (and --top-k, --min-p) instead of
  *              greedily, on the device (the sample op) or on the host from downloaded logits]
  *             [--penalty R: with --sample, a repetition penalty R and a frequency penalty 0.1
  *              over the last 64 tokens (on the device: the edit_logits op)]
+ *             [--top-k K (50) --min-p P (0.05): the sampler chain of --sample (0 0: temperature alone)]
  * Prompt ids are fixed pseudo-random values (no tokenizer); decode steps run as greedy generation
  * does: each step evaluates one token through the KV cache with lm_ctx_eval_greedy (the token is
  * picked on the device; only its id and logprob come back, not the logits) and feeds the picked
@@ -45,6 +46,8 @@ typedef struct bench_opts {
     int prefill, decode, n_ctx, profile, profile_prefill;
     int sample; /* 0: greedy, 1: sampled on the device, 2: on the host */
     float penalty; /* with sample: repetition penalty (0: none) */
+    int top_k;     /* with sample: the chain's top-k and min-p */
+    float min_p;
     int ctx[MAX_CTX];
 } bench_opts;
 
@@ -53,6 +56,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
     o->device = LM_DEVICE_CUDA;
     o->prefill = 2048;
     o->decode = 64;
+    o->top_k = 50, o->min_p = 0.05f;
     o->n_ctx = 2;
     o->ctx[0] = 128;
     o->ctx[1] = 4096;
@@ -81,6 +85,10 @@ static int parse(int argc, char **argv, bench_opts *o) {
             o->sample = !strcmp(v, "device") ? 1 : 2;
         else if (!strcmp(a, "--penalty"))
             o->penalty = (float)atof(v);
+        else if (!strcmp(a, "--top-k"))
+            o->top_k = atoi(v);
+        else if (!strcmp(a, "--min-p"))
+            o->min_p = (float)atof(v);
         else if (!strcmp(a, "--ctx")) {
             o->n_ctx = 0;
             for (char *s = (char *)v; *s && o->n_ctx < MAX_CTX;) {
@@ -96,7 +104,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
         }
     }
     if (!o->dir || o->prefill < 1 || o->decode < 1 || o->n_ctx < 1) {
-        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N] [--profile-prefill 1] [--sample device|host] [--penalty R]\n");
+        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N] [--profile-prefill 1] [--sample device|host] [--penalty R] [--top-k K] [--min-p P]\n");
         return 0;
     }
     for (int i = 0; i < o->n_ctx; i++)
@@ -161,7 +169,7 @@ int main(int argc, char **argv) {
     if (prompt(ctx, ids, o.prefill, o.prefill, logits, NULL) != LM_OK) /* sizes every buffer once */
         return fail("warm-up prefill");
     lm_gen_params gp = lm_gen_default_params();
-    gp.temp = 0.8f, gp.min_p = 0.05f, gp.top_k = 50, gp.seed = 1;
+    gp.temp = 0.8f, gp.min_p = o.min_p, gp.top_k = o.top_k, gp.seed = 1;
     if (o.penalty != 0) {
         gp.repetition_penalty = o.penalty, gp.repetition_context_size = 64;
         gp.frequency_penalty = 0.1f, gp.frequency_context_size = 64;

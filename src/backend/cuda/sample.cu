@@ -177,7 +177,9 @@ void lm_cuda_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out) {
  *     ranked above it is below sum - (1 - top_p) (the host's ascending cumsum > 1 - top_p),
  *     min-p those with lp >= top + log(min_p) or among the min_keep first, top-k the k first;
  *  4. samp_pick: the categorical draw over the kept tokens in id order, as lm_samp_categorical:
- *     the first whose running sum of exp(lp / temp - max) exceeds u * sum. */
+ *     the first whose running sum of exp(lp / temp - max) exceeds u * sum.
+ * Without top-p, min-p and top-k (mlx-lm's default: temperature alone) every token is kept:
+ * samp_lse says so and steps 2 and 3 are skipped. */
 #define SP_THREADS 1024
 
 typedef struct samp_state {
@@ -215,7 +217,7 @@ static __device__ __forceinline__ double block_scan_d(double v, double *total) {
 static __device__ __forceinline__ float sort_key(float v) { return isnan(v) ? -INFINITY : v; }
 
 __global__ void __launch_bounds__(SP_THREADS) samp_lse(const float *__restrict__ x, int V, float *lp, int *ids,
-                                                       samp_state *st) {
+                                                       int keep_all, samp_state *st) {
     lm_pdl_wait();
     lm_pdl_next();
     float m = -INFINITY;
@@ -230,10 +232,14 @@ __global__ void __launch_bounds__(SP_THREADS) samp_lse(const float *__restrict__
     float lse = m == -INFINITY ? 0.0f : (float)(m + log(sum)); /* all -inf: x stays as it is */
     for (int i = threadIdx.x; i < V; i += blockDim.x) {
         lp[i] = sort_key(x[i] - lse);
-        ids[i] = i;
+        if (!keep_all)
+            ids[i] = i;
     }
-    if (threadIdx.x == 0)
+    if (threadIdx.x == 0) {
         st->lse = lse, st->all_ninf = m == -INFINITY;
+        if (keep_all) /* what samp_cut finds when nothing is cut: every (value, id) ranks at or before the last */
+            st->L = V, st->bv = -INFINITY, st->bi = V - 1;
+    }
 }
 
 __global__ void __launch_bounds__(SP_THREADS) samp_cut(const float *__restrict__ key, const int *__restrict__ id,
@@ -369,12 +375,15 @@ void lm_cuda_sample(lm_backend *be, const float *x, int V, const lm_sample_args 
     int *ids = (int *)(s + 2 * row), *ids_sorted = (int *)(s + 3 * row);
     samp_state *st = (samp_state *)(s + 4 * row);
     void *tmp = s + 4 * row + 256;
-    lm_cuda_launch(c, "samp_lse", samp_lse, 1, SP_THREADS, 0, x, V, lp, ids, st);
-    lm_cuda_check(c, cub::DeviceRadixSort::SortPairsDescending(tmp, cub_bytes, lp, key, ids, ids_sorted, V, 0, 32,
-                                                               c->stream),
-                  "sample: sort");
-    samp_cut<<<1, SP_THREADS, 0, c->stream>>>(key, ids_sorted, V, *a, st);
-    lm_cuda_launched(c, "samp_cut");
+    int keep_all = !(a->top_p > 0 && a->top_p < 1) && a->min_p == 0 && !(a->top_k > 0 && a->top_k < V);
+    lm_cuda_launch(c, "samp_lse", samp_lse, 1, SP_THREADS, 0, x, V, lp, ids, keep_all, st);
+    if (!keep_all) {
+        lm_cuda_check(c, cub::DeviceRadixSort::SortPairsDescending(tmp, cub_bytes, lp, key, ids, ids_sorted, V, 0, 32,
+                                                                   c->stream),
+                      "sample: sort");
+        samp_cut<<<1, SP_THREADS, 0, c->stream>>>(key, ids_sorted, V, *a, st);
+        lm_cuda_launched(c, "samp_cut");
+    }
     samp_pick<<<1, SP_THREADS, 0, c->stream>>>(lp, V, *a, st, out);
     lm_cuda_launched(c, "samp_pick");
 }

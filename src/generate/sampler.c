@@ -307,7 +307,7 @@ int lm_sampler_chain_args(const lm_sampler *s, lm_sample_args *a) {
     return 1;
 }
 
-/* An op and its place in the host's order, for a stable sort by token. */
+/* An op and its place in mlx-lm's order, for a stable sort by token. */
 typedef struct seq_op {
     lm_logit_op op;
     int seq;

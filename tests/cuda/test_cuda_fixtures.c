@@ -120,8 +120,9 @@ static int collect(void *user, const char *text, size_t len, int32_t token, floa
     return 0;
 }
 
-/* with_processors: a logit bias, repetition, presence and frequency penalties, which the GPU
- * session applies where the logits are (the edit_logits op) and the CPU session on the host */
+/* with_processors: a logit bias, repetition, presence and frequency penalties, which both
+ * sessions turn into the same list of changes (lm_sampler_logit_ops): the GPU session applies it
+ * where the logits are (the edit_logits op), the CPU session in host memory. */
 static void sampled_generation(float temp, int with_processors) {
     char dir[1024];
     const char *src = getenv("LMCORE_SRC");

@@ -20,33 +20,18 @@ static void ref_logit_bias(float *logits, int V, const lm_logit_bias *bias, int 
             logits[bias[i].token] += bias[i].bias;
 }
 
-/* mlx-lm writes logits[:, tokens] = f(logits[:, tokens]): a token repeated in the window is
- * changed once. */
-static void ref_repetition(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx,
-                        uint8_t *seen) {
+/* Once per distinct token of the last `ctx`: rep, logit < 0 ? logit * penalty : logit / penalty
+ * (mlx-lm writes logits[:, tokens] = f(logits[:, tokens])); else logit -= penalty (presence, an
+ * indexed assignment). */
+static void ref_distinct(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx, int rep,
+                         uint8_t *seen) {
     int from = n_hist > ctx ? n_hist - ctx : 0;
     for (int i = from; i < n_hist; i++) {
         int32_t t = hist[i];
         if (t < 0 || t >= V || seen[t])
             continue;
         seen[t] = 1;
-        logits[t] = logits[t] < 0 ? logits[t] * penalty : logits[t] / penalty;
-    }
-    for (int i = from; i < n_hist; i++)
-        if (hist[i] >= 0 && hist[i] < V)
-            seen[hist[i]] = 0;
-}
-
-/* mlx-lm: logits[:, tokens] -= penalty (an indexed assignment: once per distinct token). */
-static void ref_presence(float *logits, int V, const int32_t *hist, int n_hist, float penalty, int ctx,
-                      uint8_t *seen) {
-    int from = n_hist > ctx ? n_hist - ctx : 0;
-    for (int i = from; i < n_hist; i++) {
-        int32_t t = hist[i];
-        if (t < 0 || t >= V || seen[t])
-            continue;
-        seen[t] = 1;
-        logits[t] -= penalty;
+        logits[t] = rep ? (logits[t] < 0 ? logits[t] * penalty : logits[t] / penalty) : logits[t] - penalty;
     }
     for (int i = from; i < n_hist; i++)
         if (hist[i] >= 0 && hist[i] < V)
@@ -80,17 +65,17 @@ static void test_processors(void) {
     int32_t hist[3] = {0, 1, 0};
     uint8_t seen[4] = {0};
     /* repetition: positive / 2, negative * 2, once per distinct token */
-    ref_repetition(x, 4, hist, 3, 2.0f, 20, seen);
+    ref_distinct(x, 4, hist, 3, 2.0f, 20, 1, seen);
     CHECK(x[0] == 1.0f && x[1] == -2.0f && x[2] == 0.5f && x[3] == 3.0f);
     CHECK(seen[0] == 0 && seen[1] == 0); /* scratch restored */
     /* context size 1: only the last token (0) */
     float y[4] = {2, -1, 0.5f, 3};
-    ref_repetition(y, 4, hist, 3, 2.0f, 1, seen);
+    ref_distinct(y, 4, hist, 3, 2.0f, 1, 1, seen);
     CHECK(y[0] == 1.0f && y[1] == -1.0f);
     /* presence: once per distinct token */
     float z[4] = {2, -1, 0.5f, 3};
     int32_t h2[3] = {0, 0, 1};
-    ref_presence(z, 4, h2, 3, 0.5f, 20, seen);
+    ref_distinct(z, 4, h2, 3, 0.5f, 20, 0, seen);
     CHECK(z[0] == 1.5f && z[1] == -1.5f && z[2] == 0.5f && z[3] == 3.0f);
     /* frequency: once per occurrence */
     float w[4] = {2, -1, 0.5f, 3};
@@ -530,9 +515,9 @@ static void test_logit_ops(void) {
         if (p.n_logit_bias)
             ref_logit_bias(ref, V, p.logit_bias, p.n_logit_bias);
         if (p.repetition_penalty != 0)
-            ref_repetition(ref, V, hist, n_hist, p.repetition_penalty, p.repetition_context_size, s.seen);
+            ref_distinct(ref, V, hist, n_hist, p.repetition_penalty, p.repetition_context_size, 1, s.seen);
         if (p.presence_penalty != 0)
-            ref_presence(ref, V, hist, n_hist, p.presence_penalty, p.presence_context_size, s.seen);
+            ref_distinct(ref, V, hist, n_hist, p.presence_penalty, p.presence_context_size, 0, s.seen);
         if (p.frequency_penalty != 0)
             ref_frequency(ref, V, hist, n_hist, p.frequency_penalty, p.frequency_context_size);
         const lm_logit_op *ops = NULL;

@@ -2,6 +2,7 @@
  * bench/gpu_bench.py drives it):
  *   gpu_bench DIR [--device cuda|cpu] [--prefill N (2048)] [--ctx A,B (128,4096)] [--decode N (64)]
  *             [--profile N: decode steps 2..2+N of the first context inside cudaProfilerStart/Stop]
+ *             [--trace FILE: with --profile, those steps' kernel timeline into FILE (CUPTI; gpu_trace.c)]
  *             [--profile-prefill 1: one more prefill of N tokens, inside cudaProfilerStart/Stop]
  *             [--sample device|host: decode sampling at temp 0.8 (and --top-k, --min-p) instead of
  *              greedily, on the device (the sample op) or on the host from downloaded logits]
@@ -27,6 +28,9 @@
 #ifdef LM_HAVE_CUDA
 #include <cuda_profiler_api.h> /* --profile: a range of decode steps for ncu --profile-from-start off */
 #endif
+#ifdef LM_HAVE_CUPTI
+#include "gpu_trace.h"
+#endif
 
 #define MAX_CTX 8
 
@@ -44,6 +48,7 @@ typedef struct bench_opts {
     const char *dir;
     lm_device device;
     int prefill, decode, n_ctx, profile, profile_prefill;
+    const char *trace; /* with profile: the kernel timeline's file */
     int sample; /* 0: greedy, 1: sampled on the device, 2: on the host */
     float penalty; /* with sample: repetition penalty (0: none) */
     int top_k;     /* with sample: the chain's top-k and min-p */
@@ -79,6 +84,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
             o->decode = atoi(v);
         else if (!strcmp(a, "--profile"))
             o->profile = atoi(v);
+        else if (!strcmp(a, "--trace"))
+            o->trace = v;
         else if (!strcmp(a, "--profile-prefill"))
             o->profile_prefill = atoi(v);
         else if (!strcmp(a, "--sample") && (!strcmp(v, "device") || !strcmp(v, "host")))
@@ -104,7 +111,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
         }
     }
     if (!o->dir || o->prefill < 1 || o->decode < 1 || o->n_ctx < 1) {
-        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N] [--profile-prefill 1] [--sample device|host] [--penalty R] [--top-k K] [--min-p P]\n");
+        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N] [--trace FILE] [--profile-prefill 1] [--sample device|host] [--penalty R] [--top-k K] [--min-p P]\n");
         return 0;
     }
     for (int i = 0; i < o->n_ctx; i++)
@@ -200,6 +207,12 @@ int main(int argc, char **argv) {
                 (void)cudaProfilerStart();
             if (c == 0 && o.profile > 0 && i == 2 + o.profile)
                 (void)cudaProfilerStop();
+#endif
+#ifdef LM_HAVE_CUPTI
+            if (c == 0 && o.profile > 0 && o.trace && i == 2 && gpu_trace_start() != 0)
+                return 1;
+            if (c == 0 && o.profile > 0 && o.trace && i == 2 + o.profile && gpu_trace_stop(o.trace) != 0)
+                return 1;
 #endif
             double s = lm_time_s();
             int32_t in = tok;

@@ -42,6 +42,9 @@ struct op_max { /* NaN skipped */
 struct op_min {
     template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a < b ? a : b; }
 };
+struct op_max_i {
+    __device__ __forceinline__ int operator()(int a, int b) const { return a > b ? a : b; }
+};
 struct op_add {
     template <typename T> __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
 };
@@ -62,9 +65,46 @@ static __device__ __forceinline__ float block_max(float v) {
 }
 static __device__ __forceinline__ int block_min(int v) { return block_reduce(v, op_min()); }
 
-/* The last block: lse from the partials, then the first entry of the largest x - lse. */
-static __device__ void argmax_finish(const float *__restrict__ x, int V, int chunk, lm_cuda_argmax_scratch *s,
-                                     lm_argmax_out *out) {
+/* Every block: its chunk's maximum m_b (NaN skipped, as the host's x > max) and sum(exp(x - m_b))
+ * in double into s (a chunk of -inf/NaN sums its entries as they are: 0 or NaN); returns 1 in
+ * the last block to finish (after a fence: the other blocks' partials are visible to it). */
+static __device__ int lse_partials(const float *__restrict__ x, int V, int chunk, lm_cuda_argmax_scratch *s) {
+    __shared__ int last;
+    int lo = blockIdx.x * chunk, hi = min(V, lo + chunk);
+    float v[AM_V], m = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < AM_V; j++) {
+        int i = lo + threadIdx.x + j * AM_THREADS;
+        v[j] = i < hi ? x[i] : -INFINITY;
+        m = fmaxf(m, v[j]);
+    }
+    for (int i = lo + threadIdx.x + AM_CHUNK; i < hi; i += AM_THREADS)
+        m = fmaxf(m, x[i]);
+    m = block_max(m);
+    double ref = m == -INFINITY ? 0.0 : (double)m, sum = 0;
+#pragma unroll
+    for (int j = 0; j < AM_V; j++)
+        if (lo + threadIdx.x + j * AM_THREADS < hi)
+            sum += exp((double)v[j] - ref);
+    for (int i = lo + threadIdx.x + AM_CHUNK; i < hi; i += AM_THREADS)
+        sum += exp((double)x[i] - ref);
+    sum = block_sum(sum);
+    if (threadIdx.x == 0) {
+        s->max[blockIdx.x] = m;
+        s->sum[blockIdx.x] = sum;
+        __threadfence(); /* the partials are visible before the ticket counts this block */
+        last = atomicInc(&s->ticket, gridDim.x - 1) == gridDim.x - 1; /* wraps to 0 for the next launch */
+    }
+    __syncthreads();
+    if (last)
+        __threadfence();
+    return last;
+}
+
+/* In the last block: the row's maximum into *mx (-inf when every entry is -inf or NaN; then the
+ * result is meaningless) and lse = (float)(max + log(sum)) from the partials (NaN after a NaN or
+ * +inf entry). */
+static __device__ float lse_finish(lm_cuda_argmax_scratch *s, float *mx_out) {
     const volatile float *pm = s->max; /* written by other blocks: not from this SM's L1 */
     const volatile double *ps = s->sum;
     int nb = gridDim.x;
@@ -72,11 +112,7 @@ static __device__ void argmax_finish(const float *__restrict__ x, int V, int chu
     for (int k = threadIdx.x; k < nb; k += blockDim.x)
         mx = fmaxf(mx, pm[k]);
     mx = block_max(mx);
-    if (mx == -INFINITY) { /* every entry -inf or NaN: the host leaves x as it is; no later entry exceeds x[0] */
-        if (threadIdx.x == 0)
-            out->token = 0, out->logprob = x[0];
-        return;
-    }
+    *mx_out = mx;
     double sum = 0;
     for (int k = threadIdx.x; k < nb; k += blockDim.x) {
         float mk = pm[k];
@@ -84,7 +120,20 @@ static __device__ void argmax_finish(const float *__restrict__ x, int V, int chu
         sum += mk == -INFINITY ? sk : sk * exp((double)mk - mx); /* a chunk of -inf/NaN: 0 or NaN as it is */
     }
     sum = block_sum(sum);
-    float lse = (float)(mx + log(sum));
+    return (float)(mx + log(sum));
+}
+
+/* The last block: lse from the partials, then the first entry of the largest x - lse. */
+static __device__ void argmax_finish(const float *__restrict__ x, int V, int chunk, lm_cuda_argmax_scratch *s,
+                                     lm_argmax_out *out) {
+    const volatile float *pm = s->max;
+    int nb = gridDim.x;
+    float mx, lse = lse_finish(s, &mx);
+    if (mx == -INFINITY) { /* every entry -inf or NaN: the host leaves x as it is; no later entry exceeds x[0] */
+        if (threadIdx.x == 0)
+            out->token = 0, out->logprob = x[0];
+        return;
+    }
     if (isnan(lse)) { /* a NaN or +inf logit: every value is NaN and the host keeps entry 0 */
         if (threadIdx.x == 0)
             out->token = 0, out->logprob = x[0] - lse;
@@ -114,45 +163,20 @@ __global__ void __launch_bounds__(AM_THREADS) argmax_f32(const float *__restrict
                                                          lm_cuda_argmax_scratch *s, lm_argmax_out *out) {
     lm_pdl_wait();
     lm_pdl_next();
-    __shared__ int last;
-    int lo = blockIdx.x * chunk, hi = min(V, lo + chunk);
-    /* this chunk's maximum (NaN skipped, as the host's x > max) */
-    float v[AM_V], m = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < AM_V; j++) {
-        int i = lo + threadIdx.x + j * AM_THREADS;
-        v[j] = i < hi ? x[i] : -INFINITY;
-        m = fmaxf(m, v[j]);
-    }
-    for (int i = lo + threadIdx.x + AM_CHUNK; i < hi; i += AM_THREADS)
-        m = fmaxf(m, x[i]);
-    m = block_max(m);
-    /* sum(exp(x - m)) in double; a chunk of -inf/NaN sums its entries as they are (0 or NaN) */
-    double ref = m == -INFINITY ? 0.0 : (double)m, sum = 0;
-#pragma unroll
-    for (int j = 0; j < AM_V; j++)
-        if (lo + threadIdx.x + j * AM_THREADS < hi)
-            sum += exp((double)v[j] - ref);
-    for (int i = lo + threadIdx.x + AM_CHUNK; i < hi; i += AM_THREADS)
-        sum += exp((double)x[i] - ref);
-    sum = block_sum(sum);
-    if (threadIdx.x == 0) {
-        s->max[blockIdx.x] = m;
-        s->sum[blockIdx.x] = sum;
-        __threadfence(); /* the partials are visible before the ticket counts this block */
-        last = atomicInc(&s->ticket, gridDim.x - 1) == gridDim.x - 1; /* wraps to 0 for the next launch */
-    }
-    __syncthreads();
-    if (!last)
-        return;
-    __threadfence();
-    argmax_finish(x, V, chunk, s, out);
+    if (lse_partials(x, V, chunk, s))
+        argmax_finish(x, V, chunk, s, out);
+}
+
+/* Blocks and chunk length of a pass over a row of V (argmax and sampling). */
+static int am_chunks(int V, int *chunk) {
+    int nb = (int)lm_cuda_blocks((size_t)V, AM_CHUNK);
+    nb = nb < LM_CUDA_ARGMAX_BLOCKS ? nb : LM_CUDA_ARGMAX_BLOCKS;
+    *chunk = (int)(((size_t)V + nb - 1) / nb);
+    return nb;
 }
 
 static void argmax_f32_launch(cuda_backend *c, const float *x, int V, lm_argmax_out *out) {
-    int nb = (int)lm_cuda_blocks((size_t)V, AM_CHUNK);
-    nb = nb < LM_CUDA_ARGMAX_BLOCKS ? nb : LM_CUDA_ARGMAX_BLOCKS;
-    int chunk = (int)(((size_t)V + nb - 1) / nb);
+    int chunk, nb = am_chunks(V, &chunk);
     lm_cuda_launch(c, "argmax_f32", argmax_f32, nb, AM_THREADS, 0, x, V, chunk, c->argmax, out);
 }
 
@@ -168,18 +192,20 @@ void lm_cuda_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out) {
 }
 
 /* --- sampling (backend.h's sample op) ----------------------------------------------------------
- * The host's chain (generate/sampler.c) on the device, one block per pass (a few passes over the
- * row, tens of microseconds, against a download of the row and the host's passes):
- *  1. samp_lse: lse as above, lp = x - lse, ids 0..V-1;
- *  2. CUB's radix sort of (lp, id) by lp, larger first; it is stable, so ties keep the lower id
- *     first: the host's order (`before`);
- *  3. samp_cut: the kept prefix of that order, L tokens: top-p keeps a token while the mass
- *     ranked above it is below sum - (1 - top_p) (the host's ascending cumsum > 1 - top_p),
- *     min-p those with lp >= top + log(min_p) or among the min_keep first, top-k the k first;
- *  4. samp_pick: the categorical draw over the kept tokens in id order, as lm_samp_categorical:
- *     the first whose running sum of exp(lp / temp - max) exceeds u * sum.
- * Without top-p, min-p and top-k (mlx-lm's default: temperature alone) every token is kept:
- * samp_lse says so and steps 2 and 3 are skipped. */
+ * The host's chain (generate/sampler.c) on the device:
+ *  1. samp_lse: lse as for argmax (the same chunks, partials and last block);
+ *  2. only with top-p, min-p or top-k: samp_lp writes lp = x - lse and ids 0..V-1; CUB's radix
+ *     sort of (lp, id) by lp, larger first (stable, so ties keep the lower id first: the host's
+ *     order, `before`); samp_cut finds the kept prefix of that order, L tokens: top-p keeps a
+ *     token while the mass ranked above it is below sum - (1 - top_p) (the host's ascending
+ *     cumsum > 1 - top_p), min-p those with lp >= top + log(min_p) or among the min_keep first,
+ *     top-k the k first. Without them (mlx-lm's default: temperature alone) every token is kept;
+ *  3. samp_pick: the categorical draw over the kept tokens in id order, as lm_samp_categorical:
+ *     the first whose running sum of exp(lp / temp - max) exceeds u * sum. Every block sums the
+ *     weights of its chunk; the last block finds the chunk where the running sum crosses u * sum
+ *     and the token inside it.
+ * Steps 1 and 3 run over the row in many blocks (as one block each, they had cost ~0.18 ms per
+ * token on the H200). */
 #define SP_THREADS 1024
 
 typedef struct samp_state {
@@ -188,6 +214,7 @@ typedef struct samp_state {
     int L;         /* kept tokens: the first L of the order */
     float bv;      /* the last kept (value, id) */
     int bi;
+    float top;     /* the largest lp */
 } samp_state;
 
 /* Exclusive prefix sum over the block (thread order) of v; *total gets the block's sum. */
@@ -216,30 +243,29 @@ static __device__ __forceinline__ double block_scan_d(double v, double *total) {
 
 static __device__ __forceinline__ float sort_key(float v) { return isnan(v) ? -INFINITY : v; }
 
-__global__ void __launch_bounds__(SP_THREADS) samp_lse(const float *__restrict__ x, int V, float *lp, int *ids,
-                                                       int keep_all, samp_state *st) {
+/* st: lse, and every token kept with the largest lp on top (samp_cut narrows it). */
+__global__ void __launch_bounds__(AM_THREADS) samp_lse(const float *__restrict__ x, int V, int chunk,
+                                                       lm_cuda_argmax_scratch *s, samp_state *st) {
     lm_pdl_wait();
     lm_pdl_next();
-    float m = -INFINITY;
-    for (int i = threadIdx.x; i < V; i += blockDim.x)
-        m = fmaxf(m, x[i]); /* NaN skipped, as the host's x > max */
-    m = block_max(m);
-    double sum = 0;
-    if (m != -INFINITY)
-        for (int i = threadIdx.x; i < V; i += blockDim.x)
-            sum += exp((double)x[i] - m);
-    sum = block_sum(sum);
-    float lse = m == -INFINITY ? 0.0f : (float)(m + log(sum)); /* all -inf: x stays as it is */
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
-        lp[i] = sort_key(x[i] - lse);
-        if (!keep_all)
-            ids[i] = i;
-    }
+    if (!lse_partials(x, V, chunk, s))
+        return;
+    float mx, lse = lse_finish(s, &mx);
     if (threadIdx.x == 0) {
-        st->lse = lse, st->all_ninf = m == -INFINITY;
-        if (keep_all) /* what samp_cut finds when nothing is cut: every (value, id) ranks at or before the last */
-            st->L = V, st->bv = -INFINITY, st->bi = V - 1;
+        int ninf = mx == -INFINITY;
+        lse = ninf ? 0.0f : lse; /* all -inf: x stays as it is */
+        st->lse = lse, st->all_ninf = ninf, st->top = sort_key(mx - lse);
+        /* what samp_cut finds when nothing is cut: every (value, id) ranks at or before the last */
+        st->L = V, st->bv = -INFINITY, st->bi = V - 1;
     }
+}
+
+__global__ void samp_lp(const float *__restrict__ x, int V, const samp_state *st, float *lp, int *ids) {
+    lm_pdl_wait();
+    lm_pdl_next();
+    float lse = st->lse;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < V; i += gridDim.x * blockDim.x)
+        lp[i] = sort_key(x[i] - lse), ids[i] = i;
 }
 
 __global__ void __launch_bounds__(SP_THREADS) samp_cut(const float *__restrict__ key, const int *__restrict__ id,
@@ -281,85 +307,115 @@ __global__ void __launch_bounds__(SP_THREADS) samp_cut(const float *__restrict__
         L = min(L, a.top_k);
     if (threadIdx.x == 0) {
         L = max(L, 1);
-        st->L = L, st->bv = key[L - 1], st->bi = id[L - 1];
+        st->L = L, st->bv = key[L - 1], st->bi = id[L - 1], st->top = key[0];
     }
 }
 
-__global__ void __launch_bounds__(SP_THREADS) samp_pick(const float *__restrict__ lp, int V, lm_sample_args a,
-                                                        const samp_state *st, lm_argmax_out *out) {
-    float bv = st->bv;
+/* lp of token i: lp (written by samp_lp) or, when every token is kept, x - lse on the fly */
+#define SP_LP(i) (lp ? lp[i] : sort_key(x[i] - lse))
+/* kept: ranked at or before the last kept (value, id); v holds no NaN */
+#define SP_KEPT(v, i) ((v) > bv || ((v) == bv && (i) <= bi))
+
+__global__ void __launch_bounds__(AM_THREADS) samp_pick(const float *__restrict__ x, const float *__restrict__ lp,
+                                                        int V, int chunk, lm_sample_args a, const samp_state *st,
+                                                        lm_cuda_argmax_scratch *s, lm_argmax_out *out) {
+    lm_pdl_wait();
+    lm_pdl_next();
+    float lse = st->lse, bv = st->bv;
     int bi = st->bi;
-    if (st->all_ninf || isnan(st->lse)) {
-        if (threadIdx.x == 0)
-            out->token = 0, out->logprob = st->all_ninf ? lp[0] : __int_as_float(0x7fc00000);
+    if (st->all_ninf || isnan(lse)) { /* (no block takes a ticket) */
+        if (blockIdx.x == 0 && threadIdx.x == 0)
+            out->token = 0, out->logprob = st->all_ninf ? SP_LP(0) : __int_as_float(0x7fc00000);
         return;
     }
-    /* kept: ranked at or before the last kept (value, id); lp holds no NaN here */
-    double inv = 1.0 / a.temp, mx = -INFINITY;
-    int chunk = (V + blockDim.x - 1) / blockDim.x, lo = threadIdx.x * chunk, hi = min(V, lo + chunk);
-#define SP_KEPT(i) (lp[i] > bv || (lp[i] == bv && (i) <= bi))
-    for (int i = lo; i < hi; i++)
-        if (SP_KEPT(i))
-            mx = fmax(mx, lp[i] * inv);
-    mx = block_reduce(mx, op_max());
-    __shared__ int pick;
-    if (threadIdx.x == 0)
-        pick = -1;
-    __syncthreads();
-    if (mx != -INFINITY) {
-        double loc = 0;
-        int last = -1;
-        for (int i = lo; i < hi; i++)
-            if (SP_KEPT(i)) {
-                double w = exp(lp[i] * inv - mx);
-                if (w > 0)
-                    loc += w, last = i;
-            }
-        double sum, pre = block_scan_d(loc, &sum), target = a.u * sum;
-        if (pre <= target && pre + loc > target) { /* the crossing lies in this thread's ids (one thread) */
-            double cum = pre;
-            int hit = last; /* (its own running sum may stop a rounding short of target) */
-            for (int i = lo; i < hi; i++)
-                if (SP_KEPT(i)) {
-                    double w = exp(lp[i] * inv - mx);
-                    if (w <= 0)
-                        continue;
-                    cum += w;
-                    if (cum > target) {
-                        hit = i;
-                        break;
-                    }
-                }
-            pick = hit;
-        }
-        __syncthreads();
-        if (pick < 0) { /* rounding kept the sum from exceeding target: the last positive weight */
-            __shared__ int lastk;
-            if (threadIdx.x == 0)
-                lastk = -1;
-            __syncthreads();
-            if (last >= 0)
-                atomicMax(&lastk, last);
-            __syncthreads();
-            if (threadIdx.x == 0)
-                pick = lastk;
-            __syncthreads();
-        }
+    /* the largest kept weight is exp(0) = 1 (the top token is always kept) */
+    double inv = 1.0 / a.temp, mx = (double)st->top * inv;
+    int lo = blockIdx.x * chunk, hi = min(V, lo + chunk);
+    double loc = 0;
+    for (int i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+        float v = SP_LP(i);
+        if (SP_KEPT(v, i))
+            loc += exp(v * inv - mx);
     }
-#undef SP_KEPT
+    loc = block_sum(loc);
+    __shared__ int last;
     if (threadIdx.x == 0) {
-        int t = pick >= 0 ? pick : 0; /* (every kept weight underflowed: not reached with L >= 1) */
+        s->sum[blockIdx.x] = loc;
+        __threadfence();
+        last = atomicInc(&s->ticket, gridDim.x - 1) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last)
+        return;
+    __threadfence();
+    /* the last block: the chunk where the running sum crosses u * sum (a thread per chunk) */
+    static_assert(LM_CUDA_ARGMAX_BLOCKS <= AM_THREADS, "a thread per chunk");
+    const volatile double *ps = s->sum;
+    int nb = gridDim.x, k = threadIdx.x;
+    double pk = k < nb ? ps[k] : 0.0, sum, pre = block_scan_d(pk, &sum), target = a.u * sum;
+    __shared__ int cb, pick;
+    __shared__ double cpre;
+    if (k == 0)
+        cb = -1, pick = -1;
+    __syncthreads();
+    if (pk > 0 && pre <= target && pre + pk > target)
+        cb = k, cpre = pre;
+    __syncthreads();
+    int b = cb;
+    double base = cpre;
+    if (b < 0) { /* rounding kept the sum from exceeding target: the last positive weight */
+        b = block_reduce(pk > 0 ? k : -1, op_max_i());
+        base = 0, target = INFINITY;
+    }
+    /* inside chunk b: each thread a contiguous run, so that thread order is id order */
+    int blo = b * chunk, bhi = min(V, blo + chunk), per = (bhi - blo + blockDim.x - 1) / blockDim.x;
+    int tlo = blo + k * per, thi = min(bhi, tlo + per), lastp = -1;
+    double tl = 0;
+    for (int i = tlo; i < thi; i++) {
+        float v = SP_LP(i);
+        double w = SP_KEPT(v, i) ? exp(v * inv - mx) : 0.0;
+        if (w > 0)
+            tl += w, lastp = i;
+    }
+    double all, tpre = base + block_scan_d(tl, &all);
+    if (tpre <= target && tpre + tl > target) { /* the crossing lies in this thread's ids (one thread) */
+        double cum = tpre;
+        int hit = lastp; /* (its own running sum may stop a rounding short of target) */
+        for (int i = tlo; i < thi; i++) {
+            float v = SP_LP(i);
+            double w = SP_KEPT(v, i) ? exp(v * inv - mx) : 0.0;
+            if (w <= 0)
+                continue;
+            cum += w;
+            if (cum > target) {
+                hit = i;
+                break;
+            }
+        }
+        pick = hit;
+    }
+    __syncthreads();
+    if (pick < 0) { /* no crossing inside the chunk (rounding): its last positive weight */
+        int lp_max = block_reduce(lastp, op_max_i());
+        if (k == 0)
+            pick = lp_max;
+    }
+    __syncthreads();
+    if (k == 0) {
+        int t = pick >= 0 ? pick : 0;
         out->token = t;
-        out->logprob = lp[t];
+        out->logprob = SP_LP(t);
     }
 }
+#undef SP_LP
+#undef SP_KEPT
 
 void lm_cuda_sample(lm_backend *be, const float *x, int V, const lm_sample_args *a, lm_argmax_out *out) {
     cuda_backend *c = cu_be(be);
     if (lm_cuda_skip(c))
         return;
-    if (V <= 0 || !(a->temp > 0)) {
-        lm_cuda_fail(c, LM_ERR_INTERNAL, "sample: an empty row or temp <= 0");
+    if (V <= 0 || !(a->temp > 0) || !c->argmax) {
+        lm_cuda_fail(c, LM_ERR_INTERNAL, "sample: an empty row, temp <= 0 or no scratch");
         return;
     }
     size_t cub_bytes = 0;
@@ -376,16 +432,19 @@ void lm_cuda_sample(lm_backend *be, const float *x, int V, const lm_sample_args 
     samp_state *st = (samp_state *)(s + 4 * row);
     void *tmp = s + 4 * row + 256;
     int keep_all = !(a->top_p > 0 && a->top_p < 1) && a->min_p == 0 && !(a->top_k > 0 && a->top_k < V);
-    lm_cuda_launch(c, "samp_lse", samp_lse, 1, SP_THREADS, 0, x, V, lp, ids, keep_all, st);
+    int chunk, nb = am_chunks(V, &chunk);
+    lm_cuda_launch(c, "samp_lse", samp_lse, nb, AM_THREADS, 0, x, V, chunk, c->argmax, st);
     if (!keep_all) {
+        lm_cuda_launch(c, "samp_lp", samp_lp, lm_cuda_blocks((size_t)V, 4 * 256), 256, 0, x, V, (const samp_state *)st,
+                       lp, ids);
         lm_cuda_check(c, cub::DeviceRadixSort::SortPairsDescending(tmp, cub_bytes, lp, key, ids, ids_sorted, V, 0, 32,
                                                                    c->stream),
                       "sample: sort");
         samp_cut<<<1, SP_THREADS, 0, c->stream>>>(key, ids_sorted, V, *a, st);
         lm_cuda_launched(c, "samp_cut");
     }
-    samp_pick<<<1, SP_THREADS, 0, c->stream>>>(lp, V, *a, st, out);
-    lm_cuda_launched(c, "samp_pick");
+    lm_cuda_launch(c, "samp_pick", samp_pick, nb, AM_THREADS, 0, x, keep_all ? (const float *)NULL : (const float *)lp,
+                   V, chunk, *a, (const samp_state *)st, c->argmax, out);
 }
 
 /* --- logit processors ------------------------------------------------------------------------------

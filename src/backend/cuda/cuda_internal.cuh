@@ -26,10 +26,10 @@ enum {
 
 #define LM_CUDA_ARGMAX_BLOCKS 256 /* most blocks of one argmax launch (sample.cu) */
 
-/* The argmax op's per-block partials and the ticket its last block takes (zeroed at creation;
- * the ticket wraps back to 0 at the end of each launch). */
+/* The per-block partials of the argmax and sample ops' passes over a row and the ticket their
+ * last block takes (zeroed at creation; the ticket wraps back to 0 at the end of each launch). */
 typedef struct lm_cuda_argmax_scratch {
-    double sum[LM_CUDA_ARGMAX_BLOCKS]; /* sum(exp(x - the chunk's max)) */
+    double sum[LM_CUDA_ARGMAX_BLOCKS]; /* sum(exp(x - the chunk's max)), or (sampling) of its kept weights */
     float max[LM_CUDA_ARGMAX_BLOCKS];  /* the chunk's max */
     unsigned ticket;                   /* blocks done */
 } lm_cuda_argmax_scratch;

@@ -110,6 +110,16 @@ static int parse(int argc, char **argv, bench_opts *o) {
             return 0;
         }
     }
+    if (o->trace && o->profile < 1) {
+        fprintf(stderr, "gpu_bench: --trace records the steps of --profile N\n");
+        return 0;
+    }
+#ifndef LM_HAVE_CUPTI
+    if (o->trace) {
+        fprintf(stderr, "gpu_bench: --trace needs a build with CUDA and CUPTI\n");
+        return 0;
+    }
+#endif
     if (!o->dir || o->prefill < 1 || o->decode < 1 || o->n_ctx < 1) {
         fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N] [--trace FILE] [--profile-prefill 1] [--sample device|host] [--penalty R] [--top-k K] [--min-p P]\n");
         return 0;

@@ -73,7 +73,7 @@ int gpu_trace_stop(const char *path) {
     qsort(g_recs, g_n, sizeof *g_recs, cmp_start);
     fprintf(f, "start_ns,end_ns,grid,name\n");
     for (size_t i = 0; i < g_n; i++) {
-        char *c = strchr(g_recs[i].name, ','); /* (template arguments) */
+        char *c = strchr(g_recs[i].name, ','); /* (a demangled name's template arguments would split the line) */
         if (c)
             *c = 0;
         fprintf(f, "%llu,%llu,%d,%s\n", g_recs[i].start, g_recs[i].end, g_recs[i].grid, g_recs[i].name);

@@ -211,8 +211,7 @@ void lm_cuda_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out) {
 typedef struct samp_state {
     float lse;     /* NaN: every lp is NaN (a NaN or +inf logit); the pick is token 0 */
     int all_ninf;  /* every logit -inf: lp = x, the pick is token 0 */
-    int L;         /* kept tokens: the first L of the order */
-    float bv;      /* the last kept (value, id) */
+    float bv;      /* the last kept (value, id): the kept tokens rank at or before it */
     int bi;
     float top;     /* the largest lp */
 } samp_state;
@@ -256,7 +255,7 @@ __global__ void __launch_bounds__(AM_THREADS) samp_lse(const float *__restrict__
         lse = ninf ? 0.0f : lse; /* all -inf: x stays as it is */
         st->lse = lse, st->all_ninf = ninf, st->top = sort_key(mx - lse);
         /* what samp_cut finds when nothing is cut: every (value, id) ranks at or before the last */
-        st->L = V, st->bv = -INFINITY, st->bi = V - 1;
+        st->bv = -INFINITY, st->bi = V - 1;
     }
 }
 
@@ -307,7 +306,7 @@ __global__ void __launch_bounds__(SP_THREADS) samp_cut(const float *__restrict__
         L = min(L, a.top_k);
     if (threadIdx.x == 0) {
         L = max(L, 1);
-        st->L = L, st->bv = key[L - 1], st->bi = id[L - 1], st->top = key[0];
+        st->bv = key[L - 1], st->bi = id[L - 1], st->top = key[0];
     }
 }
 

@@ -15,21 +15,21 @@ csv=$(mktemp /tmp/lmcore-trace.XXXXXX.csv)
 python3 - "$csv" <<'PY'
 import csv, sys, subprocess
 rows = list(csv.DictReader(open(sys.argv[1])))
-names = sorted(set(r["name"] for r in rows))
+mangled = sorted(set(r["name"] for r in rows))
 try:
-    dem = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True).stdout.split("\n")
+    dem = subprocess.run(["c++filt"], input="\n".join(mangled), capture_output=True, text=True).stdout.split("\n")
 except OSError:
-    dem = names
-dem = dict(zip(names, dem))
+    dem = mangled
+dem = dict(zip(mangled, dem))
 def short(r):
     n = dem.get(r["name"], r["name"]).split("(")[0].replace("void ", "")
     return n[:40] + " [%s]" % r["grid"]
 ev = sorted((int(r["start_ns"]), int(r["end_ns"]) - int(r["start_ns"]), short(r)) for r in rows)
-# steps end with the pick kernel (argmax / sample)
+# steps end with the pick kernel (greedy: argmax_f32; sampled: samp_pick)
 steps, cur = [], []
 for e in ev:
     cur.append(e)
-    if "argmax" in e[2] or "sample" in e[2]:
+    if e[2].startswith(("argmax", "samp_pick")):
         steps.append(cur); cur = []
 modal = max(set(len(s) for s in steps), key=lambda m: sum(len(s) == m for s in steps))
 steps = [s for s in steps if len(s) == modal]
@@ -49,7 +49,7 @@ names = [e[2] for e in steps[0]]
 per = next(p for p in range(2, n // 4) if all(names[i] == names[i + p] for i in range(n // 4, n // 2)))
 first = next(i for i in range(n) if all(names[j] == names[j + per] for j in range(i, i + per)))
 nl = (n - first) // per - 1
-print("layer period %d kernels, %d layers from kernel %d" % (per, nl, first))
+print("layer period %d kernels, %d layers from kernel %d (means over the middle %d)" % (per, nl + 1, first, nl - 1))
 print("%-48s %9s %9s %9s" % ("kernel (one layer, mean)", "dur us", "start-prev", "adds us"))
 tot = 0
 for j in range(per):

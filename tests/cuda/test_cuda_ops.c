@@ -1027,11 +1027,19 @@ int main(void) {
     check_attention(5, 8, 1, 96, 130, 16, 0, 1);
     check_attention(3, 4, 4, 256, 45, 0, 20.0f, 0);
     check_attention(2, 6, 3, 32, 33, 5, 30.0f, 1);
-    /* the split kernel: many chunks (flash-decoding), GQA 4 and 8, and one chunk per block */
+    /* the split kernel: many chunks (flash-decoding), GQA 4 and 8, and one chunk per block; long
+     * chunks (4 rows per 8 lanes) past 256 rows or for more than one token at head_dim 32-128 */
     check_attention(1, 32, 8, 128, 700, 0, 0, 1);
     check_attention(1, 16, 2, 128, 1000, 100, 0, 0);
     check_attention(40, 8, 2, 128, 300, 0, 0, 0);
     check_attention(64, 16, 8, 64, 200, 0, 0, 1);
+    check_attention(1, 32, 8, 128, 4100, 0, 0, 1);
+    check_attention(1, 28, 4, 128, 3001, 0, 0, 0); /* 7 heads per kv head */
+    check_attention(3, 8, 2, 32, 2000, 300, 30.0f, 1);
+    check_attention(1, 16, 8, 64, 513, 0, 0, 0);
+    check_attention(2, 4, 4, 128, 77, 0, 0, 1);
+    check_attention(40, 32, 16, 64, 100, 20, 0, 1); /* one chunk per block (enough blocks) */
+    check_attention(1, 8, 8, 256, 1500, 0, 0, 1); /* head_dim 256: the short-chunk loop */
     /* the tensor-core kernel: ragged query tiles, window, softcap, sinks, every head_dim */
     check_attention(100, 8, 2, 128, 300, 50, 0, 0);
     check_attention(70, 4, 2, 16, 90, 0, 30.0f, 1);

@@ -91,20 +91,22 @@ __global__ void attention_f32(lm_attn_args a) {
  * once per block: a warp takes every ATS_WARPS-th key of the chunk, each lane holding DPL
  * consecutive dims (hd = 32 * DPL) of K, V, q and the G heads' accumulators; scores are warp
  * sums; each warp loads ATS_PF rows before scoring them, and moves its running max once per such
- * batch. The warps' online-softmax states merge in shared memory. With one chunk the block
- * writes the output; else each chunk writes (max, sum, acc[hd]) per head and attn_combine
- * merges the chunks (flash-decoding). */
+ * batch (long chunks take atl_rows instead, below). The warps' online-softmax states merge in
+ * shared memory. With one chunk the block writes the output; else each chunk writes (acc[hd],
+ * max, sum) per head, and the last block of the chunks to finish merges them (flash-decoding;
+ * ats_fold), or for one token over a few rows the chunks merge inside a cluster. */
 
 #define ATS_WARPS 4
 #ifndef ATS_PF
 #define ATS_PF 8 /* rows a warp loads before using them */
 #endif
 #ifndef ATS_MAX_SPLIT
-#define ATS_MAX_SPLIT 32 /* 4096 keys: 185 tok/s (bf16, 8B), 512 chunks of 16: 152 (H200, 2026-11-28) */
+#define ATS_MAX_SPLIT 32 /* chunks of the short-chunk loop */
 #endif
 #ifndef ATS_CL_ROWS
 #define ATS_CL_ROWS 256 /* one-token attention over at most this many rows merges inside a cluster */
 #endif
+#define ATS_REC(hd) ((hd) + 4) /* a chunk's record per head: acc[hd], max, sum (16-byte rows) */
 #ifndef ATS_L2_ROWS
 #define ATS_L2_ROWS 32 /* rows of its chunk a block prefetches to L2 before the wait (4096 keys: +2%; 128: all) */
 #endif
@@ -130,11 +132,237 @@ template <> struct ats_vec<8> {
     }
 };
 
+/* The rows of a long chunk (LONG): a warp takes ATL_TR = 4 * ATL_B rows at a time (every
+ * ATS_WARPS-th such tile of the chunk). For the scores, 8 lanes share a row (lane l holds dims
+ * 4 * (l & 7) + 32 * i of row l >> 3 of each group of 4), so that a score is a sum over 8 lanes
+ * (3 shuffles serve 4 rows) and each load is a whole 128-byte line; q comes from shared memory.
+ * For the values, lane l holds dims l * DPL.. of every row (the short-chunk loop's accumulators),
+ * with the rows' weights from shared memory. */
+#ifndef ATL_B
+#define ATL_B 2
+#endif
+#define ATL_TR (4 * ATL_B)
+#ifndef ATL_MAX_SPLIT
+#define ATL_MAX_SPLIT 64
+#endif
+
+/* The K rows of the tile at r0 and whether each is visible; V's rows. A row at or past r_end
+ * reads row r_end - 1 instead (no guards, no zeroing) and is hidden; a warp past the chunk's end
+ * loads nothing. */
+template <int DPL>
+static __device__ __forceinline__ void atl_load_k(const lm_attn_args &a, const float *kb, size_t kstride, int r0,
+                                                  int r_end, int32_t qp, float4 (&k)[ATL_B][DPL],
+                                                  int (&vis)[ATL_B]) {
+    if (r0 >= r_end)
+        return;
+    int grp = (threadIdx.x & 31) >> 3;
+#pragma unroll
+    for (int b = 0; b < ATL_B; b++) {
+        int r = min(r0 + 4 * b + grp, r_end - 1);
+        int32_t kp = a.kpos ? a.kpos[r] : r;
+        vis[b] = r0 + 4 * b + grp < r_end && kp >= 0 && kp <= qp && !(a.window > 0 && qp - kp >= a.window);
+        const float *p = kb + (size_t)r * kstride;
+#pragma unroll
+        for (int i = 0; i < DPL; i++)
+            k[b][i] = *(const float4 *)(p + 32 * i);
+    }
+}
+
+template <int DPL>
+static __device__ __forceinline__ void atl_load_v(const float *vb, size_t kstride, int r0, int r_end,
+                                                  float (&v)[ATL_TR][DPL]) {
+    if (r0 >= r_end)
+        return;
+#pragma unroll
+    for (int j = 0; j < ATL_TR; j++)
+        ats_vec<DPL>::ld(vb + (size_t)min(r0 + j, r_end - 1) * kstride, v[j]);
+}
+
+/* qs: room for the block's G query rows (staged here, after the first tile's loads are issued;
+ * rows past the kv head's gq are zeros, and their heads are computed and dropped). The next
+ * tile's K is loaded while the values are summed, its V while the scores are made. */
+template <int DPL, int G>
+static __device__ __forceinline__ void atl_rows(const lm_attn_args &a, float (*qs)[32 * DPL], float (*pw)[G],
+                                                int r_beg, int r_end, float (&m)[G], float (&l)[G],
+                                                float (&acc)[G][DPL]) {
+    constexpr int hd = 32 * DPL;
+    int g = blockIdx.x, t = blockIdx.z, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, grp = lane >> 3,
+        sub = lane & 7;
+    int gq = a.n_heads / a.n_kv;
+    size_t kstride = (size_t)a.n_kv * hd;
+    const float *kb = a.k + (size_t)g * hd + 4 * sub, *vb = a.v + (size_t)g * hd + lane * DPL;
+    int32_t qp = a.qpos[t];
+    float scale = a.scale, cap = a.softcap;
+    float4 k[ATL_B][DPL];
+    float v[ATL_TR][DPL];
+    int vis[ATL_B];
+    int r0 = r_beg + warp * ATL_TR;
+    atl_load_k<DPL>(a, kb, kstride, r0, r_end, qp, k, vis);
+    atl_load_v<DPL>(vb, kstride, r0, r_end, v);
+    for (int e = threadIdx.x; e < G * hd; e += blockDim.x) {
+        int h = e / hd, i = e % hd;
+        qs[h][i] = h < gq ? a.q[((size_t)t * a.n_heads + (size_t)g * gq + h) * hd + i] : 0.0f;
+    }
+    __syncthreads();
+    for (; r0 < r_end; r0 += ATS_WARPS * ATL_TR) {
+        unsigned vmask = 0; /* bit j: row r0 + j is visible */
+#pragma unroll
+        for (int b = 0; b < ATL_B; b++) {
+            unsigned bl = __ballot_sync(0xffffffffu, vis[b]);
+#pragma unroll
+            for (int q4 = 0; q4 < 4; q4++)
+                vmask |= (bl >> (8 * q4) & 1u) << (4 * b + q4);
+        }
+        float s[ATL_B][G];
+#pragma unroll
+        for (int h = 0; h < G; h++) {
+#pragma unroll
+            for (int b = 0; b < ATL_B; b++)
+                s[b][h] = 0.0f;
+#pragma unroll
+            for (int i = 0; i < DPL; i++) {
+                float4 qv = *(const float4 *)&qs[h][4 * sub + 32 * i];
+#pragma unroll
+                for (int b = 0; b < ATL_B; b++) {
+                    s[b][h] = fmaf(qv.x, k[b][i].x, s[b][h]);
+                    s[b][h] = fmaf(qv.y, k[b][i].y, s[b][h]);
+                    s[b][h] = fmaf(qv.z, k[b][i].z, s[b][h]);
+                    s[b][h] = fmaf(qv.w, k[b][i].w, s[b][h]);
+                }
+            }
+        }
+#pragma unroll
+        for (int h = 0; h < G; h++) {
+            float tm = -INFINITY;
+#pragma unroll
+            for (int b = 0; b < ATL_B; b++) {
+                float d = s[b][h];
+                d += __shfl_xor_sync(0xffffffffu, d, 1);
+                d += __shfl_xor_sync(0xffffffffu, d, 2);
+                d += __shfl_xor_sync(0xffffffffu, d, 4);
+                d *= scale;
+                if (cap > 0)
+                    d = cap * tanhf(d / cap);
+                s[b][h] = vis[b] ? d : -INFINITY;
+                tm = fmaxf(tm, s[b][h]);
+            }
+            tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 8));
+            tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 16));
+            /* without branches (the heads' chains interleave): nothing visible yet leaves m = -inf
+             * and l, acc and the weights 0 */
+            float nm = fmaxf(m[h], tm), base = nm == -INFINITY ? 0.0f : nm, ts = 0.0f;
+#pragma unroll
+            for (int b = 0; b < ATL_B; b++) {
+                s[b][h] = __expf(s[b][h] - base); /* now the row's weight (hidden: 0) */
+                ts += s[b][h];
+            }
+            ts += __shfl_xor_sync(0xffffffffu, ts, 8);
+            ts += __shfl_xor_sync(0xffffffffu, ts, 16);
+            float corr = __expf(m[h] - base); /* m = -inf: 0 */
+            l[h] = fmaf(l[h], corr, ts);
+            m[h] = nm;
+#pragma unroll
+            for (int d = 0; d < DPL; d++)
+                acc[h][d] *= corr;
+        }
+        if (sub == 0)
+#pragma unroll
+            for (int b = 0; b < ATL_B; b++)
+#pragma unroll
+                for (int h = 0; h < G; h++)
+                    pw[4 * b + grp][h] = s[b][h];
+        __syncwarp();
+        atl_load_k<DPL>(a, kb, kstride, r0 + ATS_WARPS * ATL_TR, r_end, qp, k, vis);
+#pragma unroll
+        for (int j = 0; j < ATL_TR; j++) {
+            float vj[DPL], p[G];
+#pragma unroll
+            for (int d = 0; d < DPL; d++) /* (a hidden row's values may be anything) */
+                vj[d] = vmask >> j & 1u ? v[j][d] : 0.0f;
+#pragma unroll
+            for (int h = 0; h < G; h += G >= 4 ? 4 : 1) {
+                if constexpr (G >= 4) {
+                    float4 p4 = *(const float4 *)&pw[j][h];
+                    p[h] = p4.x, p[h + 1] = p4.y, p[h + 2] = p4.z, p[h + 3] = p4.w;
+                } else
+                    p[h] = pw[j][h];
+            }
+#pragma unroll
+            for (int h = 0; h < G; h++)
+#pragma unroll
+                for (int d = 0; d < DPL; d++)
+                    acc[h][d] = fmaf(p[h], vj[d], acc[h][d]);
+        }
+        __syncwarp(); /* pw is rewritten by the next tile */
+        atl_load_v<DPL>(vb, kstride, r0 + ATS_WARPS * ATL_TR, r_end, v);
+    }
+}
+
+/* The last block of a (token, kv head) to finish merges the chunks' records of its heads into
+ * the output (tickets: blocks done per pair, back to 0 after the last): the first pass weighs
+ * each chunk (a warp per head, a lane per two chunks), the second sums 4 output values per
+ * thread over the chunks with 16 chunks' loads in flight. */
+template <int G>
+static __device__ void ats_fold(const lm_attn_args &a, const float *part, int n_split) {
+    static_assert(ATS_MAX_SPLIT <= 64 && ATL_MAX_SPLIT <= 64, "two chunks per lane");
+    __shared__ float ff[G][64]; /* exp(chunk max - M) / the total sum */
+    int g = blockIdx.x, t = blockIdx.z, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, hd = a.head_dim;
+    int gq = a.n_heads / a.n_kv;
+    const float *p0 = part + ((size_t)t * a.n_heads + (size_t)g * gq) * n_split * ATS_REC(hd);
+    for (int h = warp; h < gq; h += ATS_WARPS) {
+        const float *ph = p0 + (size_t)h * n_split * ATS_REC(hd);
+        float m[2], l[2], e[2];
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            int s = lane + 32 * j;
+            m[j] = s < n_split ? __ldcg(ph + (size_t)s * ATS_REC(hd) + hd) : -INFINITY;
+            l[j] = s < n_split ? __ldcg(ph + (size_t)s * ATS_REC(hd) + hd + 1) : 0.0f;
+        }
+        int head = g * gq + h;
+        float M = warp_max(fmaxf(m[0], m[1]));
+        if (a.sinks)
+            M = fmaxf(M, a.sinks[head]);
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+            e[j] = M != -INFINITY && m[j] != -INFINITY ? expf(m[j] - M) : 0.0f;
+        float L = warp_sum(l[0] * e[0] + l[1] * e[1]);
+        if (a.sinks && M != -INFINITY)
+            L += expf(a.sinks[head] - M);
+#pragma unroll
+        for (int j = 0; j < 2; j++)
+            if (lane + 32 * j < n_split)
+                ff[h][lane + 32 * j] = L > 0 ? e[j] / L : 0.0f;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < gq * hd / 4; e += blockDim.x) {
+        int h = e / (hd / 4), i = e % (hd / 4) * 4;
+        const float *ph = p0 + (size_t)h * n_split * ATS_REC(hd) + i;
+        float4 A = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int s0 = 0; s0 < n_split; s0 += 16) {
+            float4 v[16];
+#pragma unroll
+            for (int j = 0; j < 16; j++)
+                v[j] = s0 + j < n_split ? __ldcg((const float4 *)(ph + (size_t)(s0 + j) * ATS_REC(hd)))
+                                        : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+            for (int j = 0; j < 16; j++)
+                if (s0 + j < n_split) {
+                    float f = ff[h][s0 + j];
+                    A.x += f * v[j].x, A.y += f * v[j].y, A.z += f * v[j].z, A.w += f * v[j].w;
+                }
+        }
+        float *o = a.out + ((size_t)t * a.n_heads + (size_t)g * gq + h) * hd + i;
+        o[0] = A.x, o[1] = A.y, o[2] = A.z, o[3] = A.w;
+    }
+}
+
 /* CL: the n_split blocks of a kv head form a thread-block cluster and merge their chunks through
- * distributed shared memory (one launch; part unused); else each block leaves its chunk's record
- * in part for attn_combine (n_split > 1) or writes the output (n_split == 1). */
-template <int DPL, int G, bool CL>
-__global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int chunk, int n_split, float *part) {
+ * distributed shared memory (one launch; part unused); else with n_split > 1 each block leaves
+ * its chunk's record in part and the last one merges them (tickets: LM_CUDA_ATTN_TICKETS). LONG:
+ * the rows of the chunk take atl_rows. */
+template <int DPL, int G, bool CL, bool LONG>
+__global__ void __launch_bounds__(ATS_WARPS * 32)
+    attn_split(lm_attn_args a, int chunk, int n_split, float *part, unsigned *tickets) {
     const int hd = 32 * DPL;
     { /* the chunk's first cached rows on their way to L2 before the wait (the kernels before
        * write only the newest rows; a prefetch is coherent in L2 whatever it finds) */
@@ -154,78 +382,91 @@ __global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int gq = a.n_heads / a.n_kv;
     size_t kstride = (size_t)a.n_kv * hd;
-    float q[G][DPL], acc[G][DPL], m[G], l[G];
+    float acc[G][DPL], m[G], l[G];
 #pragma unroll
     for (int h = 0; h < G; h++) {
         m[h] = -INFINITY;
         l[h] = 0.0f;
 #pragma unroll
         for (int j = 0; j < DPL; j++)
-            acc[h][j] = q[h][j] = 0.0f;
-        if (h < gq)
-            ats_vec<DPL>::ld(a.q + ((size_t)t * a.n_heads + (size_t)g * gq + h) * hd + lane * DPL, q[h]);
+            acc[h][j] = 0.0f;
     }
-    int32_t qp = a.qpos[t];
     int r_end = (split + 1) * chunk < a.n_rows ? (split + 1) * chunk : a.n_rows;
-    constexpr int PF = DPL >= 8 ? 2 : ATS_PF; /* head_dim 256: registers for two */
-    /* PF rows at a time (every ATS_WARPS-th row of the chunk from this warp's first): their K, V
-     * and positions are all loaded before any is used, and the running max moves once per batch */
-    for (int r = split * chunk + warp; r < r_end; r += ATS_WARPS * PF) {
-        float k[PF][DPL], v[PF][DPL];
-        int32_t kp[PF];
-#pragma unroll
-        for (int b = 0; b < PF; b++) {
-            int rb = r + b * ATS_WARPS;
-            kp[b] = -1;
-#pragma unroll
-            for (int j = 0; j < DPL; j++)
-                k[b][j] = v[b][j] = 0.0f; /* past the chunk: finite, and masked */
-            if (rb < r_end) {
-                kp[b] = a.kpos ? a.kpos[rb] : rb;
-                ats_vec<DPL>::ld(a.k + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, k[b]);
-                ats_vec<DPL>::ld(a.v + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, v[b]);
-            }
-        }
-        int vis[PF];
-#pragma unroll
-        for (int b = 0; b < PF; b++)
-            vis[b] = kp[b] >= 0 && kp[b] <= qp && !(a.window > 0 && qp - kp[b] >= a.window);
+    if constexpr (LONG) {
+        __shared__ __align__(16) float qs[G][hd];
+        __shared__ __align__(16) float pw[ATS_WARPS][ATL_TR][G];
+        atl_rows<DPL, G>(a, qs, pw[warp], split * chunk, r_end, m, l, acc);
+    } else {
+        float q[G][DPL];
 #pragma unroll
         for (int h = 0; h < G; h++) {
-            if (h >= gq)
-                break;
-            float sc[PF], nm = m[h];
-#pragma unroll
-            for (int b = 0; b < PF; b++) {
-                float d = 0.0f;
-#pragma unroll
-                for (int j = 0; j < DPL; j++)
-                    d += q[h][j] * k[b][j];
-                sc[b] = warp_sum(d) * a.scale;
-                if (a.softcap > 0)
-                    sc[b] = a.softcap * tanhf(sc[b] / a.softcap);
-                if (!vis[b])
-                    sc[b] = -INFINITY;
-                nm = fmaxf(nm, sc[b]);
-            }
-            if (nm == -INFINITY)
-                continue; /* nothing visible yet */
-            float corr = expf(m[h] - nm); /* m = -inf: 0 */
-            l[h] *= corr;
 #pragma unroll
             for (int j = 0; j < DPL; j++)
-                acc[h][j] *= corr;
+                q[h][j] = 0.0f;
+            if (h < gq)
+                ats_vec<DPL>::ld(a.q + ((size_t)t * a.n_heads + (size_t)g * gq + h) * hd + lane * DPL, q[h]);
+        }
+        int32_t qp = a.qpos[t];
+        constexpr int PF = DPL >= 8 ? 2 : ATS_PF; /* head_dim 256: registers for two */
+        /* PF rows at a time (every ATS_WARPS-th row of the chunk from this warp's first): their K, V
+         * and positions are all loaded before any is used, and the running max moves once per batch */
+        for (int r = split * chunk + warp; r < r_end; r += ATS_WARPS * PF) {
+            float k[PF][DPL], v[PF][DPL];
+            int32_t kp[PF];
 #pragma unroll
             for (int b = 0; b < PF; b++) {
-                if (!vis[b]) /* (an empty row's values may be anything) */
-                    continue;
-                float p = expf(sc[b] - nm);
-                l[h] += p;
+                int rb = r + b * ATS_WARPS;
+                kp[b] = -1;
 #pragma unroll
                 for (int j = 0; j < DPL; j++)
-                    acc[h][j] += p * v[b][j];
+                    k[b][j] = v[b][j] = 0.0f; /* past the chunk: finite, and masked */
+                if (rb < r_end) {
+                    kp[b] = a.kpos ? a.kpos[rb] : rb;
+                    ats_vec<DPL>::ld(a.k + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, k[b]);
+                    ats_vec<DPL>::ld(a.v + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, v[b]);
+                }
             }
-            m[h] = nm;
+            int vis[PF];
+#pragma unroll
+            for (int b = 0; b < PF; b++)
+                vis[b] = kp[b] >= 0 && kp[b] <= qp && !(a.window > 0 && qp - kp[b] >= a.window);
+#pragma unroll
+            for (int h = 0; h < G; h++) {
+                if (h >= gq)
+                    break;
+                float sc[PF], nm = m[h];
+#pragma unroll
+                for (int b = 0; b < PF; b++) {
+                    float d = 0.0f;
+#pragma unroll
+                    for (int j = 0; j < DPL; j++)
+                        d += q[h][j] * k[b][j];
+                    sc[b] = warp_sum(d) * a.scale;
+                    if (a.softcap > 0)
+                        sc[b] = a.softcap * tanhf(sc[b] / a.softcap);
+                    if (!vis[b])
+                        sc[b] = -INFINITY;
+                    nm = fmaxf(nm, sc[b]);
+                }
+                if (nm == -INFINITY)
+                    continue; /* nothing visible yet */
+                float corr = expf(m[h] - nm); /* m = -inf: 0 */
+                l[h] *= corr;
+#pragma unroll
+                for (int j = 0; j < DPL; j++)
+                    acc[h][j] *= corr;
+#pragma unroll
+                for (int b = 0; b < PF; b++) {
+                    if (!vis[b]) /* (an empty row's values may be anything) */
+                        continue;
+                    float p = expf(sc[b] - nm);
+                    l[h] += p;
+#pragma unroll
+                    for (int j = 0; j < DPL; j++)
+                        acc[h][j] += p * v[b][j];
+                }
+                m[h] = nm;
+            }
         }
     }
     /* merge the warps */
@@ -262,10 +503,22 @@ __global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int
                 cl_m[h] = M, cl_l[h] = L;
             cl_a[h][i] = A;
         } else {
-            float *pp = part + (((size_t)t * a.n_heads + head) * n_split + split) * (hd + 2);
+            float *pp = part + (((size_t)t * a.n_heads + head) * n_split + split) * ATS_REC(hd);
             if (i == 0)
-                pp[0] = M, pp[1] = L;
-            pp[2 + i] = A;
+                pp[hd] = M, pp[hd + 1] = L;
+            pp[i] = A;
+        }
+    }
+    if constexpr (!CL) {
+        if (n_split > 1) {
+            __shared__ int last;
+            __threadfence(); /* the records are visible before the ticket counts this block */
+            __syncthreads();
+            if (threadIdx.x == 0)
+                last = atomicInc(&tickets[(size_t)t * a.n_kv + g], n_split - 1) == (unsigned)n_split - 1;
+            __syncthreads();
+            if (last)
+                ats_fold<G>(a, part, n_split);
         }
     }
     if constexpr (CL) { /* the cluster's blocks split the outputs and read every chunk's record */
@@ -298,72 +551,50 @@ __global__ void __launch_bounds__(ATS_WARPS * 32) attn_split(lm_attn_args a, int
     }
 }
 
-/* out[t, head] from the chunks' (max, sum, acc) records; one block per (token, head). The first
- * warp reads every chunk's max and sum at once (a lane per chunk) and leaves each chunk's weight
- * in shared memory; then each thread sums its output values over the chunks with several
- * chunks' loads in flight (one chunk at a time, the maxima, sums and values had cost ~3 * n_split
- * dependent L2 round trips). */
-__global__ void attn_combine(lm_attn_args a, int n_split, const float *__restrict__ part) {
-    static_assert(ATS_MAX_SPLIT <= 32, "a lane per chunk");
-    __shared__ float f[ATS_MAX_SPLIT]; /* exp(chunk max - M) / the total sum */
-    lm_pdl_wait();
-    lm_pdl_next();
-    int th = blockIdx.x, hd = a.head_dim, head = th % a.n_heads;
-    const float *pp = part + (size_t)th * n_split * (hd + 2);
-    if (threadIdx.x < 32) {
-        int s = threadIdx.x;
-        float m = s < n_split ? pp[(size_t)s * (hd + 2)] : -INFINITY, l = s < n_split ? pp[(size_t)s * (hd + 2) + 1] : 0.0f;
-        float M = warp_max(m);
-        if (a.sinks)
-            M = fmaxf(M, a.sinks[head]);
-        float e = M != -INFINITY && s < n_split ? expf(m - M) : 0.0f;
-        float L = warp_sum(l * e);
-        if (a.sinks && M != -INFINITY)
-            L += expf(a.sinks[head] - M);
-        if (s < n_split)
-            f[s] = L > 0 ? e / L : 0.0f;
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-        float A = 0.0f;
-#pragma unroll 8
-        for (int s = 0; s < n_split; s++)
-            A += pp[(size_t)s * (hd + 2) + 2 + i] * f[s];
-        a.out[(size_t)th * hd + i] = A;
-    }
-}
+enum { ATS_PLAIN, ATS_CLUSTER, ATS_LONG }; /* attn_split's forms: the short-chunk loop, the same
+                                            * merged in a cluster, the long-chunk loop (atl_rows) */
 
-/* cl: the n_split blocks of each kv head as one cluster (attention_split) */
 template <int DPL, int G>
-static void attn_split_launch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part, int cl) {
+static void attn_split_launch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part, int form) {
     dim3 grid((unsigned)a->n_kv, (unsigned)n_split, (unsigned)a->T);
-    if (cl)
-        lm_cuda_launch_cluster(c, "attn_split", attn_split<DPL, G, true>, grid, ATS_WARPS * 32, 0,
-                               dim3(1, (unsigned)n_split, 1), *a, chunk, n_split, part);
+    if (form == ATS_CLUSTER)
+        lm_cuda_launch_cluster(c, "attn_split", attn_split<DPL, G, true, false>, grid, ATS_WARPS * 32, 0,
+                               dim3(1, (unsigned)n_split, 1), *a, chunk, n_split, part, c->attn_tickets);
+    else if (form == ATS_LONG) /* (never for head_dim 256) */
+        lm_cuda_launch(c, "attn_split", attn_split<DPL, G, false, (DPL <= 4)>, grid, ATS_WARPS * 32, 0, *a, chunk,
+                       n_split, part, c->attn_tickets);
     else
-        lm_cuda_launch(c, "attn_split", attn_split<DPL, G, false>, grid, ATS_WARPS * 32, 0, *a, chunk, n_split, part);
+        lm_cuda_launch(c, "attn_split", attn_split<DPL, G, false, false>, grid, ATS_WARPS * 32, 0, *a, chunk, n_split,
+                       part, c->attn_tickets);
 }
 
 template <int DPL>
-static int attn_split_dispatch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part, int cl) {
+static int attn_split_dispatch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part, int form) {
     int gq = a->n_heads / a->n_kv;
     if (gq <= 1)
-        attn_split_launch<DPL, 1>(c, a, chunk, n_split, part, cl);
+        attn_split_launch<DPL, 1>(c, a, chunk, n_split, part, form);
     else if (gq <= 2)
-        attn_split_launch<DPL, 2>(c, a, chunk, n_split, part, cl);
+        attn_split_launch<DPL, 2>(c, a, chunk, n_split, part, form);
     else if (gq <= 4)
-        attn_split_launch<DPL, 4>(c, a, chunk, n_split, part, cl);
+        attn_split_launch<DPL, 4>(c, a, chunk, n_split, part, form);
     else if (gq <= 8)
-        attn_split_launch<DPL, 8>(c, a, chunk, n_split, part, cl);
+        attn_split_launch<DPL, 8>(c, a, chunk, n_split, part, form);
     else
         return 0;
     return 1;
 }
 
-/* Chunks: one when there are enough (token, kv head) blocks to fill the GPU; else chunks of
- * ATS_CHUNK keys (at most ATS_MAX_SPLIT of them). Returns 0 when the shape needs the old kernel. */
+/* The long-chunk loop serves head_dim 32-128 with K and V 16-byte aligned, except one token over
+ * at most ATS_CL_ROWS rows. Chunks: one when there are enough (token, kv head) blocks to fill
+ * the GPU; else for the long-chunk loop at most ATL_MAX_SPLIT chunks of at least ATL_CHUNK rows,
+ * a multiple of ATL_TR (4096 rows: 64 chunks of 64); else chunks of ATS_CHUNK keys (at most
+ * ATS_MAX_SPLIT), and for one token (at most 8 of them) merged inside a cluster. Returns 0 when
+ * the shape needs the first kernel. */
 #ifndef ATS_CHUNK
 #define ATS_CHUNK 16
+#endif
+#ifndef ATL_CHUNK
+#define ATL_CHUNK 64
 #endif
 
 static int attention_split(cuda_backend *c, const lm_attn_args *a) {
@@ -371,35 +602,45 @@ static int attention_split(cuda_backend *c, const lm_attn_args *a) {
     if (hd % 32 || (dpl != 1 && dpl != 2 && dpl != 4 && dpl != 8) || a->n_heads / a->n_kv > 8 || a->n_rows <= 0 ||
         ((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v) & (size_t)(4 * dpl > 16 ? 15 : 4 * dpl - 1))
         return 0;
+    int form = dpl <= 4 && !(((uintptr_t)a->k | (uintptr_t)a->v) & 15) &&
+                       !(a->T == 1 && a->n_rows <= ATS_CL_ROWS)
+                   ? ATS_LONG
+                   : ATS_PLAIN;
     int n_split = 1, chunk = a->n_rows;
     if ((size_t)a->T * a->n_kv < 512) {
-        n_split = (a->n_rows + ATS_CHUNK - 1) / ATS_CHUNK;
-        if (n_split > ATS_MAX_SPLIT)
-            n_split = ATS_MAX_SPLIT;
-        chunk = (a->n_rows + n_split - 1) / n_split;
+        if (form == ATS_LONG) {
+            n_split = (a->n_rows + ATL_CHUNK - 1) / ATL_CHUNK;
+            if (n_split > ATL_MAX_SPLIT)
+                n_split = ATL_MAX_SPLIT;
+            chunk = (a->n_rows + n_split - 1) / n_split;
+            chunk = (chunk + ATL_TR - 1) / ATL_TR * ATL_TR;
+        } else {
+            n_split = (a->n_rows + ATS_CHUNK - 1) / ATS_CHUNK;
+            if (n_split > ATS_MAX_SPLIT)
+                n_split = ATS_MAX_SPLIT;
+            chunk = (a->n_rows + n_split - 1) / n_split;
+        }
         n_split = (a->n_rows + chunk - 1) / chunk;
     }
     /* one token over at most ATS_CL_ROWS rows: at most 8 chunks, merged inside a cluster */
-    int cl = a->T == 1 && n_split > 1 && a->n_rows <= ATS_CL_ROWS;
-    if (cl && n_split > 8) {
-        chunk = (a->n_rows + 7) / 8;
-        n_split = (a->n_rows + chunk - 1) / chunk;
+    if (form == ATS_PLAIN && a->T == 1 && n_split > 1 && a->n_rows <= ATS_CL_ROWS) {
+        form = ATS_CLUSTER;
+        if (n_split > 8) {
+            chunk = (a->n_rows + 7) / 8;
+            n_split = (a->n_rows + chunk - 1) / chunk;
+        }
     }
     float *part = NULL;
-    if (n_split > 1 && !cl) {
+    if (n_split > 1 && form != ATS_CLUSTER) {
         part = (float *)lm_cuda_scratch(c, LM_CUDA_SCR_ATTN,
-                                        (size_t)a->T * a->n_heads * n_split * (hd + 2) * sizeof(float));
+                                        (size_t)a->T * a->n_heads * n_split * ATS_REC(hd) * sizeof(float));
         if (!part)
             return 1; /* the error is recorded */
     }
-    int ok = dpl == 1   ? attn_split_dispatch<1>(c, a, chunk, n_split, part, cl)
-             : dpl == 2 ? attn_split_dispatch<2>(c, a, chunk, n_split, part, cl)
-             : dpl == 4 ? attn_split_dispatch<4>(c, a, chunk, n_split, part, cl)
-                        : attn_split_dispatch<8>(c, a, chunk, n_split, part, cl);
-    if (ok && n_split > 1 && !cl) {
-        lm_cuda_launch(c, "attn_combine", attn_combine, (unsigned)(a->T * a->n_heads), 128, 0, *a, n_split,
-                       (const float *)part);
-    }
+    int ok = dpl == 1   ? attn_split_dispatch<1>(c, a, chunk, n_split, part, form)
+             : dpl == 2 ? attn_split_dispatch<2>(c, a, chunk, n_split, part, form)
+             : dpl == 4 ? attn_split_dispatch<4>(c, a, chunk, n_split, part, form)
+                        : attn_split_dispatch<8>(c, a, chunk, n_split, part, form);
     return ok;
 }
 

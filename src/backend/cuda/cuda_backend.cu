@@ -156,7 +156,7 @@ static void cu_copy_rows(lm_backend *be, float *dst, size_t dst_ld, const float 
  * instantiated again. What the ops need is prepared first: room in the staging ring, scratch. */
 
 #define GRAPH_STAGE_ROOM (64u << 10)  /* uploads of one step stay far below this */
-#define GRAPH_ATTN_SCRATCH (64u << 20) /* split attention of one token: heads * 256 * (hd + 2) floats */
+#define GRAPH_ATTN_SCRATCH (64u << 20) /* split attention of one token: heads * 64 * (hd + 4) floats */
 
 static lm_status cu_record_begin(lm_backend *be) {
     cuda_backend *c = cu_be(be);
@@ -217,6 +217,8 @@ static void cu_destroy(lm_backend *be) {
         cudaGraphExecDestroy(c->exec);
     if (c->argmax)
         cudaFree(c->argmax);
+    if (c->attn_tickets)
+        cudaFree(c->attn_tickets);
     lm_cuda_gemm_free(c);
     for (int i = 0; i < LM_CUDA_SCR_COUNT; i++)
         if (c->scratch[i])
@@ -312,6 +314,8 @@ extern "C" lm_status lm_backend_cuda_new(int device, lm_backend **out) {
         (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
         (e = cudaMalloc((void **)&c->argmax, sizeof *c->argmax)) != cudaSuccess ||
         (e = cudaMemset(c->argmax, 0, sizeof *c->argmax)) != cudaSuccess ||
+        (e = cudaMalloc((void **)&c->attn_tickets, LM_CUDA_ATTN_TICKETS * sizeof(unsigned))) != cudaSuccess ||
+        (e = cudaMemset(c->attn_tickets, 0, LM_CUDA_ATTN_TICKETS * sizeof(unsigned))) != cudaSuccess ||
         (e = cudaDeviceGetAttribute(&c->sms, cudaDevAttrMultiProcessorCount, device)) != cudaSuccess) {
         (void)cudaGetLastError();
         cu_destroy(&c->base);

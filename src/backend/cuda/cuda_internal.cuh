@@ -24,6 +24,7 @@ enum {
 
 #define LM_CUDA_STAGE_BYTES (1u << 20) /* pinned staging ring for small uploads */
 
+#define LM_CUDA_ATTN_TICKETS 512 /* split attention runs for fewer (token, kv head) pairs */
 #define LM_CUDA_ARGMAX_BLOCKS 256 /* most blocks of one argmax launch (sample.cu) */
 
 /* The per-block partials of the argmax and sample ops' passes over a row and the ticket their
@@ -53,6 +54,8 @@ typedef struct cuda_backend {
     int sms;         /* multiprocessors of the device */
     cudaGraphExec_t exec; /* the last step's executable graph, updated in place while its shape holds */
     lm_cuda_argmax_scratch *argmax; /* device memory of the argmax op */
+    unsigned *attn_tickets;         /* [LM_CUDA_ATTN_TICKETS] blocks of split attention done per
+                                     * (token, kv head), zeroed at creation (attention.cu) */
 } cuda_backend;
 
 static inline cuda_backend *cu_be(lm_backend *be) { return (cuda_backend *)be; }

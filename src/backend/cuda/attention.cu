@@ -607,7 +607,7 @@ static int attention_split(cuda_backend *c, const lm_attn_args *a) {
                    ? ATS_LONG
                    : ATS_PLAIN;
     int n_split = 1, chunk = a->n_rows;
-    if ((size_t)a->T * a->n_kv < 512) {
+    if ((size_t)a->T * a->n_kv < LM_CUDA_ATTN_TICKETS) { /* (a ticket per pair for the merge) */
         if (form == ATS_LONG) {
             n_split = (a->n_rows + ATL_CHUNK - 1) / ATL_CHUNK;
             if (n_split > ATL_MAX_SPLIT)

@@ -36,7 +36,8 @@ lm_status jj_iterable(jj_render *R, jv v, jj_list **out) {
     case JV_DICT:
     case JV_NS:
         LM_TRY(jv_new_list(R, v.u.d->n, &l));
-        memcpy(l.u.l->v, v.u.d->k, v.u.d->n * sizeof(jv));
+        if (v.u.d->n) /* (an empty dict has no keys array) */
+            memcpy(l.u.l->v, v.u.d->k, v.u.d->n * sizeof(jv));
         l.u.l->n = v.u.d->n;
         break;
     case JV_STR:

@@ -99,13 +99,16 @@ static lm_status concat_seq(jj_render *R, jv a, jv b, jv *out) {
         char *p = jj_alloc(&R->ar, a.u.s.n + b.u.s.n + 1);
         if (!p)
             return jj_nomem(R);
-        memcpy(p, a.u.s.p, a.u.s.n);
-        memcpy(p + a.u.s.n, b.u.s.p, b.u.s.n);
+        if (a.u.s.n) /* (an empty side may have no buffer: memcpy takes none) */
+            memcpy(p, a.u.s.p, a.u.s.n);
+        if (b.u.s.n)
+            memcpy(p + a.u.s.n, b.u.s.p, b.u.s.n);
         *out = jv_strn(p, a.u.s.n + b.u.s.n);
         return LM_OK;
     }
     LM_TRY(jv_new_list(R, a.u.l->n + b.u.l->n, out));
-    memcpy(out->u.l->v, a.u.l->v, a.u.l->n * sizeof(jv));
+    if (a.u.l->n)
+        memcpy(out->u.l->v, a.u.l->v, a.u.l->n * sizeof(jv));
     if (b.u.l->n)
         memcpy(out->u.l->v + a.u.l->n, b.u.l->v, b.u.l->n * sizeof(jv));
     out->u.l->n = a.u.l->n + b.u.l->n;

@@ -118,6 +118,10 @@ static void hand_cases(void) {
                  "False 2");
     check_render("json_numbers", "{{ n }} {{ f }} {{ n | tojson }}", "{\"n\": 3, \"f\": 0.5}", "3 0.5 3");
     check_render("empty", "", NULL, "");
+    check_render("empty_concat", "{{ ([] + []) | length }} {{ ('' + '') | length }} {{ ([] + [1]) | length }}", NULL,
+                 "0 0 1");
+    check_render("empty_seqs", "{{ ({} | list) | length }} {{ ('' * 3) | length }} {{ ([] | sort) | length }}", NULL,
+                 "0 0 0");
     check_error("line_col", "line1\nline2 {{ 1 +* 2 }}", NULL, ":2:13: unexpected '*'");
     check_error("unknown_tag_generation_like", "{% assistant %}x{% endassistant %}", NULL, "unknown or unsupported tag 'assistant'");
 

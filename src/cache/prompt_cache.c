@@ -88,7 +88,8 @@ lm_status lm_ctx_save(const lm_ctx *c, const char *path, const int32_t *tokens, 
                                   kv->n ? ptr[j] : ""};
         }
         snprintf(names[k], sizeof names[k], "layers.%d.positions", l);
-        outs[k++] = (lm_st_out){names[k - 1], LM_DT_I32, 1, {kv->n}, kv->n ? (const void *)kv->pos : ""};
+        outs[k] = (lm_st_out){names[k], LM_DT_I32, 1, {kv->n}, kv->n ? (const void *)kv->pos : ""};
+        k++;
     }
     outs[k] = (lm_st_out){"tokens", LM_DT_I32, 1, {n_tokens}, n_tokens ? (const void *)tokens : ""};
     layout_string(c, layout, sizeof layout);

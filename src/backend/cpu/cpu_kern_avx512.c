@@ -29,13 +29,6 @@ TGT static inline __m512 ld_f16_m(const uint16_t *p, __mmask16 m) {
 }
 /* 16 unsigned bytes as floats */
 TGT static inline __m512 u8_ps(__m128i b) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b)); }
-/* 16 bytes of nibbles (low first) -> bytes of elements 0..15 and 16..31 */
-TGT static inline void nibbles(const uint8_t *p, __m128i *e0, __m128i *e1) {
-    __m128i b = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(0x0f);
-    __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
-    *e0 = _mm_unpacklo_epi8(lo, hi);
-    *e1 = _mm_unpackhi_epi8(lo, hi);
-}
 
 /* --- dense dot products -------------------------------------------------------------------------- */
 
@@ -85,13 +78,6 @@ TGT static inline __m512i unpack(const unpacker *u, const uint8_t *p, int n) {
     return _mm512_and_si512(_mm512_multishift_epi64_epi8(u->shifts, v), u->mask);
 }
 
-/* sum of q[i] * xq[i] over 32 codes (bytes of a 256-bit half) and 32 int16 activations */
-TGT static inline __m512i dot32_u8(__m512i acc, __m256i codes, const int16_t *xq) {
-    return _mm512_dpwssd_epi32(acc, _mm512_cvtepu8_epi16(codes), _mm512_loadu_si512(xq));
-}
-TGT static inline __m512i dot32_s8(__m512i acc, __m256i codes, const int16_t *xq) {
-    return _mm512_dpwssd_epi32(acc, _mm512_cvtepi8_epi16(codes), _mm512_loadu_si512(xq));
-}
 
 /* 16 scales/biases (f32, f16 or bf16) of groups g.. as floats; lanes outside m are 0 */
 TGT static inline __m512 ld_sc(const uint8_t *p, lm_dtype dt, int g, __mmask16 m) {

@@ -602,10 +602,8 @@ static int attention_split(cuda_backend *c, const lm_attn_args *a) {
     if (hd % 32 || (dpl != 1 && dpl != 2 && dpl != 4 && dpl != 8) || a->n_heads / a->n_kv > 8 || a->n_rows <= 0 ||
         ((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v) & (size_t)(4 * dpl > 16 ? 15 : 4 * dpl - 1))
         return 0;
-    int form = dpl <= 4 && !(((uintptr_t)a->k | (uintptr_t)a->v) & 15) &&
-                       !(a->T == 1 && a->n_rows <= ATS_CL_ROWS)
-                   ? ATS_LONG
-                   : ATS_PLAIN;
+    int one_short = a->T == 1 && a->n_rows <= ATS_CL_ROWS; /* the cluster's case */
+    int form = dpl <= 4 && !(((uintptr_t)a->k | (uintptr_t)a->v) & 15) && !one_short ? ATS_LONG : ATS_PLAIN;
     int n_split = 1, chunk = a->n_rows;
     if ((size_t)a->T * a->n_kv < LM_CUDA_ATTN_TICKETS) { /* (a ticket per pair for the merge) */
         if (form == ATS_LONG) {
@@ -623,7 +621,7 @@ static int attention_split(cuda_backend *c, const lm_attn_args *a) {
         n_split = (a->n_rows + chunk - 1) / chunk;
     }
     /* one token over at most ATS_CL_ROWS rows: at most 8 chunks, merged inside a cluster */
-    if (form == ATS_PLAIN && a->T == 1 && n_split > 1 && a->n_rows <= ATS_CL_ROWS) {
+    if (form == ATS_PLAIN && one_short && n_split > 1) {
         form = ATS_CLUSTER;
         if (n_split > 8) {
             chunk = (a->n_rows + 7) / 8;
@@ -637,11 +635,10 @@ static int attention_split(cuda_backend *c, const lm_attn_args *a) {
         if (!part)
             return 1; /* the error is recorded */
     }
-    int ok = dpl == 1   ? attn_split_dispatch<1>(c, a, chunk, n_split, part, form)
-             : dpl == 2 ? attn_split_dispatch<2>(c, a, chunk, n_split, part, form)
-             : dpl == 4 ? attn_split_dispatch<4>(c, a, chunk, n_split, part, form)
-                        : attn_split_dispatch<8>(c, a, chunk, n_split, part, form);
-    return ok;
+    return dpl == 1   ? attn_split_dispatch<1>(c, a, chunk, n_split, part, form)
+           : dpl == 2 ? attn_split_dispatch<2>(c, a, chunk, n_split, part, form)
+           : dpl == 4 ? attn_split_dispatch<4>(c, a, chunk, n_split, part, form)
+                      : attn_split_dispatch<8>(c, a, chunk, n_split, part, form);
 }
 
 static void attention_f32_launch(cuda_backend *c, const lm_attn_args *a) {

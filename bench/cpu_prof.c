@@ -115,10 +115,10 @@ static void p_upload(lm_backend *be, void *d, const void *s, size_t n) { TIMED(P
 static void p_download(lm_backend *be, void *d, const void *s, size_t n) {
     TIMED(P_COPY, P.inner->download(be, d, s, n));
 }
-static int p_kv_put(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,
-                    int32_t *pos_d, int32_t p0, const lm_rope_args *rope) {
+static int p_kv_put(lm_backend *be, void *kd, void *vd, const float *k, const float *v, int T, int dim,
+                    int32_t *pos_d, int32_t p0, const lm_rope_args *rope, int f16) {
     int r;
-    TIMED(P_OTHER_OP, r = P.inner->kv_put(be, kd, vd, k, v, T, dim, pos_d, p0, rope));
+    TIMED(P_OTHER_OP, r = P.inner->kv_put(be, kd, vd, k, v, T, dim, pos_d, p0, rope, f16));
     return r;
 }
 

@@ -9,6 +9,7 @@
  *             [--penalty R: with --sample, a repetition penalty R and a frequency penalty 0.1
  *              over the last 64 tokens (on the device: the edit_logits op)]
  *             [--top-k K (50) --min-p P (0.05): the sampler chain of --sample (0 0: temperature alone)]
+ *             [--kv-type f32|f16: the KV cache's rows (f32)]
  * Prompt ids are fixed pseudo-random values (no tokenizer); decode steps run as greedy generation
  * does: each step evaluates one token through the KV cache with lm_ctx_eval_greedy (the token is
  * picked on the device; only its id and logprob come back, not the logits) and feeds the picked
@@ -52,6 +53,7 @@ typedef struct bench_opts {
     int sample; /* 0: greedy, 1: sampled on the device, 2: on the host */
     float penalty; /* with sample: repetition penalty (0: none) */
     int top_k;     /* with sample: the chain's top-k and min-p */
+    int kv_f16;
     float min_p;
     int ctx[MAX_CTX];
 } bench_opts;
@@ -96,6 +98,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
             o->top_k = atoi(v);
         else if (!strcmp(a, "--min-p"))
             o->min_p = (float)atof(v);
+        else if (!strcmp(a, "--kv-type") && (!strcmp(v, "f32") || !strcmp(v, "f16")))
+            o->kv_f16 = !strcmp(v, "f16");
         else if (!strcmp(a, "--ctx")) {
             o->n_ctx = 0;
             for (char *s = (char *)v; *s && o->n_ctx < MAX_CTX;) {
@@ -121,7 +125,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
     }
 #endif
     if (!o->dir || o->prefill < 1 || o->decode < 1 || o->n_ctx < 1) {
-        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N] [--trace FILE] [--profile-prefill 1] [--sample device|host] [--penalty R] [--top-k K] [--min-p P]\n");
+        fprintf(stderr, "usage: gpu_bench DIR [--device cuda|cpu] [--prefill N] [--ctx A,B] [--decode N] [--profile N] [--trace FILE] [--profile-prefill 1] [--sample device|host] [--penalty R] [--top-k K] [--min-p P] [--kv-type f32|f16]\n");
         return 0;
     }
     for (int i = 0; i < o->n_ctx; i++)
@@ -163,6 +167,7 @@ int main(int argc, char **argv) {
     lm_model_get_info(m, &info);
     lm_ctx_params cp = lm_ctx_default_params();
     cp.max_tokens = max_ctx + o.decode + 8;
+    cp.kv_f16 = o.kv_f16;
     lm_ctx *ctx;
     if (lm_ctx_new(m, &cp, &ctx) != LM_OK)
         return fail("context");

@@ -93,6 +93,8 @@ typedef struct lm_ctx_params {
     int kv_bits;      /* 0: f32 KV cache; 2-6 or 8: stored MLX-affine quantized (mlx-lm --kv-bits) */
     int kv_group_size;      /* quantization group along each head (default 64; must divide head_dim) */
     int quantized_kv_start; /* quantize once the sequence passes this many tokens (default 5000) */
+    int kv_f16;       /* 1: K and V rows stored as f16 until quantized (half the memory of f32;
+                         llama.cpp's default cache type; mlx-lm keeps the model's dtype); 0: f32 */
 } lm_ctx_params;
 
 lm_ctx_params lm_ctx_default_params(void);
@@ -327,6 +329,7 @@ typedef struct lm_session_params {
     int kv_bits;            /* 0: unquantized; 2-6 or 8 */
     int kv_group_size;      /* 64; must divide the head size */
     int quantized_kv_start; /* 5000 */
+    int kv_f16;             /* 0: f32 rows; 1: f16 rows (see lm_ctx_params) */
 } lm_session_params;
 
 lm_session_params lm_session_default_params(void);

@@ -106,6 +106,8 @@ export interface GenerateOptions {
   contextSize?: number;
   /** KV-cache options (mlx-lm's --max-kv-size, --kv-bits, --kv-group-size, --quantized-kv-start). */
   maxKvSize?: number;
+  /** KV-cache rows as f32 (default) or f16 (half the memory; llama.cpp's default cache type). */
+  kvType?: 'f32' | 'f16';
   kvBits?: 2 | 3 | 4 | 5 | 6 | 8;
   kvGroupSize?: 32 | 64 | 128;
   quantizedKvStart?: number;

@@ -10,13 +10,14 @@
 #include "io/config.h"
 #include "layers/linear.h"
 
-#define LM_BACKEND_OPS_VERSION 7
+#define LM_BACKEND_OPS_VERSION 8
 
 typedef struct lm_backend lm_backend;
 
 typedef struct lm_attn_args {
     const float *q;        /* [T, n_heads*head_dim] */
-    const float *k, *v;    /* cache rows [n_rows, n_kv*head_dim] */
+    const void *k, *v;     /* cache rows [n_rows, n_kv*head_dim]: f32, or f16 when kv_f16 */
+    int kv_f16;            /* (version 8) only where the ops' attn_f16 is set */
     const int32_t *kpos;   /* [n_rows] absolute position of each row (< 0: empty), NULL: row i is position i */
     int n_rows;
     const int32_t *qpos;   /* [T] absolute positions of the queries */
@@ -156,12 +157,12 @@ typedef struct lm_backend_ops {
     /* x += y, then h = rmsnorm(x) * w over `rows` rows of n (w NULL: no weight). NULL: add, rmsnorm. */
     void (*add_rmsnorm)(lm_backend *be, float *x, const float *y, const float *w, int rows, int n, float eps,
                         float *h);
-    /* f32 KV rows: kd/vd [T, dim] = k/v and pos_d[t] = p0 + t (all backend memory); with rope
-     * (version 5), rope->q is rotated in place and kd receives the rotated keys (k is not
-     * modified). Returns 0 when it did nothing (the caller rotates, copies and uploads). NULL: the
-     * same as returning 0. */
-    int (*kv_put)(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,
-                  int32_t *pos_d, int32_t p0, const lm_rope_args *rope);
+    /* KV rows: kd/vd [T, dim] = k/v (f32, or rounded to f16 when f16; version 8) and pos_d[t] =
+     * p0 + t (all backend memory); with rope (version 5), rope->q is rotated in place and kd
+     * receives the rotated keys (k is not modified). Returns 0 when it did nothing (the caller
+     * rotates, copies and uploads). NULL: the same as returning 0. */
+    int (*kv_put)(lm_backend *be, void *kd, void *vd, const float *k, const float *v, int T, int dim,
+                  int32_t *pos_d, int32_t p0, const lm_rope_args *rope, int f16);
     /* --- version 4 --- */
     /* At load: the n bf16 weight values at backend address p may be stored as f16 instead (same
      * bytes, for the backend's f16 tensor-core paths); returns 1 when they were converted (the
@@ -187,7 +188,8 @@ typedef struct lm_backend_ops {
     void (*sample)(lm_backend *be, const float *x, int V, const lm_sample_args *a, lm_argmax_out *out);
     /* Quantized KV rows (MLX affine with f32 scales and biases, as lm_affine_quantize_row and
      * lm_affine_dequant_row in quant/quant.h compute them): n rows of dim values x (f32) into
-     * codes q [n, dim * bits / 8] and s, b [n, dim / group]; and back into out [n, dim]. */
+     * codes q [n, dim * bits / 8] and s, b [n, dim / group]; and back into out [n, dim].
+     * bits 16 (version 8): f16 values (rounded to nearest even), no scales (s, b, group unused). */
     void (*kv_quantize)(lm_backend *be, const float *x, int n, int dim, int bits, int group, uint8_t *q, float *s,
                         float *b);
     void (*kv_dequant)(lm_backend *be, const uint8_t *q, const float *s, const float *b, int n, int dim, int bits,
@@ -211,6 +213,9 @@ typedef struct lm_backend_ops {
      * pick from processed logits without a download. Not recorded. NULL: the caller processes
      * downloaded logits on the host. */
     void (*edit_logits)(lm_backend *be, float *x, const lm_logit_op *ops, int n);
+    /* --- version 8 --- */
+    /* 1: the attention op reads f16 rows (lm_attn_args.kv_f16); 0: it is handed f32 rows only. */
+    int attn_f16;
 } lm_backend_ops;
 
 #define LM_MOE_MAX_EXPERTS 4096

@@ -7,11 +7,12 @@ size_t lm_kv_row_bytes(const lm_kv_cache *c, const lm_kv_layer *L) {
     return c->bits ? (size_t)L->dim * c->bits / 8 : (size_t)L->dim * sizeof(float);
 }
 
-int lm_kv_groups(const lm_kv_cache *c, const lm_kv_layer *L) { return c->bits ? L->dim / c->group : 0; }
+int lm_kv_groups(const lm_kv_cache *c, const lm_kv_layer *L) { return lm_kv_packed(c) ? L->dim / c->group : 0; }
 
-lm_status lm_kv_init(lm_kv_cache *c, lm_backend *be, int n_layers, int dim, int max_rows) {
+lm_status lm_kv_init(lm_kv_cache *c, lm_backend *be, int n_layers, int dim, int max_rows, int f16) {
     memset(c, 0, sizeof *c);
     c->be = be;
+    c->bits = c->base_bits = f16 ? LM_KV_F16 : 0;
     c->n_layers = n_layers;
     c->max_rows = max_rows;
     c->layers = calloc((size_t)n_layers, sizeof *c->layers);
@@ -63,7 +64,7 @@ void lm_kv_free(lm_kv_cache *c) {
 void lm_kv_reset(lm_kv_cache *c) {
     for (int l = 0; l < c->n_layers; l++) {
         lm_kv_layer *L = &c->layers[l];
-        if (c->bits) { /* a new sequence starts with f32 rows again */
+        if (c->bits != c->base_bits) { /* a new sequence starts in the base format again */
             release_layer(c, L);
             free_pos(c, L);
             L->cap = 0;
@@ -71,7 +72,8 @@ void lm_kv_reset(lm_kv_cache *c) {
         L->n = 0;
         L->evicted = 0;
     }
-    c->bits = c->group = 0;
+    c->bits = c->base_bits;
+    c->group = 0;
 }
 
 lm_status lm_kv_truncate(lm_kv_cache *c, int n) {
@@ -148,7 +150,7 @@ static lm_status grow(lm_kv_cache *c, lm_kv_layer *L, int need) {
 }
 
 lm_status lm_kv_prepare_append(lm_kv_cache *c, int T) {
-    if (c->bits)
+    if (lm_kv_packed(c))
         return LM_ERR_UNSUPPORTED;
     for (int l = 0; l < c->n_layers; l++)
         if (c->layers[l].span > 0)
@@ -168,23 +170,23 @@ lm_status lm_kv_reserve(lm_kv_cache *c, int layer, int n) {
     return n > L->cap ? resize(c, L, n) : LM_OK;
 }
 
-/* Write one f32 row into slot s of plane (data, scales, biases). */
-static void store_row(lm_kv_cache *c, const lm_kv_layer *L, uint8_t *data, float *sc, float *bi, int s,
-                      const float *row) {
-    size_t rb = lm_kv_row_bytes(c, L);
-    if (!c->bits) {
-        c->be->ops->copy(c->be, data + (size_t)s * rb, row, rb);
-        return;
-    }
-    int ng = lm_kv_groups(c, L);
-    c->be->ops->kv_quantize(c->be, row, 1, L->dim, c->bits, c->group, data + (size_t)s * rb, sc + (size_t)s * ng,
-                            bi + (size_t)s * ng);
+/* Write n f32 rows into slots s.. of plane (data, scales, biases; no scales unless packed). */
+static void store_rows(lm_kv_cache *c, const lm_kv_layer *L, uint8_t *data, float *sc, float *bi, int s, int n,
+                       const float *rows) {
+    size_t rb = lm_kv_row_bytes(c, L), ng = (size_t)lm_kv_groups(c, L);
+    if (!c->bits)
+        c->be->ops->copy(c->be, data + (size_t)s * rb, rows, (size_t)n * rb);
+    else
+        c->be->ops->kv_quantize(c->be, rows, n, L->dim, c->bits, c->group, data + (size_t)s * rb,
+                                ng ? sc + (size_t)s * ng : NULL, ng ? bi + (size_t)s * ng : NULL);
 }
 
-static void put_row(lm_kv_cache *c, lm_kv_layer *L, int slot, const float *k, const float *v, int32_t pos) {
-    store_row(c, L, L->k, L->ks, L->kb, slot, k);
-    store_row(c, L, L->v, L->vs, L->vb, slot, v);
-    set_pos(c, L, slot, &pos, 1);
+/* n rows of k and v (f32) at slots slot.. with positions pos */
+static void put_rows(lm_kv_cache *c, lm_kv_layer *L, int slot, int n, const float *k, const float *v,
+                     const int32_t *pos) {
+    store_rows(c, L, L->k, L->ks, L->kb, slot, n, k);
+    store_rows(c, L, L->v, L->vs, L->vb, slot, n, v);
+    set_pos(c, L, slot, pos, n);
 }
 
 static lm_status append_rotating(lm_kv_cache *c, lm_kv_layer *L, const float *k, const float *v, const int32_t *pos,
@@ -198,7 +200,7 @@ static lm_status append_rotating(lm_kv_cache *c, lm_kv_layer *L, const float *k,
         if (p >= 0)
             L->evicted = 1;
         if (t < T) { /* reuse the slot */
-            put_row(c, L, s, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos[t]);
+            put_rows(c, L, s, 1, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos + t);
             t++;
         } else {     /* leave it empty: attention skips negative positions */
             int32_t none = -1;
@@ -209,8 +211,8 @@ static lm_status append_rotating(lm_kv_cache *c, lm_kv_layer *L, const float *k,
         return LM_OK;
     if (L->n + (T - t) > L->cap)
         LM_TRY(grow(c, L, L->n + (T - t)));
-    for (; t < T; t++)
-        put_row(c, L, L->n++, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos[t]);
+    put_rows(c, L, L->n, T - t, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos + t);
+    L->n += T - t;
     return LM_OK;
 }
 
@@ -221,12 +223,13 @@ lm_status lm_kv_append(lm_kv_cache *c, int layer, float *k, const float *v, cons
     int consecutive = 1;
     for (int t = 1; t < T && consecutive; t++)
         consecutive = pos[t] == pos[0] + t;
-    int direct = L->span <= 0 && !c->bits && consecutive && be->ops->kv_put && L->n + T <= c->max_rows;
+    int direct = L->span <= 0 && !lm_kv_packed(c) && consecutive && be->ops->kv_put && L->n + T <= c->max_rows;
     if (direct && L->n + T > L->cap)
         LM_TRY(grow(c, L, L->n + T));
     size_t rb = lm_kv_row_bytes(c, L);
-    if (direct && be->ops->kv_put(be, (float *)(L->k + (size_t)L->n * rb), (float *)(L->v + (size_t)L->n * rb), k, v,
-                                  T, L->dim, L->pos_d + L->n, pos[0], rope)) { /* one kernel: rows, positions, rope */
+    if (direct && be->ops->kv_put(be, L->k + (size_t)L->n * rb, L->v + (size_t)L->n * rb, k, v, T, L->dim,
+                                  L->pos_d + L->n, pos[0], rope, c->bits == LM_KV_F16)) { /* one kernel: rows,
+                                                                                            * positions, rope */
         memcpy(L->pos + L->n, pos, (size_t)T * sizeof *pos);
         L->n += T;
         return LM_OK;
@@ -242,31 +245,49 @@ lm_status lm_kv_append(lm_kv_cache *c, int layer, float *k, const float *v, cons
                       c->max_rows);
     if (L->n + T > L->cap)
         LM_TRY(grow(c, L, L->n + T));
-    if (!c->bits) { /* f32 rows: one copy per plane and one upload of the positions */
-        be->ops->copy(be, L->k + (size_t)L->n * rb, k, (size_t)T * rb);
-        be->ops->copy(be, L->v + (size_t)L->n * rb, v, (size_t)T * rb);
-        set_pos(c, L, L->n, pos, T);
-    } else {
-        for (int t = 0; t < T; t++)
-            put_row(c, L, L->n + t, k + (size_t)t * L->dim, v + (size_t)t * L->dim, pos[t]);
-    }
+    put_rows(c, L, L->n, T, k, v, pos);
     L->n += T;
     return LM_OK;
 }
 
-/* --- quantized rows -------------------------------------------------------------------------------- */
+/* --- other formats ----------------------------------------------------------------------------- */
+
+/* Room in the f32 scratch for `rows` rows. */
+static lm_status ensure_dq(lm_kv_cache *c, int rows, int dim) {
+    if (rows <= c->dq_cap)
+        return LM_OK;
+    c->be->ops->release(c->be, c->dq_k);
+    c->be->ops->release(c->be, c->dq_v);
+    c->dq_k = c->be->ops->alloc(c->be, (size_t)rows * dim * sizeof(float));
+    c->dq_v = c->be->ops->alloc(c->be, (size_t)rows * dim * sizeof(float));
+    c->dq_cap = c->dq_k && c->dq_v ? rows : 0;
+    return c->dq_cap ? LM_OK : lm_err(LM_ERR_NOMEM, "out of memory converting the KV cache to f32");
+}
+
+/* Every slot of L (stored with bits, group) as f32 into the scratch, which has room. An empty slot
+ * of a rotating cache converts to whatever it holds; attention skips it by its negative position. */
+static void to_f32(lm_kv_cache *c, const lm_kv_layer *L, int bits, int group) {
+    c->be->ops->kv_dequant(c->be, L->k, L->ks, L->kb, L->n, L->dim, bits, group, c->dq_k);
+    c->be->ops->kv_dequant(c->be, L->v, L->vs, L->vb, L->n, L->dim, bits, group, c->dq_v);
+}
 
 lm_status lm_kv_quantize(lm_kv_cache *c, int bits, int group) {
-    if (c->bits)
+    if (c->bits == bits || lm_kv_packed(c))
         return LM_OK;
-    int dim = c->layers[0].dim;
-    if ((bits < 2 || bits > 8 || bits == 7) || (group != 32 && group != 64 && group != 128) || dim % group)
+    int dim = c->layers[0].dim, old_bits = c->bits, old_group = c->group, most = 0;
+    if (bits == LM_KV_F16)
+        group = 0;
+    else if ((bits < 2 || bits > 8 || bits == 7) || (group != 32 && group != 64 && group != 128) || dim % group)
         return lm_err(LM_ERR_INVALID_ARG, "KV cache quantization: bits must be 2-6 or 8 and the group size "
                       "32, 64 or 128 dividing the row size %d (got %d bits, group %d)", dim, bits, group);
+    for (int l = 0; l < c->n_layers; l++)
+        most = c->layers[l].n > most ? c->layers[l].n : most;
+    if (old_bits) /* f16 rows reach the new format through f32 */
+        LM_TRY(ensure_dq(c, most, dim));
     lm_kv_layer *fresh = calloc((size_t)c->n_layers, sizeof *fresh);
     if (!fresh)
         return lm_err(LM_ERR_NOMEM, "out of memory");
-    /* allocate every layer's packed planes first, so a failure leaves the f32 cache intact */
+    /* allocate every layer's new planes first, so a failure leaves the cache intact */
     c->bits = bits;
     c->group = group;
     lm_status st = LM_OK;
@@ -283,15 +304,21 @@ lm_status lm_kv_quantize(lm_kv_cache *c, int bits, int group) {
             release_layer(c, &fresh[l]);
             free_pos(c, &fresh[l]);
         }
-        c->bits = c->group = 0;
+        c->bits = old_bits;
+        c->group = old_group;
         free(fresh);
         return st;
     }
     for (int l = 0; l < c->n_layers; l++) {
         lm_kv_layer *old = &c->layers[l], *L = &fresh[l];
-        for (int r = 0; r < old->n; r++)
-            put_row(c, L, r, (const float *)old->k + (size_t)r * L->dim, (const float *)old->v + (size_t)r * L->dim,
-                    old->pos[r]);
+        const float *k = (const float *)old->k, *v = (const float *)old->v;
+        if (old_bits) {
+            to_f32(c, old, old_bits, old_group);
+            k = c->dq_k;
+            v = c->dq_v;
+        }
+        if (old->n)
+            put_rows(c, L, 0, old->n, k, v, old->pos);
         L->n = old->n;
         release_layer(c, old);
         free_pos(c, old);
@@ -301,26 +328,16 @@ lm_status lm_kv_quantize(lm_kv_cache *c, int bits, int group) {
     return LM_OK;
 }
 
-lm_status lm_kv_rows(lm_kv_cache *c, int layer, const float **k, const float **v) {
+lm_status lm_kv_rows(lm_kv_cache *c, int layer, const void **k, const void **v, int *f16) {
     lm_kv_layer *L = &c->layers[layer];
-    if (!c->bits) {
-        *k = (const float *)L->k;
-        *v = (const float *)L->v;
+    *f16 = c->bits == LM_KV_F16 && c->be->ops->attn_f16;
+    if (!c->bits || *f16) {
+        *k = L->k;
+        *v = L->v;
         return LM_OK;
     }
-    if (L->n > c->dq_cap) {
-        c->be->ops->release(c->be, c->dq_k);
-        c->be->ops->release(c->be, c->dq_v);
-        c->dq_k = c->be->ops->alloc(c->be, (size_t)L->cap * L->dim * sizeof(float));
-        c->dq_v = c->be->ops->alloc(c->be, (size_t)L->cap * L->dim * sizeof(float));
-        c->dq_cap = c->dq_k && c->dq_v ? L->cap : 0;
-        if (!c->dq_cap)
-            return lm_err(LM_ERR_NOMEM, "out of memory dequantizing the KV cache");
-    }
-    /* every slot (an empty one of a rotating cache dequantizes to whatever it holds; attention
-     * skips it by its negative position) */
-    c->be->ops->kv_dequant(c->be, L->k, L->ks, L->kb, L->n, L->dim, c->bits, c->group, c->dq_k);
-    c->be->ops->kv_dequant(c->be, L->v, L->vs, L->vb, L->n, L->dim, c->bits, c->group, c->dq_v);
+    LM_TRY(ensure_dq(c, L->n > 0 ? L->cap : 0, L->dim));
+    to_f32(c, L, c->bits, c->group);
     *k = c->dq_k;
     *v = c->dq_v;
     return LM_OK;

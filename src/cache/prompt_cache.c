@@ -1,5 +1,6 @@
 /* Prompt caches: a context's KV cache and the tokens that produced it, as a safetensors file
- *   layers.<l>.keys [n, dim] f32, layers.<l>.values [n, dim] f32, layers.<l>.positions [n] i32,
+ *   layers.<l>.keys [n, dim] f32 (or as stored: f16, packed u8 with scales and biases),
+ *   layers.<l>.values [n, dim] likewise, layers.<l>.positions [n] i32,
  *   tokens [n_tokens] i32
  * with __metadata__ naming the format, the model and the cache layout, so a file is only
  * loaded into a context that would have produced the same cache. */
@@ -12,19 +13,19 @@
 
 #define FORMAT "lmcore-prompt-cache"
 
-/* "model_type|layers|dim|vocab|params|kv_bits/group/start|keep:span,..." identifies the model
- * and the cache settings. */
+/* "model_type|layers|dim|vocab|params|kv_bits/group/start[/f16]|keep:span,..." identifies the
+ * model and the cache settings. */
 static void layout_string(const lm_ctx *c, char *buf, size_t cap) {
     const lm_model *m = c->m;
-    size_t n = (size_t)snprintf(buf, cap, "%s|%d|%d|%d|%lld|%d/%d/%d|", m->cfg.model_type, m->cfg.n_layers,
+    size_t n = (size_t)snprintf(buf, cap, "%s|%d|%d|%d|%lld|%d/%d/%d%s|", m->cfg.model_type, m->cfg.n_layers,
                                 c->kv.layers[0].dim, m->cfg.vocab, (long long)m->n_params, c->params.kv_bits,
-                                c->params.kv_group_size, c->params.quantized_kv_start);
+                                c->params.kv_group_size, c->params.quantized_kv_start, c->kv.base_bits ? "/f16" : "");
     for (int l = 0; l < c->kv.n_layers && n < cap; l++)
         n += (size_t)snprintf(buf + n, cap - n, "%d:%d,", c->kv.layers[l].keep, c->kv.layers[l].span);
 }
 
-/* The planes of a layer as stored: keys, values (f32 [n, dim] or packed u8 [n, row bytes]) and,
- * when quantized, their scales and biases (f32 [n, groups]). */
+/* The planes of a layer as stored: keys, values (f32 or f16 [n, dim], or packed u8 [n, row bytes])
+ * and, when packed, their scales and biases (f32 [n, groups]). */
 #define N_PLANES 6
 static const char *const PLANE[N_PLANES] = {"keys", "values", "key_scales", "key_biases", "value_scales",
                                             "value_biases"};
@@ -38,10 +39,15 @@ static void planes(const lm_kv_cache *kv, const lm_kv_layer *L, void *ptr[N_PLAN
     }
 }
 
+/* The dtype of plane j in the cache's format. */
+static lm_dtype plane_dtype(const lm_kv_cache *kv, int j) {
+    return j >= 2 || !kv->bits ? LM_DT_F32 : kv->bits == LM_KV_F16 ? LM_DT_F16 : LM_DT_U8;
+}
+
 lm_status lm_ctx_save(const lm_ctx *c, const char *path, const int32_t *tokens, int n_tokens) {
     if (!c || !path || n_tokens < 0 || (n_tokens && !tokens))
         return lm_err(LM_ERR_INVALID_ARG, "lm_ctx_save: bad argument");
-    int L = c->kv.n_layers, per = c->kv.bits ? N_PLANES + 1 : 3;
+    int L = c->kv.n_layers, per = lm_kv_packed(&c->kv) ? N_PLANES + 1 : 3;
     lm_st_out *outs = calloc((size_t)L * per + 1, sizeof *outs);
     char (*names)[48] = calloc((size_t)L * per, sizeof *names);
     char layout[8192], meta[9000];
@@ -82,9 +88,8 @@ lm_status lm_ctx_save(const lm_ctx *c, const char *path, const int32_t *tokens, 
         evicted |= kv->evicted;
         for (int j = 0; j < per - 1; j++, k++) {
             snprintf(names[k], sizeof names[k], "layers.%d.%s", l, PLANE[j]);
-            int packed = c->kv.bits && j < 2;
-            outs[k] = (lm_st_out){names[k], packed ? LM_DT_U8 : LM_DT_F32, 2,
-                                  {kv->n, packed ? (int64_t)width[j] : (int64_t)(width[j] / sizeof(float))},
+            lm_dtype dt = plane_dtype(&c->kv, j);
+            outs[k] = (lm_st_out){names[k], dt, 2, {kv->n, (int64_t)(width[j] / LM_DTYPES[dt].size)},
                                   kv->n ? ptr[j] : ""};
         }
         snprintf(names[k], sizeof names[k], "layers.%d.positions", l);
@@ -114,7 +119,7 @@ static lm_status meta_str(const cJSON *meta, const char *key, const char **out, 
 
 /* Restore every layer's rows byte for byte (the context is empty and in the file's format). */
 static lm_status load_layers(lm_ctx *c, const lm_st_set *st, const char *path) {
-    int per = c->kv.bits ? N_PLANES : 2;
+    int per = lm_kv_packed(&c->kv) ? N_PLANES : 2;
     for (int l = 0; l < c->kv.n_layers; l++) {
         lm_kv_layer *kv = &c->kv.layers[l];
         char name[64];
@@ -131,8 +136,7 @@ static lm_status load_layers(lm_ctx *c, const lm_st_set *st, const char *path) {
         for (int j = 0; j < per; j++) {
             snprintf(name, sizeof name, "layers.%d.%s", l, PLANE[j]);
             t[j] = lm_st_find(st, name);
-            lm_dtype want = c->kv.bits && j < 2 ? LM_DT_U8 : LM_DT_F32;
-            if (!t[j] || t[j]->dtype != want || t[j]->ndim != 2 || t[j]->shape[0] != n ||
+            if (!t[j] || t[j]->dtype != plane_dtype(&c->kv, j) || t[j]->ndim != 2 || t[j]->shape[0] != n ||
                 (size_t)t[j]->nbytes != (size_t)n * width[j])
                 return lm_err(LM_ERR_SHAPE, "%s: '%s' of the prompt cache has the wrong shape", path, name);
         }

@@ -77,6 +77,7 @@ lm_status lm_session_new(lm_llm *llm, const lm_session_params *params, lm_sessio
     cp.kv_bits = p.kv_bits;
     cp.kv_group_size = p.kv_group_size;
     cp.quantized_kv_start = p.quantized_kv_start;
+    cp.kv_f16 = p.kv_f16;
     lm_status st = lm_ctx_new(llm->model, &cp, &s->ctx);
     if (st == LM_OK)
         st = lm_detok_new(llm->tok, 0, &s->detok);

@@ -216,13 +216,18 @@ lm_status lm_ctx_new(lm_model *m, const lm_ctx_params *params, lm_ctx **out) {
                       m->cfg.head_dim, p.kv_group_size);
     if (p.quantized_kv_start < 0)
         return lm_err(LM_ERR_INVALID_ARG, "quantized_kv_start must be >= 0");
+    if (p.kv_f16 != 0 && p.kv_f16 != 1)
+        return lm_err(LM_ERR_INVALID_ARG, "kv_f16 must be 0 (f32 rows) or 1 (f16 rows) (got %d)", p.kv_f16);
+    if (p.kv_f16 && !(m->be->ops->kv_quantize && m->be->ops->kv_dequant))
+        return lm_err(LM_ERR_UNSUPPORTED, "an f16 KV cache (kv_f16) is not supported on %s", m->be->ops->name);
     lm_ctx *c = calloc(1, sizeof *c);
     if (!c)
         return lm_err(LM_ERR_NOMEM, "out of memory");
     c->m = m;
     c->params = p;
     c->max_tokens = p.max_tokens ? p.max_tokens : m->cfg.max_pos;
-    lm_status st = lm_kv_init(&c->kv, m->be, m->cfg.n_layers, m->cfg.n_kv_heads * m->cfg.head_dim, c->max_tokens);
+    lm_status st = lm_kv_init(&c->kv, m->be, m->cfg.n_layers, m->cfg.n_kv_heads * m->cfg.head_dim, c->max_tokens,
+                              p.kv_f16);
     for (int l = 0; st == LM_OK && l < m->cfg.n_layers; l++) {
         lm_kv_layer *L = &c->kv.layers[l];
         if (m->layers[l].sliding && !p.sliding_full_cache)

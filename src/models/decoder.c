@@ -155,10 +155,11 @@ lm_status lm_attention(lm_ctx *c, int l, int T, float *resid) {
     }
     /* attend over every visible cached row */
     const lm_kv_layer *kv = &c->kv.layers[L->kv_source];
-    const float *K, *Vr;
-    LM_TRY(lm_kv_rows(&c->kv, L->kv_source, &K, &Vr));
+    const void *K, *Vr;
+    int f16;
+    LM_TRY(lm_kv_rows(&c->kv, L->kv_source, &K, &Vr, &f16));
     lm_attn_args a = {
-        .q = c->q, .k = K, .v = Vr, .kpos = kv->pos_d, .n_rows = kv->n, .qpos = c->pos_d,
+        .q = c->q, .k = K, .v = Vr, .kv_f16 = f16, .kpos = kv->pos_d, .n_rows = kv->n, .qpos = c->pos_d,
         .T = T, .n_heads = nh, .n_kv = nkv, .head_dim = hd,
         .window = L->sliding ? cfg->sliding_window : 0,
         .scale = m->attn_scale, .softcap = (float)cfg->attn_softcap, .sinks = L->sinks, .out = c->att,
@@ -427,7 +428,7 @@ lm_status lm_decoder_forward(lm_ctx *c, const int32_t *ids, int T, const lm_fwd_
     }
     c->n_past += T;
     /* mlx-lm quantizes the cache after the step that passes quantized_kv_start */
-    if (c->params.kv_bits && !c->kv.bits && c->n_past > c->params.quantized_kv_start)
+    if (c->params.kv_bits && !lm_kv_packed(&c->kv) && c->n_past > c->params.quantized_kv_start)
         LM_TRY(lm_kv_quantize(&c->kv, c->params.kv_bits, c->params.kv_group_size));
     return LM_OK;
 }

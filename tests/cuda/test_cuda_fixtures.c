@@ -1,7 +1,8 @@
 /* Issue 9: every model fixture on LM_DEVICE_CUDA against transformers' logits (decode within
  * 2e-3, prefill within 2e-2, greedy ids identical), plus device-specific paths compared with the
- * CPU: rotating caches (--max-kv-size), quantized caches (--kv-bits), prompt-cache save/load, a
- * context reused across calls,
+ * CPU: rotating caches (--max-kv-size), quantized caches (--kv-bits), f16 caches (--kv-type f16:
+ * every fixture again, within TOL_F16 of transformers), prompt-cache save/load, a context reused
+ * across calls,
  * sampled generation (the device's sample op against the host sampler).
  * Without a GPU (or without the CUDA backend) it checks that loading fails with a clear error
  * and exits 77, which ctest reports as skipped. */
@@ -12,6 +13,7 @@
 
 #define TOL_DECODE 2e-3
 #define TOL_PREFILL 2e-2
+#define TOL_F16 6e-3 /* decode with f16 KV rows (the CPU's worst: 3e-3) */
 
 static const char *const FIXTURES[] = {
     "llama",        "llama_long",       "qwen2",               "qwen3",            "mistral",
@@ -176,6 +178,14 @@ int main(void) {
         p.device = LM_DEVICE_CUDA;
         run_fixture_tol(FIXTURES[i], &p, TOL_PREFILL, TOL_DECODE);
     }
+    /* f16 KV rows, which the device's attention reads as they are */
+    for (size_t i = 0; i < sizeof FIXTURES / sizeof FIXTURES[0]; i++) {
+        lm_model_params p = lm_model_default_params();
+        p.device = LM_DEVICE_CUDA;
+        lm_ctx_params c16 = lm_ctx_default_params();
+        c16.kv_f16 = 1;
+        run_fixture_ctx(FIXTURES[i], &p, &c16, TOL_PREFILL, TOL_F16);
+    }
     /* rotating caches: --max-kv-size 12 (keep 4) over 40 steps; Gemma 3's sliding layers */
     lm_ctx_params cp = lm_ctx_default_params();
     cp.max_kv_size = 12;
@@ -196,6 +206,19 @@ int main(void) {
         CHECKF(d <= TOL_DECODE, "qwen3 kv_bits %d: CPU vs CUDA max|d| %.3g", bits, d);
         printf("  qwen3 kv_bits %d (group 32, from token 5), 20 steps: CPU vs CUDA max|d| %.2e\n", bits, d);
     }
+    /* f16 rows on both devices (the same rounded values): rotating, sliding, then quantized */
+    lm_ctx_params h = lm_ctx_default_params();
+    h.kv_f16 = 1, h.max_kv_size = 12;
+    d = compare_devices("llama", &h, 40);
+    CHECKF(d <= TOL_DECODE, "llama f16 --max-kv-size 12: CPU vs CUDA max|d| %.3g", d);
+    h.max_kv_size = 0;
+    double d2 = compare_devices("gemma3_text", &h, 30);
+    CHECKF(d2 <= TOL_DECODE, "gemma3_text f16: CPU vs CUDA max|d| %.3g", d2);
+    h.kv_bits = 8, h.kv_group_size = 32, h.quantized_kv_start = 4;
+    double d3 = compare_devices("qwen3", &h, 20);
+    CHECKF(d3 <= TOL_DECODE, "qwen3 f16 then 8-bit: CPU vs CUDA max|d| %.3g", d3);
+    printf("  f16 KV, CPU vs CUDA max|d|: llama max_kv_size=12 %.2e, gemma3_text %.2e, qwen3 then 8-bit %.2e\n", d, d2,
+           d3);
     prompt_cache_roundtrip();
     sampled_generation(0.9f, 0);
     sampled_generation(0.9f, 1);

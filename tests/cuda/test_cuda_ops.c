@@ -556,7 +556,7 @@ static void test_fused(void) {
     cmp("add_rmsnorm (x)", &x, (size_t)T * n);
     cmp("add_rmsnorm (h)", &h, (size_t)T * n);
     if (!env_on("LMCORE_CUDA_FUSE")) { /* kv_put then does nothing (the caller copies) */
-        CHECK(!gpu->ops->kv_put(gpu, h.g, h.g, x.g, y.g, 3, 70, NULL, 7, NULL));
+        CHECK(!gpu->ops->kv_put(gpu, h.g, h.g, x.g, y.g, 3, 70, NULL, 7, NULL, 0));
         buf *few[] = {&x, &y, &w, &h};
         for (int i = 0; i < 4; i++)
             drop(few[i]);
@@ -567,7 +567,7 @@ static void test_fused(void) {
     int32_t pos[6] = {0, 1, -1, -1, -1, 5}, want[6] = {0, 1, 7, 8, 9, 5};
     gpu->ops->upload(gpu, pd.g, pos, sizeof pos);
     CHECK(gpu->ops->kv_put(gpu, (float *)kd.g + 140, (float *)vd.g + 140, x.g, y.g, 3, 70, (int32_t *)pd.g + 2, 7,
-                           NULL));
+                           NULL, 0));
     memcpy((float *)kd.c + 140, x.c, 210 * sizeof(float));
     memcpy((float *)vd.c + 140, y.c, 210 * sizeof(float));
     cmp("kv_put (k)", &kd, 6 * 70);
@@ -581,7 +581,7 @@ static void test_fused(void) {
     memcpy(k0.h, x.c, 210 * sizeof(float)); /* the keys as they were, to see that k is left alone */
     lm_rope_args rope = {.q = q.g, .n_heads = 4, .n_kv = 2, .head_dim = 35, .rot_dim = 20, .cs = cs.g};
     CHECK(gpu->ops->kv_put(gpu, (float *)kd.g + 140, (float *)vd.g + 140, x.g, y.g, 3, 70, (int32_t *)pd.g + 2, 7,
-                           &rope));
+                           &rope, 0));
     cpu->ops->rope(cpu, q.c, 3, 4, 35, 20, cs.c);
     memcpy((float *)kd.c + 140, x.c, 210 * sizeof(float));
     cpu->ops->rope(cpu, (float *)kd.c + 140, 3, 2, 35, 20, cs.c);
@@ -593,8 +593,21 @@ static void test_fused(void) {
     gpu->ops->download(gpu, kg, x.g, 210 * sizeof(float));
     CHECK(memcmp(kg, k0.c, 210 * sizeof(float)) == 0);
     free(kg);
-    buf *all[] = {&x, &y, &w, &h, &kd, &vd, &pd, &q, &cs, &k0};
-    for (int i = 0; i < 10; i++)
+    /* f16 rows: the values rounded as the CPU's kv_quantize rounds them; the rotated keys (rotated
+     * on each device) within f16's rounding; q rotated again from its rotated state on both */
+    buf kh = mk(210 * 2), vh = mk(210 * 2), kf = mk(210 * 4);
+    CHECK(gpu->ops->kv_put(gpu, kh.g, vh.g, x.g, y.g, 3, 70, (int32_t *)pd.g + 2, 7, &rope, 1));
+    cpu->ops->rope(cpu, q.c, 3, 4, 35, 20, cs.c);
+    cmp("kv_put f16 with rope (q)", &q, 3 * 140);
+    cpu->ops->kv_quantize(cpu, y.c, 3, 70, 16, 0, vh.c, NULL, NULL);
+    uint16_t got16[210];
+    gpu->ops->download(gpu, got16, vh.g, sizeof got16);
+    CHECK(memcmp(got16, vh.c, sizeof got16) == 0);
+    memcpy(kf.c, (float *)kd.c + 140, 210 * sizeof(float));
+    gpu->ops->kv_dequant(gpu, kh.g, NULL, NULL, 3, 70, 16, 0, kf.g);
+    cmp_tol("kv_put f16 with rope (k)", &kf, 210, 1e-3);
+    buf *all[] = {&x, &y, &w, &h, &kd, &vd, &pd, &q, &cs, &k0, &kh, &vh, &kf};
+    for (int i = 0; i < 13; i++)
         drop(all[i]);
 }
 
@@ -602,8 +615,10 @@ static void test_fused(void) {
 
 /* Prompts of LM_CUDA_ATTN_TC_MIN_T tokens or more (head_dim 16..128) run on the tensor cores with
  * q, k, v and the probabilities rounded to f16 (11 significant bits): outputs, averages of values
- * in [-1, 1], then agree to a few 2^-11. */
-static void check_attention(int T, int nh, int nkv, int hd, int rows, int window, float softcap, int sinks) {
+ * in [-1, 1], then agree to a few 2^-11. f16: the device reads f16 rows (kv_f16), the CPU the same
+ * values as f32. */
+static void check_attention_as(int T, int nh, int nkv, int hd, int rows, int window, float softcap, int sinks,
+                               int f16) {
     buf q = mkf((size_t)T * nh * hd, 1.0f), k = mkf((size_t)rows * nkv * hd, 1.0f), v = mkf((size_t)rows * nkv * hd, 1.0f);
     buf s = mkf((size_t)nh, 2.0f), out = mk((size_t)T * nh * hd * sizeof(float));
     int32_t *kp = malloc((size_t)rows * sizeof *kp), *qp = malloc((size_t)T * sizeof *qp);
@@ -619,19 +634,35 @@ static void check_attention(int T, int nh, int nkv, int hd, int rows, int window
     ac.sinks = sinks ? s.c : NULL;
     ag.q = q.g, ag.k = k.g, ag.v = v.g, ag.kpos = kpos.g, ag.qpos = qpos.g, ag.out = out.g;
     ag.sinks = sinks ? s.g : NULL;
+    size_t n = (size_t)rows * nkv * hd;
+    buf kh = mk(n * 2), vh = mk(n * 2);
+    if (f16) { /* the rows rounded to f16: on the CPU (and back to f32 for its attention), on the device */
+        cpu->ops->kv_quantize(cpu, k.c, rows, nkv * hd, 16, 0, kh.c, NULL, NULL);
+        cpu->ops->kv_quantize(cpu, v.c, rows, nkv * hd, 16, 0, vh.c, NULL, NULL);
+        cpu->ops->kv_dequant(cpu, kh.c, NULL, NULL, rows, nkv * hd, 16, 0, k.c);
+        cpu->ops->kv_dequant(cpu, vh.c, NULL, NULL, rows, nkv * hd, 16, 0, v.c);
+        gpu->ops->kv_quantize(gpu, k.g, rows, nkv * hd, 16, 0, kh.g, NULL, NULL);
+        gpu->ops->kv_quantize(gpu, v.g, rows, nkv * hd, 16, 0, vh.g, NULL, NULL);
+        ag.k = kh.g, ag.v = vh.g, ag.kv_f16 = 1;
+    }
     CHECK(cpu->ops->reserve(cpu, 64, rows) == LM_OK);
     cpu->ops->attention(cpu, &ac);
     gpu->ops->attention(gpu, &ag);
     char name[128];
-    snprintf(name, sizeof name, "attention T %d heads %d/%d hd %d rows %d window %d cap %g sinks %d", T, nh, nkv, hd,
-             rows, window, softcap, sinks);
+    snprintf(name, sizeof name, "attention T %d heads %d/%d hd %d rows %d window %d cap %g sinks %d%s", T, nh, nkv,
+             hd, rows, window, softcap, sinks, f16 ? " f16 rows" : "");
     int tc = T >= LM_CUDA_ATTN_TC_MIN_T && (hd == 16 || hd == 32 || hd == 64 || hd == 128);
     cmp_tol(name, &out, (size_t)T * nh * hd, tc ? 3e-3 : 1e-4);
     free(kp);
     free(qp);
-    buf *all[] = {&q, &k, &v, &s, &out, &kpos, &qpos};
-    for (int i = 0; i < 7; i++)
+    buf *all[] = {&q, &k, &v, &s, &out, &kpos, &qpos, &kh, &vh};
+    for (int i = 0; i < 9; i++)
         drop(all[i]);
+}
+
+static void check_attention(int T, int nh, int nkv, int hd, int rows, int window, float softcap, int sinks) {
+    check_attention_as(T, nh, nkv, hd, rows, window, softcap, sinks, 0);
+    check_attention_as(T, nh, nkv, hd, rows, window, softcap, sinks, 1);
 }
 
 /* --- the rest ------------------------------------------------------------------------------------- */
@@ -788,6 +819,20 @@ static void test_kv_quant(void) {
             for (int k = 0; k < 4; k++)
                 drop(all[k]);
         }
+    /* f16 rows (bits 16): rounded to nearest even on both, and back */
+    buf h = mk((size_t)n * dim * 2), out = mk((size_t)n * dim * sizeof(float));
+    cpu->ops->kv_quantize(cpu, x.c, n, dim, 16, 0, h.c, NULL, NULL);
+    gpu->ops->kv_quantize(gpu, x.g, n, dim, 16, 0, h.g, NULL, NULL);
+    cpu->ops->kv_dequant(cpu, h.c, NULL, NULL, n, dim, 16, 0, out.c);
+    gpu->ops->kv_dequant(gpu, h.g, NULL, NULL, n, dim, 16, 0, out.g);
+    buf *both[] = {&h, &out};
+    for (int k = 0; k < 2; k++) {
+        uint8_t *hb = malloc(both[k]->bytes);
+        gpu->ops->download(gpu, hb, both[k]->g, both[k]->bytes);
+        CHECKF(memcmp(hb, both[k]->c, both[k]->bytes) == 0, "kv rows f16: the %s differ", k ? "f32 rows" : "codes");
+        free(hb);
+        drop(both[k]);
+    }
     CHECKF(gpu->ops->status(gpu) == LM_OK, "kv rows: %s", lm_last_error());
     drop(&x);
 }

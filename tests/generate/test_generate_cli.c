@@ -81,6 +81,9 @@ int main(void) {
     CHECKF(strstr(out, "Prompt: 6 tokens") && strstr(out, "Generation: 30 tokens") && strstr(out, "tokens-per-sec") &&
                strstr(out, "Peak memory:") && strstr(out, "finish: length"),
            "%s", out);
+    /* an f16 KV cache: the same greedy text on the bundled model */
+    snprintf(cmd, sizeof cmd, "%s generate -m %s -p 'Once upon a time' -n 30 --kv-type f16", cli(), dir);
+    CHECKF(run(cmd, 0, out, sizeof out) == 0 && strcmp(out, expect) == 0, "--kv-type f16: '%s'", out);
     /* a missing default model is named */
     snprintf(cmd, sizeof cmd, "LMCORE_DEFAULT_MODEL=/nonexistent %s generate -p hi", cli());
     CHECK(run(cmd, 1, out, sizeof out) == 1 && strstr(out, "/nonexistent"));
@@ -95,6 +98,7 @@ int main(void) {
         {"--xtc-threshold 0.9", "[0, 0.5]"},
         {"-n -5", "-1"},
         {"--kv-bits 7", "2, 3, 4, 5, 6 or 8"},
+        {"--kv-type q8", "f32 or f16"},
         {"--kv-group-size 48", "32, 64 or 128"},
         {"--max-kv-size 0", ">= 1"},
         {"--prompt-cache-file /nonexistent/pc.safetensors", "/nonexistent/pc.safetensors"},

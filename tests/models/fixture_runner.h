@@ -76,9 +76,9 @@ done:
 }
 
 /* Returns 0 when the fixture matches within tol_prefill (logits) and tol_decode (decode_logits),
- * with greedy ids identical. `params` may be NULL. */
-static inline int run_fixture_tol(const char *name, const lm_model_params *params, double tol_prefill,
-                                  double tol_decode) {
+ * with greedy ids identical. `params` and `cparams` (the context's) may be NULL. */
+static inline int run_fixture_ctx(const char *name, const lm_model_params *params, const lm_ctx_params *cparams,
+                                  double tol_prefill, double tol_decode) {
     char dir[1024], exp_path[1200];
     snprintf(dir, sizeof dir, "%s/models/%s", t_fixtures(), name);
     snprintf(exp_path, sizeof exp_path, "%s/expected.safetensors", dir);
@@ -98,7 +98,7 @@ static inline int run_fixture_tol(const char *name, const lm_model_params *param
     if (!(ti && tl && tg && td))
         goto done;
     int T = (int)ti->numel, V = (int)tl->shape[1], N = (int)tg->numel;
-    if (lm_model_load(dir, params, &m) != LM_OK || lm_ctx_new(m, NULL, &ctx) != LM_OK) {
+    if (lm_model_load(dir, params, &m) != LM_OK || lm_ctx_new(m, cparams, &ctx) != LM_OK) {
         CHECKF(0, "%s: load failed: %s", name, lm_last_error());
         goto done;
     }
@@ -137,8 +137,8 @@ static inline int run_fixture_tol(const char *name, const lm_model_params *param
     CHECKF(same, "%s: greedy ids differ from the reference", name);
     CHECKF(dd <= tol_decode, "%s: decode logits max |diff| %.3g > %.0e", name, dd, tol_decode);
     check_greedy(name, m, ids, T, V, !params || params->device == LM_DEVICE_CPU);
-    printf("  %-22s T=%-4d N=%-3d prefill max|d| %.2e  decode max|d| %.2e  greedy %s\n", name, T, N, dp, dd,
-           same ? "identical" : "DIFFERENT");
+    printf("  %-22s T=%-4d N=%-3d prefill max|d| %.2e  decode max|d| %.2e  greedy %s%s\n", name, T, N, dp, dd,
+           same ? "identical" : "DIFFERENT", cparams && cparams->kv_f16 ? "  (f16 KV)" : "");
 done:
     free(ids);
     free(logits);
@@ -147,6 +147,11 @@ done:
     lm_model_free(m);
     lm_st_close(exp);
     return t_fail != fails_before;
+}
+
+static inline int run_fixture_tol(const char *name, const lm_model_params *params, double tol_prefill,
+                                  double tol_decode) {
+    return run_fixture_ctx(name, params, NULL, tol_prefill, tol_decode);
 }
 
 static inline int run_fixture(const char *name, const lm_model_params *params) {

@@ -2,6 +2,7 @@
  * prompt cache save/load (exactly the same continuation). */
 #include <unistd.h>
 
+#include "core/util.h"
 #include "fixture_runner.h"
 #include "models/model.h"
 
@@ -216,7 +217,88 @@ static void test_quantized_kv(void) {
     lm_model_free(m);
 }
 
+/* f16 KV cache: every fixture still matches transformers (F16_KV_TOL, greedy identical); layer 0's
+ * rows are the f32 cache's rounded to f16; half the bytes; a reset starts in f16 again;
+ * quantizing later starts from the f16 rows; an f16 prompt cache continues bit for bit and an f32
+ * context refuses it. */
+#define F16_KV_TOL 5e-3
+static void test_f16_kv(void) {
+    static const char *const ALL[] = {"llama", "llama_long", "qwen2", "qwen3", "mistral", "mistral3", "phi3", "smollm3",
+                                      "gemma3_text", "gemma3n_text", "qwen3_moe", "gpt_oss", "qwen3_mlx_q4",
+                                      "llama_mlx_q8_g32", "llama_mlx_mixed_3_6", "qwen3_moe_mlx_q4",
+                                      "gpt_oss_mlx_mxfp4_q8", "gpt_oss_hf_mxfp4"};
+    lm_ctx_params p16 = lm_ctx_default_params();
+    p16.kv_f16 = 1;
+    for (size_t i = 0; i < sizeof ALL / sizeof ALL[0]; i++)
+        run_fixture_ctx(ALL[i], NULL, &p16, F16_KV_TOL, F16_KV_TOL);
+    lm_model *m = load("qwen3");
+    if (!m)
+        return;
+    int V = m->cfg.vocab;
+    float *a = malloc((size_t)V * sizeof *a), *b = malloc((size_t)V * sizeof *b);
+    int32_t ids[40];
+    fill_ids(ids, 40, 6);
+    lm_ctx *x = NULL, *h = NULL;
+    CHECK(lm_ctx_new(m, NULL, &x) == LM_OK && lm_ctx_new(m, &p16, &h) == LM_OK);
+    CHECK(lm_ctx_eval(x, ids, 20, a, 0) == LM_OK && lm_ctx_eval(h, ids, 20, b, 0) == LM_OK);
+    const lm_kv_layer *L32 = &x->kv.layers[0], *L16 = &h->kv.layers[0];
+    CHECK(h->kv.bits == LM_KV_F16 && L16->n == 20 && L32->n == 20);
+    size_t n = (size_t)L16->n * L16->dim, bad = 0;
+    for (size_t i = 0; i < n; i++) /* (the CPU backend's memory is the host's) */
+        bad += lm_f32_to_f16(((const float *)L32->k)[i]) != ((const uint16_t *)L16->k)[i] ||
+               lm_f32_to_f16(((const float *)L32->v)[i]) != ((const uint16_t *)L16->v)[i];
+    CHECKF(bad == 0, "f16 KV: %zu of layer 0's values are not the f32 cache's rounded to f16", bad);
+    CHECK(2 * lm_kv_bytes(&h->kv) == lm_kv_bytes(&x->kv));
+    double d = max_abs_diff(a, b, (size_t)V);
+    for (int i = 20; i < 30; i++) {
+        CHECK(lm_ctx_eval(x, ids + i, 1, a, 0) == LM_OK && lm_ctx_eval(h, ids + i, 1, b, 0) == LM_OK);
+        double di = max_abs_diff(a, b, (size_t)V);
+        d = di > d ? di : d;
+    }
+    CHECKF(d < F16_KV_TOL, "f16 KV: max |logit diff| vs the f32 cache %g", d);
+    /* an f16 prompt cache */
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/lmcore_f16kv_%d.safetensors", (int)getpid());
+    lm_ctx *r = NULL;
+    int32_t *tok = NULL;
+    int nt = 0;
+    CHECK(lm_ctx_new(m, &p16, &r) == LM_OK);
+    CHECK(lm_ctx_save(h, path, ids, 30) == LM_OK && lm_ctx_load(r, path, &tok, &nt) == LM_OK && nt == 30);
+    lm_free_tokens(tok);
+    CHECK(lm_ctx_eval(h, ids + 30, 1, a, 0) == LM_OK && lm_ctx_eval(r, ids + 30, 1, b, 0) == LM_OK);
+    CHECKF(memcmp(a, b, (size_t)V * sizeof *a) == 0, "f16 KV: continuation from a loaded prompt cache differs");
+    CHECK(lm_ctx_load(x, path, &tok, &nt) == LM_ERR_INVALID_ARG && tok == NULL); /* an f32 context */
+    unlink(path);
+    lm_ctx_reset(h);
+    CHECK(h->kv.bits == LM_KV_F16 && lm_ctx_eval(h, ids, 4, NULL, 0) == LM_OK);
+    /* f16 rows, then 8-bit from token 13 on: close to the f32 cache */
+    lm_ctx_params pq = p16;
+    pq.kv_bits = 8, pq.kv_group_size = 32, pq.quantized_kv_start = 12;
+    lm_ctx *q = NULL;
+    CHECK(lm_ctx_new(m, &pq, &q) == LM_OK);
+    lm_ctx_reset(x);
+    CHECK(lm_ctx_eval(x, ids, 8, a, 0) == LM_OK && lm_ctx_eval(q, ids, 8, b, 0) == LM_OK);
+    double dq = 0;
+    for (int i = 8; i < 30; i++) {
+        CHECK(lm_ctx_eval(x, ids + i, 1, a, 0) == LM_OK && lm_ctx_eval(q, ids + i, 1, b, 0) == LM_OK);
+        double di = max_abs_diff(a, b, (size_t)V);
+        dq = di > dq ? di : dq;
+    }
+    CHECK(q->kv.bits == 8);
+    CHECKF(dq < 0.05, "f16 then 8-bit KV: max |logit diff| vs the f32 cache %g", dq);
+    printf("  f16 KV (qwen3): layer 0 rows = f32 rows rounded; max |logit diff| vs f32 cache %.2e over 10 steps; "
+           "then 8-bit: %.2e; half the bytes\n", d, dq);
+    free(a);
+    free(b);
+    lm_ctx_free(x);
+    lm_ctx_free(h);
+    lm_ctx_free(r);
+    lm_ctx_free(q);
+    lm_model_free(m);
+}
+
 int main(void) {
+    test_f16_kv();
     test_quantized_kv();
     test_max_kv();
     test_truncate();

@@ -34,6 +34,7 @@ static const char GENERATE_USAGE[] =
     "  -t, --threads N             CPU threads (0: one per core)\n"
     "  -v, --verbose               print a stats line on stderr (tokens, tokens/s, peak memory)\n"
     "      --max-kv-size N         keep at most N tokens in the KV cache (the first 4 and the latest)\n"
+    "      --kv-type T             KV cache rows as f32 (default) or f16 (half the memory)\n"
     "      --kv-bits B             quantize the KV cache to B bits (2-6, 8) once it holds more than\n"
     "      --quantized-kv-start S  S tokens (5000), in groups of --kv-group-size G (64) per head\n"
     "      --prompt-cache-file F   start from a cache written by `lmcore cache-prompt`; PROMPT is\n"
@@ -293,7 +294,8 @@ static const char CACHE_PROMPT_USAGE[] =
     "  Runs PROMPT through the model (as `generate` builds it: chat template, --system-prompt) and\n"
     "  saves the KV cache and its tokens to FILE. `lmcore generate --prompt-cache-file FILE -p TEXT`\n"
     "  then continues from it without evaluating the cached prompt again. The KV-cache options\n"
-    "  (--max-kv-size, --kv-bits, --kv-group-size, --quantized-kv-start) must match between the two.\n";
+    "  (--max-kv-size, --kv-type, --kv-bits, --kv-group-size, --quantized-kv-start) must match between\n"
+    "  the two.\n";
 
 int cmd_cache_prompt(int argc, char **argv) {
     gen_opts o;

@@ -157,6 +157,10 @@ int gen_parse(const char *cmd, int argc, char **argv, const char *help, gen_opts
             if (!cli_parse_long(v, 1, INT_MAX, &l))
                 return bad(cmd, a, "a number of tokens >= 1", v);
             o->sess.max_kv_size = (int)l;
+        } else if (cli_is(a, "--kv-type", NULL)) {
+            if (strcmp(v, "f32") != 0 && strcmp(v, "f16") != 0)
+                return bad(cmd, a, "f32 or f16", v);
+            o->sess.kv_f16 = strcmp(v, "f16") == 0;
         } else if (cli_is(a, "--kv-bits", NULL)) {
             if (!cli_parse_long(v, 2, 8, &l) || l == 7)
                 return bad(cmd, a, "2, 3, 4, 5, 6 or 8", v);

@@ -78,7 +78,7 @@ const GEN_KEYS = new Set([
   'maxTokens', 'temperature', 'topP', 'topK', 'minP', 'minTokensToKeep', 'xtcProbability', 'xtcThreshold',
   'repetitionPenalty', 'repetitionContextSize', 'presencePenalty', 'presenceContextSize', 'frequencyPenalty',
   'frequencyContextSize', 'logitBias', 'seed', 'stop', 'systemPrompt', 'chatTemplateKwargs', 'ignoreChatTemplate',
-  'prefillStepSize', 'logprobs', 'contextSize', 'maxKvSize', 'kvBits', 'kvGroupSize', 'quantizedKvStart', 'signal',
+  'prefillStepSize', 'logprobs', 'contextSize', 'maxKvSize', 'kvType', 'kvBits', 'kvGroupSize', 'quantizedKvStart', 'signal',
   'onProgress',
 ]);
 
@@ -148,6 +148,10 @@ function generateOptions(options, info) {
     throw rangeErr(`options.kvBits must be 2, 3, 4, 5, 6 or 8 (got ${show(o.kvBits)})`);
   }
   if (o.kvBits !== undefined) p.kvBits = o.kvBits;
+  if (o.kvType !== undefined && !['f32', 'f16'].includes(o.kvType)) {
+    throw rangeErr(`options.kvType must be 'f32' or 'f16' (got ${show(o.kvType)})`);
+  }
+  if (o.kvType !== undefined) p.kvF16 = o.kvType === 'f16';
   if (o.seed !== undefined) {
     const s = typeof o.seed === 'bigint' && o.seed <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(o.seed) : o.seed;
     if (typeof s !== 'number' || !Number.isSafeInteger(s) || s < 0) {

@@ -200,7 +200,7 @@ static int on_progress(void *user, int done, int total) {
 
 static int same_session_params(const lm_session_params *a, const lm_session_params *b) {
     return a->n_ctx == b->n_ctx && a->max_kv_size == b->max_kv_size && a->kv_bits == b->kv_bits &&
-           a->kv_group_size == b->kv_group_size && a->quantized_kv_start == b->quantized_kv_start;
+           a->kv_f16 == b->kv_f16 && a->kv_group_size == b->kv_group_size && a->quantized_kv_start == b->quantized_kv_start;
 }
 
 static lm_status encode_prompt(gen_op *g, lm_llm *llm) {
@@ -507,6 +507,7 @@ static bool read_params(napi_env env, napi_value p, gen_op *g) {
            nm_prop_int64(env, p, "seed", &gp->seed) && nm_prop_int(env, p, "prefillStepSize", &gp->prefill_step_size) &&
            nm_prop_bool(env, p, "logprobs", &gp->logprobs) && nm_prop_int(env, p, "contextSize", &sp->n_ctx) &&
            nm_prop_int(env, p, "maxKvSize", &sp->max_kv_size) && nm_prop_int(env, p, "kvBits", &sp->kv_bits) &&
+           nm_prop_bool(env, p, "kvF16", &sp->kv_f16) &&
            nm_prop_int(env, p, "kvGroupSize", &sp->kv_group_size) &&
            nm_prop_int(env, p, "quantizedKvStart", &sp->quantized_kv_start) &&
            nm_prop_bool(env, p, "stream", &g->stream) && nm_prop_bool(env, p, "progress", &g->progress) &&

@@ -75,6 +75,7 @@ test('generation options are validated by name', async () => {
     [{ logitBias: { 99999: 1 } }, 'ERR_OUT_OF_RANGE', /options\.logitBias.*99999/],
     [{ logitBias: { 5: 'x' } }, 'ERR_OUT_OF_RANGE', /options\.logitBias/],
     [{ kvBits: 7 }, 'ERR_OUT_OF_RANGE', /options\.kvBits/],
+    [{ kvType: 'q8' }, 'ERR_OUT_OF_RANGE', /options\.kvType/],
     [{ kvGroupSize: 48 }, 'ERR_OUT_OF_RANGE', /options\.kvGroupSize/],
     [{ maxKvSize: 0 }, 'ERR_OUT_OF_RANGE', /options\.maxKvSize/],
     [{ systemPrompt: 1 }, 'ERR_INVALID_ARG_TYPE', /options\.systemPrompt/],

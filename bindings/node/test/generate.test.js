@@ -264,6 +264,8 @@ test('KV-cache options: a large maxKvSize and an 8-bit cache keep the greedy tex
   assert.equal(small.finishReason, 'length');
   const q8 = await model.generate(ONCE, { maxTokens: 24, kvBits: 8, kvGroupSize: 32, quantizedKvStart: 0 });
   assert.equal(q8.text, plain.text);
+  const f16 = await model.generate(ONCE, { maxTokens: 24, kvType: 'f16' });
+  assert.equal(f16.text, plain.text);
   // a group size that does not divide the head size (32) is an engine error naming it
   await assert.rejects(model.generate(ONCE, { maxTokens: 4, kvBits: 8, kvGroupSize: 64 }), /kv_group_size/);
 });

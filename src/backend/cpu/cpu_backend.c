@@ -400,7 +400,8 @@ static void attn_task(void *ctx, int task, int thread) {
     if (n <= 0)
         return;
     size_t ks = (size_t)a->n_kv * hd;
-    lm_attn_rows rows = {a->k + lo * ks, a->v + lo * ks, ks, n, nh, a->n_kv, hd, j->stream};
+    lm_attn_rows rows = {(const float *)a->k + lo * ks, (const float *)a->v + lo * ks, ks, n, nh, a->n_kv, hd,
+                         j->stream}; /* (f32 rows: attn_f16 is 0) */
     j->c->k->attn_scores(&rows, a->q + (size_t)t * nh * hd, a->scale, s, (size_t)n);
     attn_softmax(j, s, lo, n, qp, split ? NULL : a->sinks, mx, sum);
     j->c->k->attn_values(&rows, s, (size_t)n, o);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/softmax.h"
+#include "core/util.h"
 #include "quant/quant.h"
 
 /* --- memory ------------------------------------------------------------------------------------ */
@@ -54,6 +55,11 @@ void lm_cpu_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out) {
 
 void lm_cpu_kv_quantize(lm_backend *be, const float *x, int n, int dim, int bits, int group, uint8_t *q, float *s,
                         float *b) {
+    if (bits == 16) {
+        for (size_t i = 0; i < (size_t)n * dim; i++)
+            ((uint16_t *)q)[i] = lm_f32_to_f16(x[i]);
+        return;
+    }
     size_t rb = (size_t)dim * bits / 8, ng = (size_t)(dim / group);
     for (int r = 0; r < n; r++)
         lm_affine_quantize_row(x + (size_t)r * dim, dim, bits, group, q + r * rb, s + r * ng, b + r * ng);
@@ -61,6 +67,11 @@ void lm_cpu_kv_quantize(lm_backend *be, const float *x, int n, int dim, int bits
 
 void lm_cpu_kv_dequant(lm_backend *be, const uint8_t *q, const float *s, const float *b, int n, int dim, int bits,
                        int group, float *out) {
+    if (bits == 16) {
+        for (size_t i = 0; i < (size_t)n * dim; i++)
+            out[i] = lm_f16_to_f32(((const uint16_t *)q)[i]);
+        return;
+    }
     size_t rb = (size_t)dim * bits / 8, ng = (size_t)(dim / group);
     for (int r = 0; r < n; r++)
         lm_affine_dequant_row(q + r * rb, (const uint8_t *)(s + r * ng), (const uint8_t *)(b + r * ng), LM_DT_F32, bits,

@@ -4,7 +4,8 @@
  * head) with an online softmax over
  * chunks of 32 keys (each lane scores one key, then the warp accumulates the chunk's values,
  * lane j holding output dims j, j+32, ...). Masks: empty rows (kpos < 0), causality by absolute
- * position, the sliding window; scores may be soft-capped; sinks add one logit per head. */
+ * position, the sliding window; scores may be soft-capped; sinks add one logit per head. Every
+ * kernel reads f32 or f16 cache rows (KT; backend.h's kv_f16) and computes in f32. */
 #include <math.h>
 
 #include <cooperative_groups.h>
@@ -17,7 +18,7 @@ namespace cg = cooperative_groups;
 #define ATT_MAX_HD 512
 #define ATT_PER_LANE (ATT_MAX_HD / 32)
 
-__global__ void attention_f32(lm_attn_args a) {
+template <typename KT> __global__ void attention_f32(lm_attn_args a) {
     __shared__ float qs[ATT_WARPS][ATT_MAX_HD];
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int task = blockIdx.x * ATT_WARPS + warp;
@@ -43,10 +44,10 @@ __global__ void attention_f32(lm_attn_args a) {
         if (r < a.n_rows) {
             int32_t kp = a.kpos ? a.kpos[r] : r;
             if (kp >= 0 && kp <= qp && !(a.window > 0 && qp - kp >= a.window)) {
-                const float *k = a.k + (size_t)r * kstride + (size_t)g * hd;
+                const KT *k = (const KT *)a.k + (size_t)r * kstride + (size_t)g * hd;
                 float d = 0.0f;
                 for (int i = 0; i < hd; i++)
-                    d += qs[warp][i] * k[i];
+                    d += qs[warp][i] * kv_ld1(k + i);
                 s = d * a.scale;
                 if (a.softcap > 0)
                     s = a.softcap * tanhf(s / a.softcap);
@@ -67,12 +68,12 @@ __global__ void attention_f32(lm_attn_args a) {
             float pj = __shfl_sync(0xffffffffu, p, jr);
             if (pj == 0.0f)
                 continue;
-            const float *v = a.v + (size_t)(r0 + jr) * kstride + (size_t)g * hd;
+            const KT *v = (const KT *)a.v + (size_t)(r0 + jr) * kstride + (size_t)g * hd;
 #pragma unroll
             for (int j = 0; j < ATT_PER_LANE; j++) {
                 int i = lane + 32 * j;
                 if (i < hd)
-                    acc[j] += pj * v[i];
+                    acc[j] += pj * kv_ld1(v + i);
             }
         }
     }
@@ -111,22 +112,25 @@ __global__ void attention_f32(lm_attn_args a) {
 #define ATS_L2_ROWS 32 /* rows of its chunk a block prefetches to L2 before the wait (4096 keys: +2%; 128: all) */
 #endif
 
+/* DPL consecutive values (f32 q, f32 or f16 rows) as floats */
 template <int DPL> struct ats_vec;
-template <> struct ats_vec<1> { static __device__ __forceinline__ void ld(const float *p, float *o) { o[0] = p[0]; } };
+template <> struct ats_vec<1> {
+    template <typename T> static __device__ __forceinline__ void ld(const T *p, float *o) { o[0] = kv_ld1(p); }
+};
 template <> struct ats_vec<2> {
-    static __device__ __forceinline__ void ld(const float *p, float *o) {
-        float2 v = *(const float2 *)p;
+    template <typename T> static __device__ __forceinline__ void ld(const T *p, float *o) {
+        float2 v = kv_ld2(p);
         o[0] = v.x, o[1] = v.y;
     }
 };
 template <> struct ats_vec<4> {
-    static __device__ __forceinline__ void ld(const float *p, float *o) {
-        float4 v = *(const float4 *)p;
+    template <typename T> static __device__ __forceinline__ void ld(const T *p, float *o) {
+        float4 v = kv_ld4(p);
         o[0] = v.x, o[1] = v.y, o[2] = v.z, o[3] = v.w;
     }
 };
 template <> struct ats_vec<8> {
-    static __device__ __forceinline__ void ld(const float *p, float *o) {
+    template <typename T> static __device__ __forceinline__ void ld(const T *p, float *o) {
         ats_vec<4>::ld(p, o);
         ats_vec<4>::ld(p + 4, o + 4);
     }
@@ -149,8 +153,8 @@ template <> struct ats_vec<8> {
 /* The K rows of the tile at r0 and whether each is visible; V's rows. A row at or past r_end
  * reads row r_end - 1 instead (no guards, no zeroing) and is hidden; a warp past the chunk's end
  * loads nothing. */
-template <int DPL>
-static __device__ __forceinline__ void atl_load_k(const lm_attn_args &a, const float *kb, size_t kstride, int r0,
+template <int DPL, typename KT>
+static __device__ __forceinline__ void atl_load_k(const lm_attn_args &a, const KT *kb, size_t kstride, int r0,
                                                   int r_end, int32_t qp, float4 (&k)[ATL_B][DPL],
                                                   int (&vis)[ATL_B]) {
     if (r0 >= r_end)
@@ -161,15 +165,15 @@ static __device__ __forceinline__ void atl_load_k(const lm_attn_args &a, const f
         int r = min(r0 + 4 * b + grp, r_end - 1);
         int32_t kp = a.kpos ? a.kpos[r] : r;
         vis[b] = r0 + 4 * b + grp < r_end && kp >= 0 && kp <= qp && !(a.window > 0 && qp - kp >= a.window);
-        const float *p = kb + (size_t)r * kstride;
+        const KT *p = kb + (size_t)r * kstride;
 #pragma unroll
         for (int i = 0; i < DPL; i++)
-            k[b][i] = *(const float4 *)(p + 32 * i);
+            k[b][i] = kv_ld4(p + 32 * i);
     }
 }
 
-template <int DPL>
-static __device__ __forceinline__ void atl_load_v(const float *vb, size_t kstride, int r0, int r_end,
+template <int DPL, typename KT>
+static __device__ __forceinline__ void atl_load_v(const KT *vb, size_t kstride, int r0, int r_end,
                                                   float (&v)[ATL_TR][DPL]) {
     if (r0 >= r_end)
         return;
@@ -181,7 +185,7 @@ static __device__ __forceinline__ void atl_load_v(const float *vb, size_t kstrid
 /* qs: room for the block's G query rows (staged here, after the first tile's loads are issued;
  * rows past the kv head's gq are zeros, and their heads are computed and dropped). The next
  * tile's K is loaded while the values are summed, its V while the scores are made. */
-template <int DPL, int G>
+template <int DPL, int G, typename KT>
 static __device__ __forceinline__ void atl_rows(const lm_attn_args &a, float (*qs)[32 * DPL], float (*pw)[G],
                                                 int r_beg, int r_end, float (&m)[G], float (&l)[G],
                                                 float (&acc)[G][DPL]) {
@@ -190,7 +194,7 @@ static __device__ __forceinline__ void atl_rows(const lm_attn_args &a, float (*q
         sub = lane & 7;
     int gq = a.n_heads / a.n_kv;
     size_t kstride = (size_t)a.n_kv * hd;
-    const float *kb = a.k + (size_t)g * hd + 4 * sub, *vb = a.v + (size_t)g * hd + lane * DPL;
+    const KT *kb = (const KT *)a.k + (size_t)g * hd + 4 * sub, *vb = (const KT *)a.v + (size_t)g * hd + lane * DPL;
     int32_t qp = a.qpos[t];
     float scale = a.scale, cap = a.softcap;
     float4 k[ATL_B][DPL];
@@ -360,17 +364,19 @@ static __device__ void ats_fold(const lm_attn_args &a, const float *part, int n_
  * distributed shared memory (one launch; part unused); else with n_split > 1 each block leaves
  * its chunk's record in part and the last one merges them (tickets: LM_CUDA_ATTN_TICKETS). LONG:
  * the rows of the chunk take atl_rows. */
-template <int DPL, int G, bool CL, bool LONG>
+template <int DPL, int G, bool CL, bool LONG, typename KT>
 __global__ void __launch_bounds__(ATS_WARPS * 32)
     attn_split(lm_attn_args a, int chunk, int n_split, float *part, unsigned *tickets) {
     const int hd = 32 * DPL;
     { /* the chunk's first cached rows on their way to L2 before the wait (the kernels before
        * write only the newest rows; a prefetch is coherent in L2 whatever it finds) */
-        int r0 = blockIdx.y * chunk, nr = min(min(chunk, a.n_rows - r0), ATS_L2_ROWS), lines = DPL;
+        constexpr int lines = (DPL * (int)sizeof(KT) + 3) / 4, per = 128 / (int)sizeof(KT); /* a row's slice */
+        int r0 = blockIdx.y * chunk, nr = min(min(chunk, a.n_rows - r0), ATS_L2_ROWS);
         size_t kstride = (size_t)a.n_kv * hd;
         for (int e = threadIdx.x; e < 2 * nr * lines; e += blockDim.x) {
             int r = e / (2 * lines), l = e % (2 * lines);
-            const float *p = (l & 1 ? a.v : a.k) + (size_t)(r0 + r) * kstride + (size_t)blockIdx.x * hd + (l >> 1) * 32;
+            const KT *p = (const KT *)(l & 1 ? a.v : a.k) + (size_t)(r0 + r) * kstride + (size_t)blockIdx.x * hd +
+                          (l >> 1) * per;
             asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
         }
     }
@@ -395,7 +401,7 @@ __global__ void __launch_bounds__(ATS_WARPS * 32)
     if constexpr (LONG) {
         __shared__ __align__(16) float qs[G][hd];
         __shared__ __align__(16) float pw[ATS_WARPS][ATL_TR][G];
-        atl_rows<DPL, G>(a, qs, pw[warp], split * chunk, r_end, m, l, acc);
+        atl_rows<DPL, G, KT>(a, qs, pw[warp], split * chunk, r_end, m, l, acc);
     } else {
         float q[G][DPL];
 #pragma unroll
@@ -422,8 +428,8 @@ __global__ void __launch_bounds__(ATS_WARPS * 32)
                     k[b][j] = v[b][j] = 0.0f; /* past the chunk: finite, and masked */
                 if (rb < r_end) {
                     kp[b] = a.kpos ? a.kpos[rb] : rb;
-                    ats_vec<DPL>::ld(a.k + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, k[b]);
-                    ats_vec<DPL>::ld(a.v + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, v[b]);
+                    ats_vec<DPL>::ld((const KT *)a.k + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, k[b]);
+                    ats_vec<DPL>::ld((const KT *)a.v + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, v[b]);
                 }
             }
             int vis[PF];
@@ -554,37 +560,46 @@ __global__ void __launch_bounds__(ATS_WARPS * 32)
 enum { ATS_PLAIN, ATS_CLUSTER, ATS_LONG }; /* attn_split's forms: the short-chunk loop, the same
                                             * merged in a cluster, the long-chunk loop (atl_rows) */
 
-template <int DPL, int G>
+template <int DPL, int G, typename KT>
 static void attn_split_launch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part, int form) {
     dim3 grid((unsigned)a->n_kv, (unsigned)n_split, (unsigned)a->T);
     if (form == ATS_CLUSTER)
-        lm_cuda_launch_cluster(c, "attn_split", attn_split<DPL, G, true, false>, grid, ATS_WARPS * 32, 0,
+        lm_cuda_launch_cluster(c, "attn_split", attn_split<DPL, G, true, false, KT>, grid, ATS_WARPS * 32, 0,
                                dim3(1, (unsigned)n_split, 1), *a, chunk, n_split, part, c->attn_tickets);
     else if (form == ATS_LONG) /* (never for head_dim 256) */
-        lm_cuda_launch(c, "attn_split", attn_split<DPL, G, false, (DPL <= 4)>, grid, ATS_WARPS * 32, 0, *a, chunk,
+        lm_cuda_launch(c, "attn_split", attn_split<DPL, G, false, (DPL <= 4), KT>, grid, ATS_WARPS * 32, 0, *a, chunk,
                        n_split, part, c->attn_tickets);
     else
-        lm_cuda_launch(c, "attn_split", attn_split<DPL, G, false, false>, grid, ATS_WARPS * 32, 0, *a, chunk, n_split,
-                       part, c->attn_tickets);
+        lm_cuda_launch(c, "attn_split", attn_split<DPL, G, false, false, KT>, grid, ATS_WARPS * 32, 0, *a, chunk,
+                       n_split, part, c->attn_tickets);
 }
 
-template <int DPL>
+template <int DPL, typename KT>
 static int attn_split_dispatch(cuda_backend *c, const lm_attn_args *a, int chunk, int n_split, float *part, int form) {
     int gq = a->n_heads / a->n_kv;
     if (gq <= 1)
-        attn_split_launch<DPL, 1>(c, a, chunk, n_split, part, form);
+        attn_split_launch<DPL, 1, KT>(c, a, chunk, n_split, part, form);
     else if (gq <= 2)
-        attn_split_launch<DPL, 2>(c, a, chunk, n_split, part, form);
+        attn_split_launch<DPL, 2, KT>(c, a, chunk, n_split, part, form);
     else if (gq <= 4)
-        attn_split_launch<DPL, 4>(c, a, chunk, n_split, part, form);
+        attn_split_launch<DPL, 4, KT>(c, a, chunk, n_split, part, form);
     else if (gq <= 8)
-        attn_split_launch<DPL, 8>(c, a, chunk, n_split, part, form);
+        attn_split_launch<DPL, 8, KT>(c, a, chunk, n_split, part, form);
     else
         return 0;
     return 1;
 }
 
-/* The long-chunk loop serves head_dim 32-128 with K and V 16-byte aligned, except one token over
+template <typename KT>
+static int attn_split_dpl(cuda_backend *c, const lm_attn_args *a, int dpl, int chunk, int n_split, float *part,
+                          int form) {
+    return dpl == 1   ? attn_split_dispatch<1, KT>(c, a, chunk, n_split, part, form)
+           : dpl == 2 ? attn_split_dispatch<2, KT>(c, a, chunk, n_split, part, form)
+           : dpl == 4 ? attn_split_dispatch<4, KT>(c, a, chunk, n_split, part, form)
+                      : attn_split_dispatch<8, KT>(c, a, chunk, n_split, part, form);
+}
+
+/* The long-chunk loop serves head_dim 32-128 with K and V aligned to 4 values, except one token over
  * at most ATS_CL_ROWS rows. Chunks: one when there are enough (token, kv head) blocks to fill
  * the GPU; else for the long-chunk loop at most ATL_MAX_SPLIT chunks of at least ATL_CHUNK rows,
  * a multiple of ATL_TR (4096 rows: 64 chunks of 64); else chunks of ATS_CHUNK keys (at most
@@ -599,11 +614,12 @@ static int attn_split_dispatch(cuda_backend *c, const lm_attn_args *a, int chunk
 
 static int attention_split(cuda_backend *c, const lm_attn_args *a) {
     int hd = a->head_dim, dpl = hd / 32;
+    size_t es = a->kv_f16 ? 2 : 4, kva = (uintptr_t)a->k | (uintptr_t)a->v; /* a value's bytes; alignment */
     if (hd % 32 || (dpl != 1 && dpl != 2 && dpl != 4 && dpl != 8) || a->n_heads / a->n_kv > 8 || a->n_rows <= 0 ||
-        ((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v) & (size_t)(4 * dpl > 16 ? 15 : 4 * dpl - 1))
+        (uintptr_t)a->q % (4 * dpl > 16 ? 16 : 4 * dpl) || kva % (es * dpl > 16 ? 16 : es * dpl))
         return 0;
     int one_short = a->T == 1 && a->n_rows <= ATS_CL_ROWS; /* the cluster's case */
-    int form = dpl <= 4 && !(((uintptr_t)a->k | (uintptr_t)a->v) & 15) && !one_short ? ATS_LONG : ATS_PLAIN;
+    int form = dpl <= 4 && kva % (4 * es) == 0 && !one_short ? ATS_LONG : ATS_PLAIN;
     int n_split = 1, chunk = a->n_rows;
     if ((size_t)a->T * a->n_kv < LM_CUDA_ATTN_TICKETS) { /* (a ticket per pair for the merge) */
         if (form == ATS_LONG) {
@@ -635,15 +651,16 @@ static int attention_split(cuda_backend *c, const lm_attn_args *a) {
         if (!part)
             return 1; /* the error is recorded */
     }
-    return dpl == 1   ? attn_split_dispatch<1>(c, a, chunk, n_split, part, form)
-           : dpl == 2 ? attn_split_dispatch<2>(c, a, chunk, n_split, part, form)
-           : dpl == 4 ? attn_split_dispatch<4>(c, a, chunk, n_split, part, form)
-                      : attn_split_dispatch<8>(c, a, chunk, n_split, part, form);
+    return a->kv_f16 ? attn_split_dpl<__half>(c, a, dpl, chunk, n_split, part, form)
+                     : attn_split_dpl<float>(c, a, dpl, chunk, n_split, part, form);
 }
 
 static void attention_f32_launch(cuda_backend *c, const lm_attn_args *a) {
-    size_t tasks = (size_t)a->T * a->n_heads;
-    attention_f32<<<lm_cuda_blocks(tasks, ATT_WARPS), ATT_WARPS * 32, 0, c->stream>>>(*a);
+    unsigned blocks = lm_cuda_blocks((size_t)a->T * a->n_heads, ATT_WARPS);
+    if (a->kv_f16)
+        attention_f32<__half><<<blocks, ATT_WARPS * 32, 0, c->stream>>>(*a);
+    else
+        attention_f32<float><<<blocks, ATT_WARPS * 32, 0, c->stream>>>(*a);
     lm_cuda_launched(c, "attention_f32");
 }
 

@@ -1,6 +1,6 @@
 /* Prefill attention on the tensor cores (flash attention).
  *
- * kv_tiles first converts the cached rows to f16, in tiles of FA_BK rows (padding rows are zero),
+ * kv_tiles first converts the cached rows (f32, or f16 as they are) to f16, in tiles of FA_BK rows (padding rows are zero),
  * copies their positions (-1: empty or padding) and records each tile's lowest and highest
  * position and whether every row is filled. attn_tc then gives a block of FA_WARPS warps
  * FA_BQ = 16 * FA_WARPS query rows of one head; it walks the tiles that some query of the block
@@ -31,10 +31,11 @@ typedef struct fa_tile {
     int32_t pad;
 } fa_tile;
 
-/* Blocks of FA_KV_ROWS rows: rows [FA_KV_ROWS * b, +FA_KV_ROWS) of K and V ([rows, dim] f32) as
- * f16 and their positions; the first block of each tile also writes the tile's summary. */
+/* Blocks of FA_KV_ROWS rows: rows [FA_KV_ROWS * b, +FA_KV_ROWS) of K and V ([rows, dim] f32 or f16)
+ * as f16 and their positions; the first block of each tile also writes the tile's summary. */
 #define FA_KV_ROWS 8
-__global__ void kv_tiles(const float *__restrict__ k, const float *__restrict__ v, const int32_t *__restrict__ kpos,
+template <typename KT>
+__global__ void kv_tiles(const KT *__restrict__ k, const KT *__restrict__ v, const int32_t *__restrict__ kpos,
                          int n_rows, int dim, uint16_t *__restrict__ kh, uint16_t *__restrict__ vh,
                          int32_t *__restrict__ kp, fa_tile *__restrict__ info) {
     int r0 = blockIdx.x * FA_KV_ROWS;
@@ -42,8 +43,8 @@ __global__ void kv_tiles(const float *__restrict__ k, const float *__restrict__ 
         size_t o = (size_t)r0 * dim + 4 * e;
         float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f), b = a;
         if (r0 + (int)(4 * e / dim) < n_rows) {
-            a = *(const float4 *)(k + o);
-            b = *(const float4 *)(v + o);
+            a = kv_ld4(k + o);
+            b = kv_ld4(v + o);
         }
         __half2 a0 = __floats2half2_rn(a.x, a.y), a1 = __floats2half2_rn(a.z, a.w);
         __half2 b0 = __floats2half2_rn(b.x, b.y), b1 = __floats2half2_rn(b.z, b.w);
@@ -311,7 +312,7 @@ static void attn_tc_launch(cuda_backend *c, const lm_attn_args *a, const uint16_
 int lm_cuda_attention_tc(cuda_backend *c, const lm_attn_args *a) {
     int hd = a->head_dim;
     if ((hd != 16 && hd != 32 && hd != 64 && hd != 128) || a->n_rows <= 0 || ((uintptr_t)a->q & 7) ||
-        (((uintptr_t)a->k | (uintptr_t)a->v) & 15))
+        ((uintptr_t)a->k | (uintptr_t)a->v) % (a->kv_f16 ? 8 : 16))
         return 0;
     int n_tiles = (a->n_rows + FA_BK - 1) / FA_BK, dim = a->n_kv * hd;
     size_t half_b = (size_t)n_tiles * FA_BK * dim * sizeof(uint16_t);
@@ -323,7 +324,12 @@ int lm_cuda_attention_tc(cuda_backend *c, const lm_attn_args *a) {
     int32_t *kp = (int32_t *)(scr + 2 * half_b);
     fa_tile *info = (fa_tile *)(kp + (size_t)n_tiles * FA_BK);
     unsigned blocks = (unsigned)(n_tiles * (FA_BK / FA_KV_ROWS));
-    kv_tiles<<<blocks, 256, 0, c->stream>>>(a->k, a->v, a->kpos, a->n_rows, dim, kh, vh, kp, info);
+    if (a->kv_f16)
+        kv_tiles<<<blocks, 256, 0, c->stream>>>((const __half *)a->k, (const __half *)a->v, a->kpos, a->n_rows, dim,
+                                                kh, vh, kp, info);
+    else
+        kv_tiles<<<blocks, 256, 0, c->stream>>>((const float *)a->k, (const float *)a->v, a->kpos, a->n_rows, dim, kh,
+                                                vh, kp, info);
     lm_cuda_launched(c, "kv_tiles");
     if (hd == 16)
         attn_tc_launch<16>(c, a, kh, vh, kp, info, n_tiles);

@@ -278,6 +278,7 @@ static const lm_backend_ops CUDA_OPS = {
     .norm_matvec_n = lm_cuda_norm_matvec_n,
     .norm_matvec_glu = lm_cuda_norm_matvec_glu,
     .edit_logits = lm_cuda_edit_logits,
+    .attn_f16 = 1,
 };
 
 extern "C" int lm_backend_cuda_available(void) {

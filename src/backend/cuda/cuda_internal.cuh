@@ -164,6 +164,21 @@ static __device__ __forceinline__ float bf16_to_f32(uint16_t h) { return __uint_
 
 static __device__ __forceinline__ float f16_to_f32(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 
+/* KV cache values, f32 or f16 rows (backend.h's kv_f16): one, two (aligned to two) or four
+ * (aligned to four) as floats, and a store. */
+static __device__ __forceinline__ float kv_ld1(const float *p) { return *p; }
+static __device__ __forceinline__ float kv_ld1(const __half *p) { return __half2float(*p); }
+static __device__ __forceinline__ float2 kv_ld2(const float *p) { return *(const float2 *)p; }
+static __device__ __forceinline__ float2 kv_ld2(const __half *p) { return __half22float2(*(const __half2 *)p); }
+static __device__ __forceinline__ float4 kv_ld4(const float *p) { return *(const float4 *)p; }
+static __device__ __forceinline__ float4 kv_ld4(const __half *p) {
+    uint2 u = *(const uint2 *)p;
+    float2 a = __half22float2(*(const __half2 *)&u.x), b = __half22float2(*(const __half2 *)&u.y);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+static __device__ __forceinline__ void kv_st(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void kv_st(__half *p, float v) { *p = __float2half_rn(v); }
+
 /* Element i of a float array of dtype dt starting at byte address p (any alignment for f32). */
 static __device__ __forceinline__ float scalar_at(const uint8_t *p, int dt, size_t i) {
     if (dt == LM_DT_BF16)
@@ -290,8 +305,8 @@ int lm_cuda_norm_matvec_glu(lm_backend *be, const float *nw, float eps, const lm
                             const float *x, lm_act act, float limit, float *out);
 void lm_cuda_add_rmsnorm(lm_backend *be, float *x, const float *y, const float *w, int rows, int n, float eps,
                          float *h);
-int lm_cuda_kv_put(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,
-                   int32_t *pos_d, int32_t p0, const lm_rope_args *rope);
+int lm_cuda_kv_put(lm_backend *be, void *kd, void *vd, const float *k, const float *v, int T, int dim,
+                   int32_t *pos_d, int32_t p0, const lm_rope_args *rope, int f16);
 void lm_cuda_altup_correct(lm_backend *be, float *streams, const float *pred, const float *x, const float *active,
                            const float *w, int ns, int T, int H);
 void lm_cuda_argmax(lm_backend *be, const float *x, int V, lm_argmax_out *out);

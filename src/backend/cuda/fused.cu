@@ -62,12 +62,14 @@ void lm_cuda_add_rmsnorm(lm_backend *be, float *x, const float *y, const float *
     lm_cuda_rms_rows(c, x, y, w, rows, n, eps, h);
 }
 
-/* kd[i] = k[i], vd[i] = v[i] for T rows of dim floats; pos_d[t] = p0 + t; with rope (nh > 0): q
- * pairs rotated in place and kd's keys rotated (rope.cu's arithmetic: pair (d, d + half) of each
- * head's first rot_dim values). Thread i does element i of k/v, pair i of q and position i. */
-__global__ void kv_put_f32(float *kd, float *vd, const float *__restrict__ k, const float *__restrict__ v, int dim,
-                           int32_t *pos_d, int T, int32_t p0, float *q, int nh, int hd, int rot_dim,
-                           const float *__restrict__ cs) {
+/* kd[i] = k[i], vd[i] = v[i] for T rows of dim floats (KT: f32 or f16 rows); pos_d[t] = p0 + t;
+ * with rope (nh > 0): q pairs rotated in place and kd's keys rotated (rope.cu's arithmetic: pair
+ * (d, d + half) of each head's first rot_dim values). Thread i does element i of k/v, pair i of q
+ * and position i. */
+template <typename KT>
+__global__ void kv_put(KT *kd, KT *vd, const float *__restrict__ k, const float *__restrict__ v, int dim,
+                       int32_t *pos_d, int T, int32_t p0, float *q, int nh, int hd, int rot_dim,
+                       const float *__restrict__ cs) {
     lm_pdl_wait();
     lm_pdl_next();
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x, n = (size_t)T * dim;
@@ -85,8 +87,8 @@ __global__ void kv_put_f32(float *kd, float *vd, const float *__restrict__ k, co
                 kv = b * cosv[d - half] + a * sinv[d - half];
             }
         }
-        kd[i] = kv;
-        vd[i] = v[i];
+        kv_st(kd + i, kv);
+        kv_st(vd + i, v[i]);
     }
     if (nh > 0 && i < (size_t)T * nh * half) {
         int j = (int)(i % half);
@@ -101,8 +103,8 @@ __global__ void kv_put_f32(float *kd, float *vd, const float *__restrict__ k, co
         pos_d[i] = p0 + (int32_t)i;
 }
 
-int lm_cuda_kv_put(lm_backend *be, float *kd, float *vd, const float *k, const float *v, int T, int dim,
-                   int32_t *pos_d, int32_t p0, const lm_rope_args *rope) {
+int lm_cuda_kv_put(lm_backend *be, void *kd, void *vd, const float *k, const float *v, int T, int dim,
+                   int32_t *pos_d, int32_t p0, const lm_rope_args *rope, int f16) {
     cuda_backend *c = cu_be(be);
     if (!c->fuse || (rope && (rope->rot_dim < 2 || rope->n_kv * rope->head_dim != dim)))
         return 0;
@@ -113,8 +115,15 @@ int lm_cuda_kv_put(lm_backend *be, float *kd, float *vd, const float *k, const f
         work = (size_t)T * rope->n_heads * (rope->rot_dim / 2);
     if ((size_t)T > work)
         work = (size_t)T;
-    lm_cuda_launch(c, "kv_put_f32", kv_put_f32, lm_cuda_blocks(work, 256), 256, 0, kd, vd, k, v, dim, pos_d, T, p0,
-                   rope ? rope->q : (float *)NULL, rope ? rope->n_heads : 0, rope ? rope->head_dim : 1,
-                   rope ? rope->rot_dim : 0, rope ? rope->cs : (const float *)NULL);
+    float *q = rope ? rope->q : NULL;
+    const float *cs = rope ? rope->cs : NULL;
+    int nh = rope ? rope->n_heads : 0, hd = rope ? rope->head_dim : 1, rot = rope ? rope->rot_dim : 0;
+    unsigned blocks = lm_cuda_blocks(work, 256);
+    if (f16)
+        lm_cuda_launch(c, "kv_put", kv_put<__half>, blocks, 256, 0, (__half *)kd, (__half *)vd, k, v, dim, pos_d, T, p0,
+                       q, nh, hd, rot, cs);
+    else
+        lm_cuda_launch(c, "kv_put", kv_put<float>, blocks, 256, 0, (float *)kd, (float *)vd, k, v, dim, pos_d, T, p0,
+                       q, nh, hd, rot, cs);
     return 1;
 }

@@ -2,7 +2,8 @@
  * f32 scales and biases, computed as quant/pack.c's lm_affine_quantize_row and quant/quant.c's
  * lm_affine_dequant_row do on the CPU (the same float operations, IEEE division, no fused
  * multiply-add), so both devices store the same codes. One thread per group when quantizing (the
- * codes are packed LSB first into group * bits / 8 whole bytes), one per value when dequantizing. */
+ * codes are packed LSB first into group * bits / 8 whole bytes), one per value when dequantizing.
+ * bits 16: f16 rows (rounded to nearest even, as the CPU's lm_f32_to_f16), one thread per value. */
 #include "backend/cuda/cuda_internal.cuh"
 
 #define KQ_THREADS 256
@@ -65,11 +66,26 @@ __global__ void kv_dequant_f32(const uint8_t *__restrict__ q, const float *__res
     out[idx] = __fadd_rn(__fmul_rn(code, s[r * ng + i / group]), b[r * ng + i / group]);
 }
 
+/* y[i] = x[i] as another float type (f32 <-> f16) */
+template <typename TI, typename TO> __global__ void kv_convert(const TI *__restrict__ x, size_t n, TO *y) {
+    lm_pdl_wait();
+    lm_pdl_next();
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        kv_st(y + i, kv_ld1(x + i));
+}
+
 void lm_cuda_kv_quantize(lm_backend *be, const float *x, int n, int dim, int bits, int group, uint8_t *q, float *s,
                          float *b) {
     cuda_backend *c = cu_be(be);
     if (n <= 0 || lm_cuda_skip(c))
         return;
+    if (bits == 16) {
+        size_t m = (size_t)n * dim;
+        lm_cuda_launch(c, "kv_convert", kv_convert<float, __half>, lm_cuda_blocks(m, KQ_THREADS), KQ_THREADS, 0, x, m,
+                       (__half *)q);
+        return;
+    }
     size_t groups = (size_t)n * (dim / group);
     lm_cuda_launch(c, "kv_quantize_f32", kv_quantize_f32, lm_cuda_blocks(groups, KQ_THREADS), KQ_THREADS, 0, x, n,
                    dim, bits, group, q, s, b);
@@ -80,6 +96,12 @@ void lm_cuda_kv_dequant(lm_backend *be, const uint8_t *q, const float *s, const 
     cuda_backend *c = cu_be(be);
     if (n <= 0 || lm_cuda_skip(c))
         return;
+    if (bits == 16) {
+        size_t m = (size_t)n * dim;
+        lm_cuda_launch(c, "kv_convert", kv_convert<__half, float>, lm_cuda_blocks(m, KQ_THREADS), KQ_THREADS, 0,
+                       (const __half *)q, m, out);
+        return;
+    }
     lm_cuda_launch(c, "kv_dequant_f32", kv_dequant_f32, lm_cuda_blocks((size_t)n * dim, KQ_THREADS), KQ_THREADS, 0, q,
                    s, b, n, dim, bits, group, out);
 }

@@ -379,25 +379,33 @@ static void test_backend_fused(const char *isa, rng *r) {
 }
 
 /* attn_scores and attn_values against double sums on ragged shapes (head dims off the vector
- * width, odd group sizes, padded rows, row counts off the blocks) */
+ * width, odd group sizes, padded rows, row counts off the blocks), on f32 and f16 rows (the
+ * reference reads the f16 values as floats) */
 static void test_attn_kernels(const lm_cpu_kernels *k, rng *r) {
     static const int shapes[][3] = {{16, 8, 128}, {32, 8, 64}, {4, 4, 80},   {6, 2, 17},  {3, 1, 256},
                                     {7, 7, 33},   {8, 2, 64},  {2, 1, 144},  {16, 16, 32}, {32, 4, 128},
                                     {16, 1, 64},  {48, 8, 16}, {16, 8, 256}, {16, 4, 96}, {64, 8, 128},
                                     {48, 24, 32}, {80, 8, 32}};
     /* stream = 1 (decode): sets may take another path (AVX-512: rows front to back) */
-    for (size_t c = 0; c < 2 * sizeof shapes / sizeof shapes[0]; c++) {
-        int sh = (int)(c / 2), stream = (int)(c % 2);
+    for (size_t c = 0; c < 4 * sizeof shapes / sizeof shapes[0]; c++) {
+        int sh = (int)(c / 4), stream = (int)(c % 2), f16 = (int)(c / 2 % 2);
         int nh = shapes[sh][0], nkv = shapes[sh][1], hd = shapes[sh][2], n = 1 + (int)(rnd(r) % 45);
         size_t stride = (size_t)nkv * hd + (sh % 2 ? 0 : 5), lds = (size_t)n + c % 3;
         float *kv = malloc((2 * n * stride + 1) * sizeof(float)), *q = malloc((size_t)nh * hd * sizeof(float));
         float *s = malloc(nh * lds * sizeof(float)), *out = malloc((size_t)nh * hd * sizeof(float));
         float *o0 = malloc((size_t)nh * hd * sizeof(float));
-        for (size_t i = 0; i < 2 * n * stride; i++)
+        uint16_t *kv16 = malloc((2 * n * stride + 1) * sizeof(uint16_t));
+        for (size_t i = 0; i < 2 * n * stride; i++) {
             kv[i] = rndf(r);
+            kv16[i] = lm_f32_to_f16(kv[i]);
+            if (f16)
+                kv[i] = lm_f16_to_f32(kv16[i]);
+        }
         for (int i = 0; i < nh * hd; i++)
             q[i] = rndf(r);
-        lm_attn_rows a = {kv, kv + n * stride, stride, n, nh, nkv, hd, stream};
+        lm_attn_rows a = {kv, kv + n * stride, stride, n, nh, nkv, hd, stream, f16};
+        if (f16)
+            a.k = kv16, a.v = kv16 + n * stride;
         k->attn_scores(&a, q, 0.125f, s, lds);
         double se = 0, ve = 0;
         int per = nh / nkv;
@@ -405,14 +413,14 @@ static void test_attn_kernels(const lm_cpu_kernels *k, rng *r) {
             for (int i = 0; i < n; i++) {
                 double d = 0, m = 0;
                 for (int e = 0; e < hd; e++) {
-                    double t = (double)q[h * hd + e] * a.k[i * stride + (size_t)(h / per) * hd + e];
+                    double t = (double)q[h * hd + e] * kv[i * stride + (size_t)(h / per) * hd + e];
                     d += t;
                     m += fabs(t);
                 }
                 se = fmax(se, fabs(s[h * lds + i] - 0.125 * d) / (2e-5 * 0.125 * m + 1e-6));
             }
-        CHECKF(se <= 1.0, "%s attn_scores nh=%d nkv=%d hd=%d n=%d stream=%d: err %.3g", k->name, nh, nkv, hd, n, stream,
-               se);
+        CHECKF(se <= 1.0, "%s attn_scores nh=%d nkv=%d hd=%d n=%d stream=%d f16=%d: err %.3g", k->name, nh, nkv, hd, n,
+               stream, f16, se);
         for (int h = 0; h < nh; h++)
             for (size_t i = 0; i < (size_t)n; i++)
                 s[h * lds + i] = 0.5f * (rndf(r) + 1.0f);
@@ -423,27 +431,29 @@ static void test_attn_kernels(const lm_cpu_kernels *k, rng *r) {
             for (int e = 0; e < hd; e++) {
                 double d = o0[h * hd + e], m = fabs(d);
                 for (int i = 0; i < n; i++) {
-                    double t = (double)s[h * lds + i] * a.v[i * stride + (size_t)(h / per) * hd + e];
+                    double t = (double)s[h * lds + i] * kv[n * stride + i * stride + (size_t)(h / per) * hd + e];
                     d += t;
                     m += fabs(t);
                 }
                 ve = fmax(ve, fabs(out[h * hd + e] - d) / (2e-5 * m + 1e-6));
             }
-        CHECKF(ve <= 1.0, "%s attn_values nh=%d nkv=%d hd=%d n=%d stream=%d: err %.3g", k->name, nh, nkv, hd, n, stream,
-               ve);
-        free(kv), free(q), free(s), free(out), free(o0);
+        CHECKF(ve <= 1.0, "%s attn_values nh=%d nkv=%d hd=%d n=%d stream=%d f16=%d: err %.3g", k->name, nh, nkv, hd, n,
+               stream, f16, ve);
+        free(kv), free(kv16), free(q), free(s), free(out), free(o0);
     }
 }
 
 /* The backend's attention op against a double-precision softmax: causal prefill, decode over a
- * long cache (split into chunks and merged), cache positions with holes, windows, sinks, softcap. */
+ * long cache (split into chunks and merged), cache positions with holes, windows, sinks, softcap;
+ * each on f32 and on f16 rows (the reference reads the f16 values). */
 static void test_backend_attention(const char *isa, rng *r) {
     setenv("LMCORE_ISA", isa, 1);
     lm_backend *be = NULL;
     CHECK(lm_backend_cpu_new(2, &be) == LM_OK);
     if (!be)
         return;
-    for (int c = 0; c < 8; c++) {
+    for (int cf = 0; cf < 16; cf++) {
+        int c = cf % 8, f16 = cf / 8;
         int nh = c % 2 ? 8 : 6, nkv = c % 2 ? 2 : 3, hd = c % 3 == 0 ? 64 : 40 + c;
         int n = c < 4 ? 9 + c : 300 + 37 * c, T = c < 4 ? 5 : 1 + c % 2;
         int window = c == 2 || c == 5 ? 50 + c : 0, sinks = c == 3 || c == 6, holes = c == 1 || c == 7;
@@ -454,9 +464,16 @@ static void test_backend_attention(const char *isa, rng *r) {
         float sk[8];
         int32_t *kpos = malloc((size_t)n * sizeof(int32_t)), qpos[2 + 5];
         double *p = malloc((size_t)n * sizeof(double));
+        uint16_t *k16 = malloc(n * ks * sizeof(uint16_t)), *v16 = malloc(n * ks * sizeof(uint16_t));
         for (size_t i = 0; i < n * ks; i++) {
             k[i] = 2 * rndf(r);
             v[i] = rndf(r);
+            k16[i] = lm_f32_to_f16(k[i]);
+            v16[i] = lm_f32_to_f16(v[i]);
+            if (f16) {
+                k[i] = lm_f16_to_f32(k16[i]);
+                v[i] = lm_f16_to_f32(v16[i]);
+            }
         }
         for (int i = 0; i < T * nh * hd; i++)
             q[i] = rndf(r);
@@ -466,7 +483,8 @@ static void test_backend_attention(const char *isa, rng *r) {
             qpos[t] = n - T + t;
         for (int h = 0; h < nh; h++)
             sk[h] = rndf(r);
-        lm_attn_args a = {.q = q, .k = k, .v = v, .kpos = kpos, .n_rows = n, .qpos = qpos, .T = T, .n_heads = nh,
+        lm_attn_args a = {.q = q, .k = f16 ? (const void *)k16 : k, .v = f16 ? (const void *)v16 : v, .kv_f16 = f16,
+                          .kpos = kpos, .n_rows = n, .qpos = qpos, .T = T, .n_heads = nh,
                           .n_kv = nkv, .head_dim = hd, .window = window, .scale = 0.2f, .softcap = cap,
                           .sinks = sinks ? sk : NULL, .out = out};
         be->ops->attention(be, &a);
@@ -496,8 +514,9 @@ static void test_backend_attention(const char *isa, rng *r) {
                     worst = fmax(worst, fabs(out[((size_t)t * nh + h) * hd + e] - o));
                 }
             }
-        CHECKF(worst <= 2e-5, "backend %s attention case %d (T=%d n=%d hd=%d): err %.3g", isa, c, T, n, hd, worst);
-        free(k), free(v), free(q), free(out), free(kpos), free(p);
+        CHECKF(worst <= 2e-5, "backend %s attention case %d (T=%d n=%d hd=%d f16=%d): err %.3g", isa, c, T, n, hd, f16,
+               worst);
+        free(k), free(v), free(k16), free(v16), free(q), free(out), free(kpos), free(p);
     }
     be->ops->destroy(be);
 }

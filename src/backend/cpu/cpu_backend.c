@@ -400,8 +400,8 @@ static void attn_task(void *ctx, int task, int thread) {
     if (n <= 0)
         return;
     size_t ks = (size_t)a->n_kv * hd;
-    lm_attn_rows rows = {(const float *)a->k + lo * ks, (const float *)a->v + lo * ks, ks, n, nh, a->n_kv, hd,
-                         j->stream}; /* (f32 rows: attn_f16 is 0) */
+    lm_attn_rows rows = {lm_kv_at(a->k, lo * ks, a->kv_f16), lm_kv_at(a->v, lo * ks, a->kv_f16), ks, n, nh, a->n_kv,
+                         hd, j->stream, a->kv_f16};
     j->c->k->attn_scores(&rows, a->q + (size_t)t * nh * hd, a->scale, s, (size_t)n);
     attn_softmax(j, s, lo, n, qp, split ? NULL : a->sinks, mx, sum);
     j->c->k->attn_values(&rows, s, (size_t)n, o);
@@ -552,6 +552,7 @@ static const lm_backend_ops CPU_OPS = {
     .edit_logits = lm_cpu_edit_logits,
     .kv_quantize = lm_cpu_kv_quantize,
     .kv_dequant = lm_cpu_kv_dequant,
+    .attn_f16 = 1,
 };
 
 lm_status lm_backend_cpu_new(int n_threads, lm_backend **out) {

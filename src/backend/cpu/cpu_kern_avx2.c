@@ -225,20 +225,37 @@ TGT static void avx2_axpy(float *y, float a, const float *x, int n) {
 
 static void avx2_gemm_rows(const lm_linear *w, const lm_xmat *x, int r0, int nr, float *y, int ldy, float *scratch);
 
+/* y[i] += a * x[i], x f16 */
+TGT static void axpy_f16(float *y, float a, const uint16_t *x, int n) {
+    __m256 av = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, ld_f16(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * lm_f16_to_f32(x[i]);
+}
+
 /* attention over cache rows: the portable loops on this set's dot and axpy */
 TGT static void avx2_attn_scores(const lm_attn_rows *a, const float *q, float scale, float *s, size_t lds) {
     int per = a->nh / a->nkv;
     for (int h = 0; h < a->nh; h++)
-        for (int r = 0; r < a->n; r++)
-            s[h * lds + r] =
-                scale * dot_f32(q + (size_t)h * a->hd, a->k + r * a->stride + (size_t)(h / per) * a->hd, a->hd);
+        for (int r = 0; r < a->n; r++) {
+            const void *k = lm_kv_at(a->k, r * a->stride + (size_t)(h / per) * a->hd, a->f16);
+            const float *qh = q + (size_t)h * a->hd;
+            s[h * lds + r] = scale * (a->f16 ? dot_half(qh, k, a->hd, 0) : dot_f32(qh, k, a->hd));
+        }
 }
 
 TGT static void avx2_attn_values(const lm_attn_rows *a, const float *p, size_t lds, float *out) {
     int per = a->nh / a->nkv;
     for (int h = 0; h < a->nh; h++)
-        for (int r = 0; r < a->n; r++)
-            avx2_axpy(out + (size_t)h * a->hd, p[h * lds + r], a->v + r * a->stride + (size_t)(h / per) * a->hd, a->hd);
+        for (int r = 0; r < a->n; r++) {
+            const void *v = lm_kv_at(a->v, r * a->stride + (size_t)(h / per) * a->hd, a->f16);
+            if (a->f16)
+                axpy_f16(out + (size_t)h * a->hd, p[h * lds + r], v, a->hd);
+            else
+                avx2_axpy(out + (size_t)h * a->hd, p[h * lds + r], v, a->hd);
+        }
 }
 
 static int natural_layout(const lm_linear *w) { return LM_XL_NATURAL; }

@@ -649,11 +649,17 @@ TGT static inline __m512 hsum16(const __m512 *v) {
  * and the load port, not the FMA units, sets the pace. */
 #define IN_REG(v) __asm__("" : "+v"(v))
 
+/* 16 cache values from value i of rows p (lanes outside m: 0), f32 or f16 (h16, a constant in
+ * the always-inlined kernels below, so each is compiled twice) */
+TGT static inline __attribute__((always_inline)) __m512 ld_kv(const void *p, size_t i, __mmask16 m, const int h16) {
+    return h16 ? ld_f16_m((const uint16_t *)p + i, m) : _mm512_maskz_loadu_ps(m, (const float *)p + i);
+}
+
 /* s[h*lds + r] = scale * q[h] . k[r] for H heads (q rows hd apart) and R rows (ks apart), R % 4 == 0;
  * full: hd % 16 == 0 */
-TGT static inline __attribute__((always_inline)) void scores_tile(const float *q, const float *k, size_t ks, int hd,
+TGT static inline __attribute__((always_inline)) void scores_tile(const float *q, const void *k, size_t ks, int hd,
                                                                   float scale, float *s, size_t lds, const int H,
-                                                                  const int R, const int full) {
+                                                                  const int R, const int full, const int h16) {
     __m512 acc[4][8];
     for (int h = 0; h < H; h++)
         for (int r = 0; r < R; r++)
@@ -662,7 +668,7 @@ TGT static inline __attribute__((always_inline)) void scores_tile(const float *q
         __mmask16 m = full || hd - i >= 16 ? 0xffff : (__mmask16)((1u << (hd - i)) - 1);
         __m512 kv[8];
         for (int r = 0; r < R; r++) {
-            kv[r] = _mm512_maskz_loadu_ps(m, k + r * ks + i);
+            kv[r] = ld_kv(k, r * ks + i, m, h16);
             IN_REG(kv[r]);
         }
         for (int h = 0; h < H; h++) {
@@ -680,21 +686,21 @@ TGT static inline __attribute__((always_inline)) void scores_tile(const float *q
 /* R rows (4 or 8) against every head: per group, heads 4 x 4 rows, 2 x 8 or 1 x 8 at a time */
 TGT static inline __attribute__((always_inline)) void scores_rows(const lm_attn_rows *a, const float *q, int r0,
                                                                   float scale, float *s, size_t lds, const int R,
-                                                                  const int full) {
+                                                                  const int full, const int h16) {
     const int hd = a->hd, per = a->nh / a->nkv;
     for (int g = 0; g < a->nkv; g++) {
-        const float *k = a->k + r0 * a->stride + (size_t)g * hd;
+        const void *k = lm_kv_at(a->k, r0 * a->stride + (size_t)g * hd, h16);
         int j = 0;
         for (; j + 4 <= per; j += 4)
             for (int rr = 0; rr < R; rr += 4)
-                scores_tile(q + (size_t)(g * per + j) * hd, k + rr * a->stride, a->stride, hd, scale,
-                            s + (g * per + j) * lds + r0 + rr, lds, 4, 4, full);
+                scores_tile(q + (size_t)(g * per + j) * hd, lm_kv_at(k, rr * a->stride, h16), a->stride, hd, scale,
+                            s + (g * per + j) * lds + r0 + rr, lds, 4, 4, full, h16);
         for (; j + 2 <= per; j += 2)
             scores_tile(q + (size_t)(g * per + j) * hd, k, a->stride, hd, scale, s + (g * per + j) * lds + r0, lds, 2, R,
-                        full);
+                        full, h16);
         for (; j < per; j++)
             scores_tile(q + (size_t)(g * per + j) * hd, k, a->stride, hd, scale, s + (g * per + j) * lds + r0, lds, 1, R,
-                        full);
+                        full, h16);
     }
 }
 
@@ -709,7 +715,7 @@ TGT static inline __attribute__((always_inline)) void scores_rows(const lm_attn_
  * one pointer. Needs hd % 16 == 0, nh % 16 == 0, nh <= 64, nh * hd <= SQ_MAX. */
 #define SQ_MAX 8192
 TGT static inline __attribute__((always_inline)) void scores_stream(const lm_attn_rows *a, const float *q, float scale,
-                                                                    float *s, size_t lds, const int PER) {
+                                                                    float *s, size_t lds, const int PER, const int h16) {
     const int hd = a->hd, n = a->n, nb = a->nh / 16;
     float qp[SQ_MAX] __attribute__((aligned(64)));
     const __m512 sc = _mm512_set1_ps(scale);
@@ -723,15 +729,16 @@ TGT static inline __attribute__((always_inline)) void scores_stream(const lm_att
         float blk[4][16][16], tr[16][16];
         for (int r = 0; r < R; r++)
             for (int b = 0; b < nb; b++) {
-                const float *k = a->k + (size_t)(r0 + r) * a->stride + (size_t)b * (16 / PER) * hd;
+                const void *k = lm_kv_at(a->k, (size_t)(r0 + r) * a->stride + (size_t)b * (16 / PER) * hd, h16);
                 const float *qb = qp + (size_t)b * 16 * hd;
                 __m512 acc[16];
                 for (int h = 0; h < 16; h++)
                     acc[h] = _mm512_setzero_ps();
                 for (int g = 0; g < 16 / PER; g++) {
-                    const float *kg = k + (size_t)g * hd, *qg = qb + (size_t)g * hd * PER;
+                    const void *kg = lm_kv_at(k, (size_t)g * hd, h16);
+                    const float *qg = qb + (size_t)g * hd * PER;
                     for (int i = 0; i < hd; i += 16) {
-                        const __m512 kv = _mm512_loadu_ps(kg + i);
+                        const __m512 kv = ld_kv(kg, i, 0xffff, h16);
                         for (int j = 0; j < PER; j++)
                             acc[g * PER + j] =
                                 _mm512_fmadd_ps(_mm512_load_ps(qg + (size_t)i * PER + 16 * j), kv, acc[g * PER + j]);
@@ -750,70 +757,91 @@ TGT static inline __attribute__((always_inline)) void scores_stream(const lm_att
 
 /* out[h] += p[h][r] * v[r] (its group), one row at a time, each read front to back; the
  * outputs (nh * hd floats) stay in L1. Needs hd % 16 == 0. */
-TGT static void values_stream(const lm_attn_rows *a, const float *p, size_t lds, float *out) {
+TGT static inline __attribute__((always_inline)) void values_stream(const lm_attn_rows *a, const float *p, size_t lds,
+                                                                    float *out, const int h16) {
     const int hd = a->hd, per = a->nh / a->nkv;
     for (int r = 0; r < a->n; r++) {
-        const float *v = a->v + (size_t)r * a->stride;
         for (int h = 0; h < a->nh; h++) {
             const __m512 w = _mm512_set1_ps(p[(size_t)h * lds + r]);
-            const float *vg = v + (size_t)(h / per) * hd;
+            const void *vg = lm_kv_at(a->v, (size_t)r * a->stride + (size_t)(h / per) * hd, h16);
             float *o = out + (size_t)h * hd;
             for (int i = 0; i < hd; i += 16)
-                _mm512_storeu_ps(o + i, _mm512_fmadd_ps(w, _mm512_loadu_ps(vg + i), _mm512_loadu_ps(o + i)));
+                _mm512_storeu_ps(o + i, _mm512_fmadd_ps(w, ld_kv(vg, i, 0xffff, h16), _mm512_loadu_ps(o + i)));
         }
     }
 }
 
-TGT static void avx512_attn_scores(const lm_attn_rows *a, const float *q, float scale, float *s, size_t lds) {
+/* q . k over n values of f16 k */
+TGT static float dot_kv16(const float *q, const uint16_t *k, int n) {
+    __m512 s = _mm512_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), ld_f16_m(k + i, m), s);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+TGT static inline __attribute__((always_inline)) void attn_scores(const lm_attn_rows *a, const float *q, float scale,
+                                                                  float *s, size_t lds, const int h16) {
     const int hd = a->hd, per = a->nh / a->nkv, n = a->n;
     if (a->stream && hd % 16 == 0 && a->nh % 16 == 0 && a->nh <= 64 && a->nh * hd <= SQ_MAX && 16 % per == 0) {
         switch (per) {
         case 1:
-            scores_stream(a, q, scale, s, lds, 1);
+            scores_stream(a, q, scale, s, lds, 1, h16);
             return;
         case 2:
-            scores_stream(a, q, scale, s, lds, 2);
+            scores_stream(a, q, scale, s, lds, 2, h16);
             return;
         case 4:
-            scores_stream(a, q, scale, s, lds, 4);
+            scores_stream(a, q, scale, s, lds, 4, h16);
             return;
         case 8:
-            scores_stream(a, q, scale, s, lds, 8);
+            scores_stream(a, q, scale, s, lds, 8, h16);
             return;
         default:
-            scores_stream(a, q, scale, s, lds, 16);
+            scores_stream(a, q, scale, s, lds, 16, h16);
             return;
         }
     }
     int r = 0;
     if (hd % 16 == 0) {
         for (; r + 8 <= n; r += 8)
-            scores_rows(a, q, r, scale, s, lds, 8, 1);
+            scores_rows(a, q, r, scale, s, lds, 8, 1, h16);
         for (; r + 4 <= n; r += 4)
-            scores_rows(a, q, r, scale, s, lds, 4, 1);
+            scores_rows(a, q, r, scale, s, lds, 4, 1, h16);
     } else {
         for (; r + 4 <= n; r += 4)
-            scores_rows(a, q, r, scale, s, lds, 4, 0);
+            scores_rows(a, q, r, scale, s, lds, 4, 0, h16);
     }
     for (; r < n; r++)
-        for (int h = 0; h < a->nh; h++)
-            s[h * lds + r] = scale * dot_f32(q + (size_t)h * hd, a->k + r * a->stride + (size_t)(h / per) * hd, hd);
+        for (int h = 0; h < a->nh; h++) {
+            const void *k = lm_kv_at(a->k, r * a->stride + (size_t)(h / per) * hd, h16);
+            s[h * lds + r] = scale * (h16 ? dot_kv16(q + (size_t)h * hd, k, hd) : dot_f32(q + (size_t)h * hd, k, hd));
+        }
+}
+
+TGT static void avx512_attn_scores(const lm_attn_rows *a, const float *q, float scale, float *s, size_t lds) {
+    if (a->f16)
+        attn_scores(a, q, scale, s, lds, 1);
+    else
+        attn_scores(a, q, scale, s, lds, 0);
 }
 
 /* o[h] += sum over n rows of p[h*lds + r] v[r] for H heads (o rows ho apart), NV vectors of 16
  * (masks m): H * NV accumulators stay in registers, each row's values are loaded once */
-TGT static inline __attribute__((always_inline)) void values_tile(const float *v, size_t vs, int n, const float *p,
+TGT static inline __attribute__((always_inline)) void values_tile(const void *v, size_t vs, int n, const float *p,
                                                                   size_t lds, float *o, size_t ho,
-                                                                  const __mmask16 *m, const int H, const int NV) {
+                                                                  const __mmask16 *m, const int H, const int NV,
+                                                                  const int h16) {
     __m512 c[4][8];
     for (int h = 0; h < H; h++)
         for (int u = 0; u < NV; u++)
             c[h][u] = _mm512_maskz_loadu_ps(m[u], o + h * ho + 16 * u);
     for (int r = 0; r < n; r++) {
-        const float *vr = v + r * vs;
+        const void *vr = lm_kv_at(v, r * vs, h16);
         __m512 x[8];
         for (int u = 0; u < NV; u++) {
-            x[u] = _mm512_maskz_loadu_ps(m[u], vr + 16 * u);
+            x[u] = ld_kv(vr, 16 * u, m[u], h16);
             IN_REG(x[u]);
         }
         for (int h = 0; h < H; h++) {
@@ -831,19 +859,21 @@ TGT static inline __attribute__((always_inline)) void values_tile(const float *v
 
 /* Per block of rows and head group: up to 64 dims (4 vectors) of 4 heads, or 128 dims of 2
  * heads (or 1) at a time. */
-TGT static void avx512_attn_values(const lm_attn_rows *a, const float *p, size_t lds, float *out) {
+TGT static inline __attribute__((always_inline)) void attn_values(const lm_attn_rows *a, const float *p, size_t lds,
+                                                                  float *out, const int h16) {
     const int hd = a->hd, per = a->nh / a->nkv;
     const size_t vs = a->stride;
     if (a->stream && hd % 16 == 0) {
-        values_stream(a, p, lds, out);
+        values_stream(a, p, lds, out, h16);
         return;
     }
     for (int r0 = 0; r0 < a->n; r0 += VROWS) {
         const int nb = a->n - r0 < VROWS ? a->n - r0 : VROWS;
         for (int g = 0; g < a->nkv; g++) {
-            const float *v = a->v + r0 * vs + (size_t)g * hd;
+            const void *v = lm_kv_at(a->v, r0 * vs + (size_t)g * hd, h16);
             for (int i0 = 0; i0 < hd;) {
                 const int left = hd - i0, wide = left > 64; /* 128 dims (2 heads) or 64 (4 heads) */
+                const void *vi = lm_kv_at(v, i0, h16);
                 __mmask16 m[8];
                 for (int u = 0; u < 8; u++)
                     m[u] = left - 16 * u >= 16 ? 0xffff
@@ -851,26 +881,33 @@ TGT static void avx512_attn_values(const lm_attn_rows *a, const float *p, size_t
                                                : 0;
                 int j = 0;
                 for (; !wide && j + 4 <= per; j += 4)
-                    values_tile(v + i0, vs, nb, p + (g * per + j) * lds + r0, lds, out + (size_t)(g * per + j) * hd + i0,
-                                (size_t)hd, m, 4, 4);
+                    values_tile(vi, vs, nb, p + (g * per + j) * lds + r0, lds, out + (size_t)(g * per + j) * hd + i0,
+                                (size_t)hd, m, 4, 4, h16);
                 for (; j + 2 <= per; j += 2)
                     if (wide)
-                        values_tile(v + i0, vs, nb, p + (g * per + j) * lds + r0, lds,
-                                    out + (size_t)(g * per + j) * hd + i0, (size_t)hd, m, 2, 8);
+                        values_tile(vi, vs, nb, p + (g * per + j) * lds + r0, lds,
+                                    out + (size_t)(g * per + j) * hd + i0, (size_t)hd, m, 2, 8, h16);
                     else
-                        values_tile(v + i0, vs, nb, p + (g * per + j) * lds + r0, lds,
-                                    out + (size_t)(g * per + j) * hd + i0, (size_t)hd, m, 2, 4);
+                        values_tile(vi, vs, nb, p + (g * per + j) * lds + r0, lds,
+                                    out + (size_t)(g * per + j) * hd + i0, (size_t)hd, m, 2, 4, h16);
                 for (; j < per; j++)
                     if (wide)
-                        values_tile(v + i0, vs, nb, p + (g * per + j) * lds + r0, lds,
-                                    out + (size_t)(g * per + j) * hd + i0, (size_t)hd, m, 1, 8);
+                        values_tile(vi, vs, nb, p + (g * per + j) * lds + r0, lds,
+                                    out + (size_t)(g * per + j) * hd + i0, (size_t)hd, m, 1, 8, h16);
                     else
-                        values_tile(v + i0, vs, nb, p + (g * per + j) * lds + r0, lds,
-                                    out + (size_t)(g * per + j) * hd + i0, (size_t)hd, m, 1, 4);
+                        values_tile(vi, vs, nb, p + (g * per + j) * lds + r0, lds,
+                                    out + (size_t)(g * per + j) * hd + i0, (size_t)hd, m, 1, 4, h16);
                 i0 += wide ? 128 : 64;
             }
         }
     }
+}
+
+TGT static void avx512_attn_values(const lm_attn_rows *a, const float *p, size_t lds, float *out) {
+    if (a->f16)
+        attn_values(a, p, lds, out, 1);
+    else
+        attn_values(a, p, lds, out, 0);
 }
 
 /* --- prefill: blocks of 16 rows with the rows in the vector lanes ---------------------------------- */

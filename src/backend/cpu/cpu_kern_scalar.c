@@ -81,17 +81,25 @@ static void scalar_gemm_rows(const lm_linear *w, const lm_xmat *x, int r0, int n
 void lm_attn_scores_ref(const lm_attn_rows *a, const float *q, float scale, float *s, size_t lds) {
     int per = a->nh / a->nkv;
     for (int h = 0; h < a->nh; h++)
-        for (int r = 0; r < a->n; r++)
-            s[h * lds + r] =
-                scale * lm_dot_f32(q + (size_t)h * a->hd, a->k + r * a->stride + (size_t)(h / per) * a->hd, a->hd);
+        for (int r = 0; r < a->n; r++) {
+            const void *k = lm_kv_at(a->k, r * a->stride + (size_t)(h / per) * a->hd, a->f16);
+            const float *qh = q + (size_t)h * a->hd;
+            s[h * lds + r] = scale * (a->f16 ? lm_dot_f16(qh, k, a->hd) : lm_dot_f32(qh, k, a->hd));
+        }
 }
 
 void lm_attn_values_ref(const lm_attn_rows *a, const float *p, size_t lds, float *out) {
     int per = a->nh / a->nkv;
     for (int h = 0; h < a->nh; h++)
-        for (int r = 0; r < a->n; r++)
-            scalar_axpy(out + (size_t)h * a->hd, p[h * lds + r], a->v + r * a->stride + (size_t)(h / per) * a->hd,
-                        a->hd);
+        for (int r = 0; r < a->n; r++) {
+            const void *v = lm_kv_at(a->v, r * a->stride + (size_t)(h / per) * a->hd, a->f16);
+            float *o = out + (size_t)h * a->hd, w = p[h * lds + r];
+            if (a->f16)
+                for (int i = 0; i < a->hd; i++)
+                    o[i] += w * lm_f16_to_f32(((const uint16_t *)v)[i]);
+            else
+                scalar_axpy(o, w, v, a->hd);
+        }
 }
 
 float lm_exp_sum_ref(float *s, int n, float mx) {

@@ -48,16 +48,22 @@ typedef struct lm_xmat {
     const float *d, *sum; /* [T, in/group] their scales, and sums of x */
 } lm_xmat;
 
-/* Rows of a KV cache as the attention kernels read them: row r of head group g starts at
- * k + r*stride + g*hd (v alike); query head h reads group h / (nh/nkv). */
+/* Rows of a KV cache as the attention kernels read them: row r of head group g starts at value
+ * r*stride + g*hd of k (v alike); query head h reads group h / (nh/nkv). */
 typedef struct lm_attn_rows {
-    const float *k, *v; /* [n][stride] */
-    size_t stride;      /* floats between rows (>= nkv*hd) */
+    const void *k, *v;  /* [n][stride] f32 values, or f16 when f16 */
+    size_t stride;      /* values between rows (>= nkv*hd) */
     int n;              /* rows */
     int nh, nkv, hd;    /* query heads, kv heads (nh % nkv == 0), head dim */
     int stream;         /* 1: few query tokens (decode), the rows come from memory once: a set
                            may then read each row front to back instead of in blocks */
+    int f16;            /* the rows are f16 */
 } lm_attn_rows;
+
+/* The address of value i of f32 (or f16) rows p. */
+static inline const void *lm_kv_at(const void *p, size_t i, int f16) {
+    return f16 ? (const void *)((const uint16_t *)p + i) : (const void *)((const float *)p + i);
+}
 
 /* Scratch floats per thread that gemm_rows needs. */
 #define LM_GEMM_SCRATCH(in) (2 * (size_t)LM_GEMM_ROWS * (size_t)(in) + 64)

@@ -14,6 +14,11 @@
 
 namespace cg = cooperative_groups;
 
+/* May a query at position qp see the key at kp (an empty row has kp < 0)? */
+static __device__ __forceinline__ bool key_visible(int32_t kp, int32_t qp, int window) {
+    return kp >= 0 && kp <= qp && !(window > 0 && qp - kp >= window);
+}
+
 #define ATT_WARPS 4
 #define ATT_MAX_HD 512
 #define ATT_PER_LANE (ATT_MAX_HD / 32)
@@ -43,7 +48,7 @@ template <typename KT> __global__ void attention_f32(lm_attn_args a) {
         float s = -INFINITY;
         if (r < a.n_rows) {
             int32_t kp = a.kpos ? a.kpos[r] : r;
-            if (kp >= 0 && kp <= qp && !(a.window > 0 && qp - kp >= a.window)) {
+            if (key_visible(kp, qp, a.window)) {
                 const KT *k = (const KT *)a.k + (size_t)r * kstride + (size_t)g * hd;
                 float d = 0.0f;
                 for (int i = 0; i < hd; i++)
@@ -164,7 +169,7 @@ static __device__ __forceinline__ void atl_load_k(const lm_attn_args &a, const K
     for (int b = 0; b < ATL_B; b++) {
         int r = min(r0 + 4 * b + grp, r_end - 1);
         int32_t kp = a.kpos ? a.kpos[r] : r;
-        vis[b] = r0 + 4 * b + grp < r_end && kp >= 0 && kp <= qp && !(a.window > 0 && qp - kp >= a.window);
+        vis[b] = r0 + 4 * b + grp < r_end && key_visible(kp, qp, a.window);
         const KT *p = kb + (size_t)r * kstride;
 #pragma unroll
         for (int i = 0; i < DPL; i++)
@@ -435,7 +440,7 @@ __global__ void __launch_bounds__(ATS_WARPS * 32)
             int vis[PF];
 #pragma unroll
             for (int b = 0; b < PF; b++)
-                vis[b] = kp[b] >= 0 && kp[b] <= qp && !(a.window > 0 && qp - kp[b] >= a.window);
+                vis[b] = key_visible(kp[b], qp, a.window);
 #pragma unroll
             for (int h = 0; h < G; h++) {
                 if (h >= gq)

@@ -306,7 +306,7 @@ __global__ void __launch_bounds__(SP_THREADS) samp_cut(const float *__restrict__
         L = min(L, a.top_k);
     if (threadIdx.x == 0) {
         L = max(L, 1);
-        st->bv = key[L - 1], st->bi = id[L - 1], st->top = key[0];
+        st->bv = key[L - 1], st->bi = id[L - 1]; /* (st->top, key[0], is samp_lse's) */
     }
 }
 

@@ -141,6 +141,45 @@ template <> struct ats_vec<8> {
     }
 };
 
+/* DPL cache values as loaded (f32, or f16 converted where they are used): a load inside a
+ * condition then needs nothing after it inside the condition, so the loads of a batch stay in
+ * flight together */
+template <typename KT, int N> struct kv_raw {
+    float v[N];
+    __device__ __forceinline__ void zero() {
+#pragma unroll
+        for (int i = 0; i < N; i++)
+            v[i] = 0.0f;
+    }
+    __device__ __forceinline__ void ld(const float *p) { ats_vec<N>::ld(p, v); }
+    __device__ __forceinline__ float at(int i) const { return v[i]; }
+};
+template <int N> struct kv_raw<__half, N> {
+    static constexpr int W = (N + 1) / 2; /* half2 words */
+    __half2 h[W];
+    __device__ __forceinline__ void zero() {
+#pragma unroll
+        for (int i = 0; i < W; i++)
+            h[i] = __float2half2_rn(0.0f);
+    }
+    __device__ __forceinline__ void ld(const __half *p) {
+        if constexpr (N == 1) {
+            h[0] = __half2half2(*p);
+        } else if constexpr (N == 2) {
+            h[0] = *(const __half2 *)p;
+        } else if constexpr (N == 4) {
+            uint2 u = *(const uint2 *)p;
+            h[0] = *(const __half2 *)&u.x, h[1] = *(const __half2 *)&u.y;
+        } else {
+            static_assert(N == 8, "1, 2, 4 or 8 values");
+            uint4 u = *(const uint4 *)p;
+            h[0] = *(const __half2 *)&u.x, h[1] = *(const __half2 *)&u.y;
+            h[2] = *(const __half2 *)&u.z, h[3] = *(const __half2 *)&u.w;
+        }
+    }
+    __device__ __forceinline__ float at(int i) const { return i & 1 ? __high2float(h[i / 2]) : __low2float(h[i / 2]); }
+};
+
 /* The rows of a long chunk (LONG): a warp takes ATL_TR = 4 * ATL_B rows at a time (every
  * ATS_WARPS-th such tile of the chunk). For the scores, 8 lanes share a row (lane l holds dims
  * 4 * (l & 7) + 32 * i of row l >> 3 of each group of 4), so that a score is a sum over 8 lanes
@@ -422,19 +461,18 @@ __global__ void __launch_bounds__(ATS_WARPS * 32)
         /* PF rows at a time (every ATS_WARPS-th row of the chunk from this warp's first): their K, V
          * and positions are all loaded before any is used, and the running max moves once per batch */
         for (int r = split * chunk + warp; r < r_end; r += ATS_WARPS * PF) {
-            float k[PF][DPL], v[PF][DPL];
+            kv_raw<KT, DPL> k[PF], v[PF];
             int32_t kp[PF];
 #pragma unroll
             for (int b = 0; b < PF; b++) {
                 int rb = r + b * ATS_WARPS;
                 kp[b] = -1;
-#pragma unroll
-                for (int j = 0; j < DPL; j++)
-                    k[b][j] = v[b][j] = 0.0f; /* past the chunk: finite, and masked */
+                k[b].zero(); /* past the chunk: finite, and masked */
+                v[b].zero();
                 if (rb < r_end) {
                     kp[b] = a.kpos ? a.kpos[rb] : rb;
-                    ats_vec<DPL>::ld((const KT *)a.k + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, k[b]);
-                    ats_vec<DPL>::ld((const KT *)a.v + (size_t)rb * kstride + (size_t)g * hd + lane * DPL, v[b]);
+                    k[b].ld((const KT *)a.k + (size_t)rb * kstride + (size_t)g * hd + lane * DPL);
+                    v[b].ld((const KT *)a.v + (size_t)rb * kstride + (size_t)g * hd + lane * DPL);
                 }
             }
             int vis[PF];
@@ -451,7 +489,7 @@ __global__ void __launch_bounds__(ATS_WARPS * 32)
                     float d = 0.0f;
 #pragma unroll
                     for (int j = 0; j < DPL; j++)
-                        d += q[h][j] * k[b][j];
+                        d += q[h][j] * k[b].at(j);
                     sc[b] = warp_sum(d) * a.scale;
                     if (a.softcap > 0)
                         sc[b] = a.softcap * tanhf(sc[b] / a.softcap);
@@ -474,7 +512,7 @@ __global__ void __launch_bounds__(ATS_WARPS * 32)
                     l[h] += p;
 #pragma unroll
                     for (int j = 0; j < DPL; j++)
-                        acc[h][j] += p * v[b][j];
+                        acc[h][j] += p * v[b].at(j);
                 }
                 m[h] = nm;
             }

@@ -2,6 +2,7 @@
 # Where a decode step's time goes when its kernels overlap (early launch), from the kernels'
 # start and end times as they ran (gpu_bench --trace, CUPTI; on the GPU machine):
 #   bench/gpu_timeline.sh MODEL_DIR [BUILD_DIR (build-gpu)] [STEPS (16)] [CTX (128)]
+# (GPU_BENCH_ARGS: more gpu_bench options, e.g. "--kv-type f16")
 # Traces decode steps 2..2+STEPS of gpu_bench (not serialized, unlike gpu_profile.sh) and prints,
 # for each kernel of one layer (averaged over the middle layers and the steps) and for the step's
 # head and tail: its duration, its start relative to the previous kernel's end (negative: it
@@ -11,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 model=$1 build=${2:-build-gpu} steps=${3:-16} ctx=${4:-128}
 csv=$(mktemp /tmp/lmcore-trace.XXXXXX.csv)
-"$build"/bench/gpu_bench "$model" --ctx "$ctx" --prefill 128 --decode $((steps + 3)) --profile "$steps" --trace "$csv" >/dev/null
+"$build"/bench/gpu_bench "$model" --ctx "$ctx" --prefill 128 --decode $((steps + 3)) --profile "$steps" --trace "$csv" \
+  ${GPU_BENCH_ARGS:-} >/dev/null
 python3 - "$csv" <<'PY'
 import csv, sys, subprocess
 rows = list(csv.DictReader(open(sys.argv[1])))

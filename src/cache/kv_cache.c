@@ -227,9 +227,9 @@ lm_status lm_kv_append(lm_kv_cache *c, int layer, float *k, const float *v, cons
     if (direct && L->n + T > L->cap)
         LM_TRY(grow(c, L, L->n + T));
     size_t rb = lm_kv_row_bytes(c, L);
+    /* one kernel: rows, positions, rope */
     if (direct && be->ops->kv_put(be, L->k + (size_t)L->n * rb, L->v + (size_t)L->n * rb, k, v, T, L->dim,
-                                  L->pos_d + L->n, pos[0], rope, c->bits == LM_KV_F16)) { /* one kernel: rows,
-                                                                                            * positions, rope */
+                                  L->pos_d + L->n, pos[0], rope, c->bits == LM_KV_F16)) {
         memcpy(L->pos + L->n, pos, (size_t)T * sizeof *pos);
         L->n += T;
         return LM_OK;

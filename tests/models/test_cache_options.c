@@ -239,6 +239,9 @@ static void test_f16_kv(void) {
     int32_t ids[40];
     fill_ids(ids, 40, 6);
     lm_ctx *x = NULL, *h = NULL;
+    lm_ctx_params two = p16;
+    two.kv_f16 = 2;
+    CHECK(lm_ctx_new(m, &two, &x) == LM_ERR_INVALID_ARG && strstr(lm_last_error(), "kv_f16") && !x);
     CHECK(lm_ctx_new(m, NULL, &x) == LM_OK && lm_ctx_new(m, &p16, &h) == LM_OK);
     CHECK(lm_ctx_eval(x, ids, 20, a, 0) == LM_OK && lm_ctx_eval(h, ids, 20, b, 0) == LM_OK);
     const lm_kv_layer *L32 = &x->kv.layers[0], *L16 = &h->kv.layers[0];

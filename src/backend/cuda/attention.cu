@@ -181,7 +181,7 @@ template <int N> struct kv_raw<__half, N> {
 };
 
 /* The rows of a long chunk (LONG): a warp takes ATL_TR = 4 * ATL_B rows at a time (every
- * ATS_WARPS-th such tile of the chunk). For the scores, 8 lanes share a row (lane l holds dims
+ * ATL_WARPS-th such tile of the chunk; blocks of ATL_WARPS warps). For the scores, 8 lanes share a row (lane l holds dims
  * 4 * (l & 7) + 32 * i of row l >> 3 of each group of 4), so that a score is a sum over 8 lanes
  * (3 shuffles serve 4 rows) and each load is a whole 128-byte line; q comes from shared memory.
  * For the values, lane l holds dims l * DPL.. of every row (the short-chunk loop's accumulators),
@@ -190,8 +190,11 @@ template <int N> struct kv_raw<__half, N> {
 #define ATL_B 2
 #endif
 #define ATL_TR (4 * ATL_B)
+#ifndef ATL_WARPS
+#define ATL_WARPS 8 /* warps per block of the long-chunk form */
+#endif
 #ifndef ATL_MAX_SPLIT
-#define ATL_MAX_SPLIT 64
+#define ATL_MAX_SPLIT 32
 #endif
 
 /* The K rows of the tile at r0 and whether each is visible; V's rows. A row at or past r_end
@@ -252,7 +255,7 @@ static __device__ __forceinline__ void atl_rows(const lm_attn_args &a, float (*q
         qs[h][i] = h < gq ? a.q[((size_t)t * a.n_heads + (size_t)g * gq + h) * hd + i] : 0.0f;
     }
     __syncthreads();
-    for (; r0 < r_end; r0 += ATS_WARPS * ATL_TR) {
+    for (; r0 < r_end; r0 += ATL_WARPS * ATL_TR) {
         unsigned vmask = 0; /* bit j: row r0 + j is visible */
 #pragma unroll
         for (int b = 0; b < ATL_B; b++) {
@@ -320,7 +323,7 @@ static __device__ __forceinline__ void atl_rows(const lm_attn_args &a, float (*q
                 for (int h = 0; h < G; h++)
                     pw[4 * b + grp][h] = s[b][h];
         __syncwarp();
-        atl_load_k<DPL>(a, kb, kstride, r0 + ATS_WARPS * ATL_TR, r_end, qp, k, vis);
+        atl_load_k<DPL>(a, kb, kstride, r0 + ATL_WARPS * ATL_TR, r_end, qp, k, vis);
 #pragma unroll
         for (int j = 0; j < ATL_TR; j++) {
             float vj[DPL], p[G];
@@ -342,7 +345,7 @@ static __device__ __forceinline__ void atl_rows(const lm_attn_args &a, float (*q
                     acc[h][d] = fmaf(p[h], vj[d], acc[h][d]);
         }
         __syncwarp(); /* pw is rewritten by the next tile */
-        atl_load_v<DPL>(vb, kstride, r0 + ATS_WARPS * ATL_TR, r_end, v);
+        atl_load_v<DPL>(vb, kstride, r0 + ATL_WARPS * ATL_TR, r_end, v);
     }
 }
 
@@ -357,7 +360,7 @@ static __device__ void ats_fold(const lm_attn_args &a, const float *part, int n_
     int g = blockIdx.x, t = blockIdx.z, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, hd = a.head_dim;
     int gq = a.n_heads / a.n_kv;
     const float *p0 = part + ((size_t)t * a.n_heads + (size_t)g * gq) * n_split * ATS_REC(hd);
-    for (int h = warp; h < gq; h += ATS_WARPS) {
+    for (int h = warp; h < gq; h += (int)(blockDim.x >> 5)) {
         const float *ph = p0 + (size_t)h * n_split * ATS_REC(hd);
         float m[2], l[2], e[2];
 #pragma unroll
@@ -409,9 +412,10 @@ static __device__ void ats_fold(const lm_attn_args &a, const float *part, int n_
  * its chunk's record in part and the last one merges them (tickets: LM_CUDA_ATTN_TICKETS). LONG:
  * the rows of the chunk take atl_rows. */
 template <int DPL, int G, bool CL, bool LONG, typename KT>
-__global__ void __launch_bounds__(ATS_WARPS * 32)
+__global__ void __launch_bounds__((LONG ? ATL_WARPS : ATS_WARPS) * 32)
     attn_split(lm_attn_args a, int chunk, int n_split, float *part, unsigned *tickets) {
     const int hd = 32 * DPL;
+    constexpr int NW = LONG ? ATL_WARPS : ATS_WARPS; /* warps per block */
     { /* the chunk's first cached rows on their way to L2 before the wait (the kernels before
        * write only the newest rows; a prefetch is coherent in L2 whatever it finds) */
         constexpr int lines = (DPL * (int)sizeof(KT) + 3) / 4, per = 128 / (int)sizeof(KT); /* a row's slice */
@@ -426,8 +430,8 @@ __global__ void __launch_bounds__(ATS_WARPS * 32)
     }
     lm_pdl_wait();
     lm_pdl_next();
-    __shared__ float sm_m[ATS_WARPS][G], sm_l[ATS_WARPS][G];
-    __shared__ float sm_acc[ATS_WARPS][G][hd];
+    __shared__ float sm_m[NW][G], sm_l[NW][G];
+    __shared__ float sm_acc[NW][G][hd];
     int g = blockIdx.x, split = blockIdx.y, t = blockIdx.z;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int gq = a.n_heads / a.n_kv;
@@ -444,7 +448,7 @@ __global__ void __launch_bounds__(ATS_WARPS * 32)
     int r_end = (split + 1) * chunk < a.n_rows ? (split + 1) * chunk : a.n_rows;
     if constexpr (LONG) {
         __shared__ __align__(16) float qs[G][hd];
-        __shared__ __align__(16) float pw[ATS_WARPS][ATL_TR][G];
+        __shared__ __align__(16) float pw[NW][ATL_TR][G];
         atl_rows<DPL, G, KT>(a, qs, pw[warp], split * chunk, r_end, m, l, acc);
     } else {
         float q[G][DPL];
@@ -532,13 +536,13 @@ __global__ void __launch_bounds__(ATS_WARPS * 32)
     for (int e = threadIdx.x; e < gq * hd; e += blockDim.x) {
         int h = e / hd, i = e % hd, head = g * gq + h;
         float M = -INFINITY;
-        for (int w = 0; w < ATS_WARPS; w++)
+        for (int w = 0; w < NW; w++)
             M = fmaxf(M, sm_m[w][h]);
         if (n_split == 1 && a.sinks)
             M = fmaxf(M, a.sinks[head]);
         float L = 0.0f, A = 0.0f;
         if (M != -INFINITY)
-            for (int w = 0; w < ATS_WARPS; w++) {
+            for (int w = 0; w < NW; w++) {
                 float f = expf(sm_m[w][h] - M);
                 L += sm_l[w][h] * f;
                 A += sm_acc[w][h][i] * f;
@@ -610,8 +614,8 @@ static void attn_split_launch(cuda_backend *c, const lm_attn_args *a, int chunk,
         lm_cuda_launch_cluster(c, "attn_split", attn_split<DPL, G, true, false, KT>, grid, ATS_WARPS * 32, 0,
                                dim3(1, (unsigned)n_split, 1), *a, chunk, n_split, part, c->attn_tickets);
     else if (form == ATS_LONG) /* (never for head_dim 256) */
-        lm_cuda_launch(c, "attn_split", attn_split<DPL, G, false, (DPL <= 4), KT>, grid, ATS_WARPS * 32, 0, *a, chunk,
-                       n_split, part, c->attn_tickets);
+        lm_cuda_launch(c, "attn_split", attn_split<DPL, G, false, (DPL <= 4), KT>, grid,
+                       (DPL <= 4 ? ATL_WARPS : ATS_WARPS) * 32, 0, *a, chunk, n_split, part, c->attn_tickets);
     else
         lm_cuda_launch(c, "attn_split", attn_split<DPL, G, false, false, KT>, grid, ATS_WARPS * 32, 0, *a, chunk,
                        n_split, part, c->attn_tickets);
@@ -645,7 +649,7 @@ static int attn_split_dpl(cuda_backend *c, const lm_attn_args *a, int dpl, int c
 /* The long-chunk loop serves head_dim 32-128 with K and V aligned to 4 values, except one token over
  * at most ATS_CL_ROWS rows. Chunks: one when there are enough (token, kv head) blocks to fill
  * the GPU; else for the long-chunk loop at most ATL_MAX_SPLIT chunks of at least ATL_CHUNK rows,
- * a multiple of ATL_TR (4096 rows: 64 chunks of 64); else chunks of ATS_CHUNK keys (at most
+ * a multiple of ATL_TR (4096 rows: 32 chunks of 128); else chunks of ATS_CHUNK keys (at most
  * ATS_MAX_SPLIT), and for one token (at most 8 of them) merged inside a cluster. Returns 0 when
  * the shape needs the first kernel. */
 #ifndef ATS_CHUNK

@@ -180,10 +180,11 @@ template <int N> struct kv_raw<__half, N> {
     __device__ __forceinline__ float at(int i) const { return i & 1 ? __high2float(h[i / 2]) : __low2float(h[i / 2]); }
 };
 
-/* The rows of a long chunk (LONG): a warp takes ATL_TR = 4 * ATL_B rows at a time (every
- * ATL_WARPS-th such tile of the chunk; blocks of ATL_WARPS warps). For the scores, 8 lanes share a row (lane l holds dims
- * 4 * (l & 7) + 32 * i of row l >> 3 of each group of 4), so that a score is a sum over 8 lanes
- * (3 shuffles serve 4 rows) and each load is a whole 128-byte line; q comes from shared memory.
+/* The rows of a long chunk (LONG), in blocks of ATL_WARPS warps: a warp takes ATL_TR = 4 * ATL_B
+ * rows at a time (every ATL_WARPS-th such tile of the chunk). For the scores, 8 lanes share a row
+ * (lane l holds dims 4 * (l & 7) + 32 * i of row l >> 3 of each group of 4), so that a score is a
+ * sum over 8 lanes (3 shuffles serve 4 rows) and each load is a whole 128-byte line (f16 rows:
+ * half a line); q comes from shared memory.
  * For the values, lane l holds dims l * DPL.. of every row (the short-chunk loop's accumulators),
  * with the rows' weights from shared memory. */
 #ifndef ATL_B
